@@ -1,0 +1,579 @@
+//! What a model call cost, in US dollars.
+//!
+//! The processor asks a [`Pricer`] for the price of each generation and embedding, one
+//! call at a time: never summed usage, since tiered prices change the rate with the
+//! size of a call (DESIGN §4). The default pricer, [`GenAiPrices`], uses the
+//! [`genai-prices`](https://docs.rs/genai-prices) data bundled with that crate, or a
+//! price file in the same JSON format, plus any per-model prices you add for private
+//! or fine-tuned models. Implement [`Pricer`] to plug in your own.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use genai_audit::pricing::{GenAiPrices, ModelPrice, PriceQuery, Pricer};
+//! use genai_audit::usage::Usage;
+//!
+//! let prices = GenAiPrices::bundled()
+//!     // A private fine-tune, $2 per million input tokens and $8 per million output.
+//!     .with_model_price(None, "acme-coder-ft", ModelPrice::per_million(2.0, 8.0));
+//!
+//! let usage = Usage { input: Some(1_000), output: Some(100), ..Usage::default() };
+//! let when = UNIX_EPOCH + Duration::from_secs(1_760_000_000);
+//! let price = prices
+//!     .price(&PriceQuery { provider: None, model: "acme-coder-ft", usage: &usage, time: when })
+//!     .expect("priced");
+//! assert!((price.cost_usd - 0.0028).abs() < 1e-12);
+//! assert_eq!(&*price.matched, "custom/acme-coder-ft");
+//!
+//! let gpt = prices
+//!     .price(&PriceQuery { provider: Some("openai"), model: "gpt-4o", usage: &usage, time: when })
+//!     .expect("gpt-4o is in the bundled data");
+//! assert_eq!(&*gpt.matched, "openai/gpt-4o");
+//!
+//! // Unknown models are never priced at zero: there is no price.
+//! let none = prices.price(&PriceQuery { provider: None, model: "my-model", usage: &usage, time: when });
+//! assert!(none.is_none());
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use genai_prices::{Calculator, ErrorKind, PriceRequest, UsageKey};
+use parking_lot::RwLock;
+
+use crate::hashing::hash_str_pair;
+use crate::usage::Usage;
+
+/// One model call to price.
+#[derive(Debug, Clone, Copy)]
+pub struct PriceQuery<'a> {
+    /// The provider as the span reports it (`gen_ai.provider.name`, `gen_ai.system`,
+    /// ...), not yet mapped to a price-data id.
+    pub provider: Option<&'a str>,
+    /// The model as the span reports it.
+    pub model: &'a str,
+    /// The call's normalised usage.
+    pub usage: &'a Usage,
+    /// When the call started: prices change over time.
+    pub time: SystemTime,
+}
+
+/// The price of one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPrice {
+    /// The cost in US dollars.
+    pub cost_usd: f64,
+    /// `provider/model` of the price that matched (written to `genai_audit.cost.model`).
+    pub matched: Arc<str>,
+}
+
+/// Prices model calls. Implementations run inside `on_end`: they must not block or panic.
+pub trait Pricer: Send + Sync + fmt::Debug {
+    /// The price of one call, or `None` when the model has no known price (the span is
+    /// then marked `genai_audit.cost.unpriced`; never answer 0 for "unknown").
+    fn price(&self, query: &PriceQuery<'_>) -> Option<CallPrice>;
+}
+
+/// A price per million tokens, for models the price data does not know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelPrice {
+    /// USD per million input tokens that are not cache reads or writes.
+    pub input_per_million: f64,
+    /// USD per million output tokens (reasoning included).
+    pub output_per_million: f64,
+    /// USD per million cache-read tokens; the input price when `None`.
+    pub cache_read_per_million: Option<f64>,
+    /// USD per million cache-write tokens; the input price when `None`.
+    pub cache_write_per_million: Option<f64>,
+}
+
+impl ModelPrice {
+    /// A price with input and output rates only.
+    pub const fn per_million(input: f64, output: f64) -> Self {
+        ModelPrice {
+            input_per_million: input,
+            output_per_million: output,
+            cache_read_per_million: None,
+            cache_write_per_million: None,
+        }
+    }
+
+    /// The same price with a cache-read rate.
+    pub const fn with_cache_read(mut self, per_million: f64) -> Self {
+        self.cache_read_per_million = Some(per_million);
+        self
+    }
+
+    /// The same price with a cache-write rate.
+    pub const fn with_cache_write(mut self, per_million: f64) -> Self {
+        self.cache_write_per_million = Some(per_million);
+        self
+    }
+
+    fn cost(&self, usage: &Usage) -> f64 {
+        let cache_read = usage.cache_read.unwrap_or(0);
+        let cache_write = usage.cache_write.unwrap_or(0);
+        let uncached = usage
+            .input
+            .unwrap_or(0)
+            .saturating_sub(cache_read)
+            .saturating_sub(cache_write);
+        let rate_read = self.cache_read_per_million.unwrap_or(self.input_per_million);
+        let rate_write = self
+            .cache_write_per_million
+            .unwrap_or(self.input_per_million);
+        (uncached as f64 * self.input_per_million
+            + cache_read as f64 * rate_read
+            + cache_write as f64 * rate_write
+            + usage.output.unwrap_or(0) as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// An error loading a price file.
+#[derive(Debug)]
+pub struct PriceDataError(String);
+
+impl fmt::Display for PriceDataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PriceDataError {}
+
+enum Data {
+    Bundled,
+    Loaded(Box<Calculator>),
+}
+
+#[derive(Debug, Clone)]
+struct ExtraPrice {
+    provider: Option<String>,
+    model: String,
+    price: ModelPrice,
+    matched: Arc<str>,
+}
+
+/// The [`Pricer`] backed by the `genai-prices` data: bundled, or loaded from a price
+/// file in its JSON format, plus per-model prices of your own (which win).
+///
+/// Model resolution is memoised: the first call for a (provider, model) pair finds the
+/// model in the price data, and later calls reuse what it found (or that nothing was
+/// found). The memo holds at most 4096 pairs and starts over when full.
+pub struct GenAiPrices {
+    data: Data,
+    extra: Vec<ExtraPrice>,
+    memo: RwLock<HashMap<u64, Vec<MemoEntry>>>,
+    memo_len: std::sync::atomic::AtomicUsize,
+}
+
+const MEMO_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone)]
+struct MemoEntry {
+    provider: Box<str>,
+    model: Box<str>,
+    resolution: Resolution,
+}
+
+#[derive(Debug, Clone)]
+enum Resolution {
+    Found {
+        provider_id: Box<str>,
+        model_id: Box<str>,
+        matched: Arc<str>,
+    },
+    NotFound,
+}
+
+impl fmt::Debug for GenAiPrices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiPrices")
+            .field(
+                "data",
+                &match self.data {
+                    Data::Bundled => "bundled",
+                    Data::Loaded(_) => "loaded",
+                },
+            )
+            .field("extra_prices", &self.extra.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiPrices {
+    /// The prices bundled with the `genai-prices` crate.
+    pub fn bundled() -> Self {
+        Self::with_data(Data::Bundled)
+    }
+
+    /// Prices from a JSON document in the `genai-prices` format.
+    pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self, PriceDataError> {
+        let calculator = Calculator::from_json(json)
+            .map_err(|e| PriceDataError(format!("invalid price data: {e}")))?;
+        Ok(Self::with_data(Data::Loaded(Box::new(calculator))))
+    }
+
+    /// Prices from a file in the `genai-prices` JSON format.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PriceDataError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| PriceDataError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_json(bytes)
+            .map_err(|e| PriceDataError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    fn with_data(data: Data) -> Self {
+        GenAiPrices {
+            data,
+            extra: Vec::new(),
+            memo: RwLock::new(HashMap::new()),
+            memo_len: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds a price for `model` (compared without regard to case), for one provider or,
+    /// with `None`, for any. It wins over the price data.
+    pub fn with_model_price(
+        mut self,
+        provider: Option<&str>,
+        model: &str,
+        price: ModelPrice,
+    ) -> Self {
+        let provider = provider.map(str::to_ascii_lowercase);
+        let matched = format!("{}/{model}", provider.as_deref().unwrap_or("custom"));
+        self.extra.push(ExtraPrice {
+            provider,
+            model: model.to_ascii_lowercase(),
+            price,
+            matched: Arc::from(matched),
+        });
+        self
+    }
+
+    fn calculator(&self) -> &Calculator {
+        match &self.data {
+            Data::Bundled => Calculator::bundled(),
+            Data::Loaded(c) => c,
+        }
+    }
+
+    fn extra_price(&self, provider: Option<&str>, model: &str) -> Option<&ExtraPrice> {
+        self.extra.iter().rev().find(|e| {
+            e.model.eq_ignore_ascii_case(model)
+                && match (&e.provider, provider) {
+                    (None, _) => true,
+                    (Some(p), Some(q)) => p.eq_ignore_ascii_case(q),
+                    (Some(_), None) => false,
+                }
+        })
+    }
+
+    fn memo_get(&self, key: u64, provider: &str, model: &str) -> Option<Resolution> {
+        let memo = self.memo.read();
+        memo.get(&key)?
+            .iter()
+            .find(|e| &*e.provider == provider && &*e.model == model)
+            .map(|e| e.resolution.clone())
+    }
+
+    fn memo_put(&self, key: u64, provider: &str, model: &str, resolution: Resolution) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut memo = self.memo.write();
+        if self.memo_len.load(Relaxed) >= MEMO_CAPACITY {
+            memo.clear();
+            self.memo_len.store(0, Relaxed);
+        }
+        let bucket = memo.entry(key).or_default();
+        if !bucket
+            .iter()
+            .any(|e| &*e.provider == provider && &*e.model == model)
+        {
+            bucket.push(MemoEntry {
+                provider: provider.into(),
+                model: model.into(),
+                resolution,
+            });
+            self.memo_len.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn calculate(
+        &self,
+        model: &str,
+        provider_id: Option<&str>,
+        usage: &genai_prices::Usage,
+        time: SystemTime,
+    ) -> Result<genai_prices::PriceCalculation, genai_prices::Error> {
+        let mut request = PriceRequest::new(model, usage).with_timestamp(time);
+        if let Some(provider_id) = provider_id {
+            request = request.with_provider_id(provider_id);
+        }
+        self.calculator().calculate(&request)
+    }
+
+    /// The price-data provider id for a provider name as spans report it, or `None`
+    /// when the data has no such provider (the model alone then picks).
+    fn resolve_provider(&self, provider: &str) -> Option<String> {
+        let id = price_provider_id(provider)?;
+        match self.calculator().find_provider(Some(&id), None) {
+            Ok(Some(found)) => Some(found.id().to_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl Pricer for GenAiPrices {
+    fn price(&self, query: &PriceQuery<'_>) -> Option<CallPrice> {
+        let model = query.model.trim();
+        if model.is_empty() {
+            return None;
+        }
+        if let Some(extra) = self.extra_price(query.provider, model) {
+            return Some(CallPrice {
+                cost_usd: extra.price.cost(query.usage),
+                matched: extra.matched.clone(),
+            });
+        }
+        let usage = price_usage(query.usage);
+        let provider = query.provider.unwrap_or("");
+        let key = hash_str_pair(provider, model);
+        match self.memo_get(key, provider, model) {
+            Some(Resolution::NotFound) => None,
+            Some(Resolution::Found {
+                provider_id,
+                model_id,
+                matched,
+            }) => {
+                let calc = self.calculate(&model_id, Some(&provider_id), &usage, query.time);
+                let calc = match calc {
+                    Ok(calc) => calc,
+                    // The resolved id should always match itself; if the data disagrees,
+                    // fall back to the full lookup rather than lose the price.
+                    Err(_) => {
+                        let provider_id = query.provider.and_then(|p| self.resolve_provider(p));
+                        self.calculate(model, provider_id.as_deref(), &usage, query.time)
+                            .ok()?
+                    }
+                };
+                finite_cost(calc.total_price).map(|cost_usd| CallPrice { cost_usd, matched })
+            }
+            None => {
+                let provider_id = query.provider.and_then(|p| self.resolve_provider(p));
+                match self.calculate(model, provider_id.as_deref(), &usage, query.time) {
+                    Ok(calc) => {
+                        let matched: Arc<str> =
+                            Arc::from(format!("{}/{}", calc.provider_id, calc.model_id));
+                        self.memo_put(
+                            key,
+                            provider,
+                            model,
+                            Resolution::Found {
+                                provider_id: calc.provider_id.into_boxed_str(),
+                                model_id: calc.model_id.into_boxed_str(),
+                                matched: matched.clone(),
+                            },
+                        );
+                        finite_cost(calc.total_price)
+                            .map(|cost_usd| CallPrice { cost_usd, matched })
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ModelNotFound | ErrorKind::ProviderNotFound
+                        ) =>
+                    {
+                        self.memo_put(key, provider, model, Resolution::NotFound);
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    }
+}
+
+fn finite_cost(cost: f64) -> Option<f64> {
+    (cost.is_finite() && cost >= 0.0).then_some(cost)
+}
+
+fn price_usage(usage: &Usage) -> genai_prices::Usage {
+    let mut out = genai_prices::Usage::new();
+    let mut put = |key: UsageKey, value: Option<u64>| {
+        if let Some(v) = value {
+            out.insert(key, v as f64);
+        }
+    };
+    put(UsageKey::INPUT_TOKENS, usage.input);
+    put(UsageKey::OUTPUT_TOKENS, usage.output);
+    put(UsageKey::CACHE_READ_TOKENS, usage.cache_read);
+    put(UsageKey::CACHE_WRITE_TOKENS, usage.cache_write);
+    out
+}
+
+/// Maps a provider name as instrumentations write it (OpenTelemetry's
+/// `gen_ai.provider.name` values, OpenInference's `llm.provider`, the Vercel AI SDK's
+/// `ai.model.provider` such as `openai.chat`) to the price data's provider id.
+///
+/// Returns `None` for an empty name. Names without a mapping are returned lowercased,
+/// and are kept only if the price data knows them.
+///
+/// ```
+/// use genai_audit::pricing::price_provider_id;
+/// assert_eq!(price_provider_id("aws.bedrock").as_deref(), Some("aws"));
+/// assert_eq!(price_provider_id("gcp.vertex_ai").as_deref(), Some("google"));
+/// assert_eq!(price_provider_id("x_ai").as_deref(), Some("x-ai"));
+/// assert_eq!(price_provider_id("anthropic.messages").as_deref(), Some("anthropic"));
+/// assert_eq!(price_provider_id("OpenAI").as_deref(), Some("openai"));
+/// ```
+pub fn price_provider_id(provider: &str) -> Option<Cow<'static, str>> {
+    let lower = provider.trim().to_ascii_lowercase();
+    if lower.is_empty() {
+        return None;
+    }
+    if let Some(id) = mapped_provider(&lower) {
+        return Some(Cow::Borrowed(id));
+    }
+    // Vercel AI SDK ids are `<provider>.<api>`: `openai.chat`, `google.vertex.chat`.
+    if let Some((head, _)) = lower.split_once('.') {
+        if let Some(id) = mapped_provider(head) {
+            return Some(Cow::Borrowed(id));
+        }
+        if !head.is_empty() {
+            return Some(Cow::Owned(head.to_owned()));
+        }
+    }
+    Some(Cow::Owned(lower))
+}
+
+fn mapped_provider(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "aws.bedrock" | "amazon-bedrock" | "amazon.bedrock" | "bedrock" | "aws" => "aws",
+        "gcp.vertex_ai" | "gcp.gen_ai" | "gcp.gemini" | "vertex_ai" | "vertexai"
+        | "google-vertex" | "google.vertex" | "google.generative-ai" | "gemini" | "google" => {
+            "google"
+        }
+        "az.ai.inference" | "az.ai.openai" | "azure.ai.inference" | "azure.ai.openai"
+        | "azure-openai" | "azure" => "azure",
+        "x_ai" | "xai" | "x-ai" => "x-ai",
+        "mistral_ai" | "mistralai" | "mistral" => "mistral",
+        "openai" => "openai",
+        "anthropic" => "anthropic",
+        "deepseek" => "deepseek",
+        "groq" => "groq",
+        "cohere" => "cohere",
+        "perplexity" => "perplexity",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn when() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_760_000_000)
+    }
+
+    fn direct(model: &str, provider: Option<&str>, usage: &Usage) -> f64 {
+        let u = price_usage(usage);
+        let mut r = PriceRequest::new(model, &u).with_timestamp(when());
+        if let Some(p) = provider {
+            r = r.with_provider_id(p);
+        }
+        genai_prices::calculate(&r).unwrap().total_price
+    }
+
+    #[test]
+    fn memoised_price_equals_direct_price() {
+        let prices = GenAiPrices::bundled();
+        let usage = Usage {
+            input: Some(1056),
+            output: Some(170),
+            ..Usage::default()
+        };
+        let q = PriceQuery {
+            provider: Some("anthropic"),
+            model: "claude-sonnet-4-5",
+            usage: &usage,
+            time: when(),
+        };
+        let first = prices.price(&q).unwrap();
+        let second = prices.price(&q).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.cost_usd, direct("claude-sonnet-4-5", Some("anthropic"), &usage));
+        assert_eq!(&*first.matched, "anthropic/claude-sonnet-4-5");
+    }
+
+    #[test]
+    fn unknown_provider_is_dropped_and_model_picks() {
+        let prices = GenAiPrices::bundled();
+        let usage = Usage {
+            input: Some(10),
+            output: Some(10),
+            ..Usage::default()
+        };
+        let q = PriceQuery {
+            provider: Some("my-gateway"),
+            model: "gpt-4o",
+            usage: &usage,
+            time: when(),
+        };
+        assert_eq!(&*prices.price(&q).unwrap().matched, "openai/gpt-4o");
+    }
+
+    #[test]
+    fn unknown_model_is_memoised_as_unknown() {
+        let prices = GenAiPrices::bundled();
+        let usage = Usage::default();
+        let q = PriceQuery {
+            provider: Some("dashscope"),
+            model: "qwen-turbo-private",
+            usage: &usage,
+            time: when(),
+        };
+        assert!(prices.price(&q).is_none());
+        assert!(prices.price(&q).is_none());
+        assert_eq!(prices.memo_len.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn provider_mapping() {
+        for (raw, id) in [
+            ("aws.bedrock", "aws"),
+            ("gcp.vertex_ai", "google"),
+            ("gcp.gen_ai", "google"),
+            ("x_ai", "x-ai"),
+            ("az.ai.inference", "azure"),
+            ("mistral_ai", "mistral"),
+            ("openai.responses", "openai"),
+            ("google.vertex.chat", "google"),
+            ("Anthropic", "anthropic"),
+            ("dashscope", "dashscope"),
+        ] {
+            assert_eq!(price_provider_id(raw).as_deref(), Some(id), "{raw}");
+        }
+        assert_eq!(price_provider_id("  "), None);
+    }
+
+    #[test]
+    fn extra_price_with_cache_rates() {
+        let p = ModelPrice::per_million(2.0, 8.0)
+            .with_cache_read(0.5)
+            .with_cache_write(2.5);
+        let usage = Usage {
+            input: Some(1_000_000),
+            cache_read: Some(400_000),
+            cache_write: Some(100_000),
+            output: Some(500_000),
+            ..Usage::default()
+        };
+        let expected = 0.5 * 2.0 + 0.4 * 0.5 + 0.1 * 2.5 + 0.5 * 8.0;
+        assert!((p.cost(&usage) - expected).abs() < 1e-12);
+    }
+}

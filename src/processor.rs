@@ -1,0 +1,281 @@
+//! [`GenAiAuditProcessor`] and its builder.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry::otel_warn;
+use opentelemetry_sdk::trace::SpanProcessor;
+
+use crate::audit::Audit;
+use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Settings};
+use crate::ledger::Ledger;
+use crate::metrics::AuditMetrics;
+use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
+use crate::recognition::{Classifier, Recogniser, RoleRule};
+
+/// An OpenTelemetry [`SpanProcessor`] that audits gen-ai agent spans and hands them,
+/// enriched, to the processor it wraps.
+///
+/// The SDK gives each registered processor its own copy of every span, so edits made
+/// by one never reach another: the audit processor therefore *wraps* the processor
+/// that exports (a `BatchSpanProcessor`, usually) and is the only one registered. It
+/// forwards `on_start`, `on_end` (with the enriched span), `force_flush`,
+/// `shutdown_with_timeout` and `set_resource` to it, and never drops a span.
+///
+/// ```
+/// use genai_audit::GenAiAuditProcessor;
+/// use opentelemetry::trace::{Span, Tracer, TracerProvider};
+/// use opentelemetry::KeyValue;
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor};
+///
+/// let exporter = InMemorySpanExporter::default();
+/// let audit = GenAiAuditProcessor::builder(SimpleSpanProcessor::new(exporter.clone())).build();
+/// let provider = SdkTracerProvider::builder().with_span_processor(audit).build();
+/// let tracer = provider.tracer("my-agent");
+///
+/// tracer.in_span("invoke_agent coder", |_cx| {
+///     let mut llm = tracer.start("chat gpt-4o");
+///     llm.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
+///     llm.set_attribute(KeyValue::new("gen_ai.request.model", "gpt-4o"));
+///     llm.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 1000));
+///     llm.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", 100));
+///     llm.end();
+/// });
+///
+/// let spans = exporter.get_finished_spans().unwrap();
+/// let get = |span: &str, key: &str| {
+///     let span = spans.iter().find(|s| s.name == span).unwrap();
+///     span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone())
+/// };
+/// assert_eq!(get("chat gpt-4o", "genai_audit.role").unwrap().as_str(), "generation");
+/// assert!(get("chat gpt-4o", "genai_audit.cost_usd").is_some());
+/// assert_eq!(get("invoke_agent coder", "genai_audit.total.input_tokens").unwrap(), 1000i64.into());
+/// ```
+pub struct GenAiAuditProcessor<P> {
+    pub(crate) inner: P,
+    /// `None` when disabled: a pure pass-through.
+    pub(crate) audit: Option<Audit>,
+}
+
+impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessor<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiAuditProcessor")
+            .field("inner", &self.inner)
+            .field("enabled", &self.audit.is_some())
+            .finish()
+    }
+}
+
+impl<P: SpanProcessor> GenAiAuditProcessor<P> {
+    /// Starts configuring a processor that wraps `inner`, the processor that exports.
+    pub fn builder(inner: P) -> GenAiAuditProcessorBuilder<P> {
+        GenAiAuditProcessorBuilder {
+            inner,
+            settings: Settings::default(),
+            pricer: None,
+            model_prices: Vec::new(),
+            cost_attributes: CostAttributes::default(),
+            rules: Vec::new(),
+            classifier: None,
+            meter_provider: None,
+        }
+    }
+
+    /// The wrapped processor.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    /// Whether the processor audits spans (false: a pure pass-through).
+    pub fn is_enabled(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// The leak policy in force, after the environment was read (`None` when disabled).
+    pub fn leak_policy(&self) -> Option<LeakPolicy> {
+        self.audit.as_ref().map(|a| a.settings.leak_policy)
+    }
+
+    /// The contamination policy in force (`None` when disabled).
+    pub fn contamination_policy(&self) -> Option<ContaminationPolicy> {
+        self.audit.as_ref().map(|a| a.settings.contamination_policy)
+    }
+
+    /// The most spans tracked at once (`None` when disabled).
+    pub fn max_tracked_spans(&self) -> Option<usize> {
+        self.audit.as_ref().map(|a| a.settings.max_tracked_spans)
+    }
+
+    /// The age after which an open span is evicted (`None` when disabled).
+    pub fn max_span_age(&self) -> Option<Duration> {
+        self.audit.as_ref().map(|a| a.settings.max_span_age)
+    }
+}
+
+/// Configures a [`GenAiAuditProcessor`]. Everything has a default; environment variables
+/// (see [`crate::config`]) are read at [`build`](Self::build) for what code did not set.
+pub struct GenAiAuditProcessorBuilder<P> {
+    inner: P,
+    settings: Settings,
+    pricer: Option<Arc<dyn Pricer>>,
+    model_prices: Vec<(Option<String>, String, ModelPrice)>,
+    cost_attributes: CostAttributes,
+    rules: Vec<RoleRule>,
+    classifier: Option<Arc<dyn Classifier>>,
+    meter_provider: Option<Box<dyn MeterProvider + Send + Sync>>,
+}
+
+impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiAuditProcessorBuilder")
+            .field("inner", &self.inner)
+            .field("settings", &self.settings)
+            .field("pricer", &self.pricer)
+            .field("model_prices", &self.model_prices)
+            .field("cost_attributes", &self.cost_attributes)
+            .field("rules", &self.rules)
+            .field("classifier", &self.classifier.is_some())
+            .field("meter_provider", &self.meter_provider.is_some())
+            .finish()
+    }
+}
+
+impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
+    /// What happens to recognised children still open when their parent ends
+    /// (default [`LeakPolicy::Flag`]; environment `GENAI_AUDIT_LEAK_POLICY`).
+    pub fn leak_policy(mut self, policy: LeakPolicy) -> Self {
+        self.settings.leak_policy = Some(policy);
+        self
+    }
+
+    /// What happens to spans contaminated by another invocation (default
+    /// [`ContaminationPolicy::Flag`]; environment `GENAI_AUDIT_CONTAMINATION_POLICY`).
+    pub fn contamination_policy(mut self, policy: ContaminationPolicy) -> Self {
+        self.settings.contamination_policy = Some(policy);
+        self
+    }
+
+    /// The most spans tracked at once (at least 1; default 65536; environment
+    /// `GENAI_AUDIT_MAX_TRACKED_SPANS`).
+    pub fn with_max_tracked_spans(mut self, max: usize) -> Self {
+        self.settings.max_tracked_spans = Some(max);
+        self
+    }
+
+    /// The age after which an open span is evicted (at least 1 s; default one hour;
+    /// environment `GENAI_AUDIT_MAX_SPAN_AGE_SECS`).
+    pub fn with_max_span_age(mut self, age: Duration) -> Self {
+        self.settings.max_span_age = Some(age);
+        self
+    }
+
+    /// Prices from a file in the genai-prices JSON format instead of the bundled data
+    /// (environment `GENAI_AUDIT_PRICES_FILE`). A file that cannot be read or parsed is
+    /// reported through `otel_warn!` and the bundled prices are used.
+    pub fn with_prices_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.prices_file = Some(path.into());
+        self
+    }
+
+    /// A price for a model the price data does not know (or to override it), for one
+    /// provider or, with `None`, for any. Applies to the genai-prices pricer (bundled or
+    /// from a file), not to a custom [`Pricer`].
+    pub fn with_model_price(
+        mut self,
+        provider: Option<&str>,
+        model: impl Into<String>,
+        price: ModelPrice,
+    ) -> Self {
+        self.model_prices
+            .push((provider.map(str::to_owned), model.into(), price));
+        self
+    }
+
+    /// Your own [`Pricer`], replacing the genai-prices one.
+    pub fn with_pricer(mut self, pricer: impl Pricer + 'static) -> Self {
+        self.pricer = Some(Arc::new(pricer));
+        self
+    }
+
+    /// Which cost keys a priced call gets besides `genai_audit.cost_usd`
+    /// (default: `gen_ai.usage.cost`).
+    pub fn with_cost_attributes(mut self, attributes: CostAttributes) -> Self {
+        self.cost_attributes = attributes;
+        self
+    }
+
+    /// A rule giving a role by name prefix or attribute value; user rules are tried
+    /// first, in the order added.
+    pub fn with_role_rule(mut self, rule: RoleRule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// A custom classifier, tried after the rules and before the built-in recognition.
+    pub fn with_classifier(mut self, classifier: impl Classifier + 'static) -> Self {
+        self.classifier = Some(Arc::new(classifier));
+        self
+    }
+
+    /// Turns the metrics on: the instruments are created on this meter provider.
+    pub fn with_meter_provider(
+        mut self,
+        meter_provider: impl MeterProvider + Send + Sync + 'static,
+    ) -> Self {
+        self.meter_provider = Some(Box::new(meter_provider));
+        self
+    }
+
+    /// `true` makes the processor a pure pass-through (environment
+    /// `GENAI_AUDIT_DISABLED`).
+    pub fn with_disabled(mut self, disabled: bool) -> Self {
+        self.settings.disabled = Some(disabled);
+        self
+    }
+
+    /// Builds the processor, reading the environment for what code did not set.
+    pub fn build(self) -> GenAiAuditProcessor<P> {
+        let settings = self.settings.resolve(|name| std::env::var(name).ok());
+        if settings.disabled {
+            return GenAiAuditProcessor {
+                inner: self.inner,
+                audit: None,
+            };
+        }
+        let pricer: Arc<dyn Pricer> = match self.pricer {
+            Some(pricer) => pricer,
+            None => {
+                let mut prices = match &settings.prices_file {
+                    Some(path) => GenAiPrices::from_file(path).unwrap_or_else(|e| {
+                        otel_warn!(name: "GenAiAudit.PriceFileUnusable", error = e.to_string(), reason = "using the bundled prices");
+                        GenAiPrices::bundled()
+                    }),
+                    None => GenAiPrices::bundled(),
+                };
+                for (provider, model, price) in &self.model_prices {
+                    prices = prices.with_model_price(provider.as_deref(), model, *price);
+                }
+                Arc::new(prices)
+            }
+        };
+        let ledger = Ledger::new(settings.max_tracked_spans);
+        let metrics = self
+            .meter_provider
+            .as_deref()
+            .map(|mp| AuditMetrics::new(mp, ledger.len_handle()));
+        GenAiAuditProcessor {
+            inner: self.inner,
+            audit: Some(Audit {
+                recogniser: Recogniser::new(self.rules, self.classifier),
+                pricer,
+                ledger,
+                metrics,
+                cost_attributes: self.cost_attributes,
+                settings,
+            }),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Recognising gen-ai spans: which [`Role`] a span plays.
+//!
+//! The built-in rules cover the OpenTelemetry GenAI conventions, LoongSuite,
+//! OpenInference, OpenLLMetry (Traceloop), Langfuse and the Vercel AI SDK (DESIGN §2).
+//! A span is classified from its name and start attributes when it starts, and again
+//! from its final attributes when it ends: many instrumentations set everything at end.
+//!
+//! Signals are tried in this order, and the first one that names a role wins:
+//! user [`RoleRule`]s (in the order added), the custom [`Classifier`],
+//! `gen_ai.operation.name`, the span-kind attributes (`gen_ai.span.kind`,
+//! `openinference.span.kind`, `traceloop.span.kind`, `langfuse.observation.type`),
+//! Vercel's `ai.operationId`, and last the span name. A value that names no role
+//! (`gen_ai.operation.name = enter`, say) does not stop the later signals. When a key
+//! appears more than once on a span, its last value is the one read.
+//!
+//! Kind values are compared without regard to case, so `TOOL` and `tool` are the same
+//! kind whichever of the four kind attributes carries them: `AGENT`, `STEP`, `LLM`,
+//! `GENERATION`, `EMBEDDING`, `TOOL`, `RETRIEVER`, `WORKFLOW` and `CHAIN` (a workflow)
+//! are recognised; other kinds (`ENTRY`, `TASK`, ...) are not.
+//!
+//! ```
+//! use genai_audit::{Role, RoleRule};
+//! use opentelemetry::KeyValue;
+//!
+//! // A framework that names its ReAct rounds `loop.step-1`, `loop.step-2`, ...
+//! let rule = RoleRule::name_prefix("loop.step-", Role::Step);
+//! assert_eq!(rule.apply("loop.step-3", &[]), Some(Role::Step));
+//!
+//! // Or one that marks its model calls with an attribute of its own.
+//! let rule = RoleRule::attribute("acme.kind", "model_call", Role::Generation);
+//! let attributes = [KeyValue::new("acme.kind", "model_call")];
+//! assert_eq!(rule.apply("anything", &attributes), Some(Role::Generation));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use opentelemetry::{KeyValue, Value};
+
+use crate::keys::{gen_ai, langfuse, openinference, traceloop, vercel};
+use crate::span_attributes::last_value;
+
+/// The part a span plays in an agent trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// One run of an agent (`invoke_agent`).
+    Invocation,
+    /// One round of an agent's loop (a ReAct step, a planning step).
+    Step,
+    /// One call of a language model.
+    Generation,
+    /// One call of an embedding model.
+    Embedding,
+    /// One tool call.
+    Tool,
+    /// A workflow or chain around agents.
+    Workflow,
+    /// A retrieval from a vector store or search index.
+    Retrieval,
+    /// Anything else: passes through untouched.
+    Other,
+}
+
+impl Role {
+    /// The value written to `genai_audit.role`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Invocation => "invocation",
+            Role::Step => "step",
+            Role::Generation => "generation",
+            Role::Embedding => "embedding",
+            Role::Tool => "tool",
+            Role::Workflow => "workflow",
+            Role::Retrieval => "retrieval",
+            Role::Other => "other",
+        }
+    }
+
+    /// Whether the role is one of the recognised ones (not [`Role::Other`]).
+    pub const fn is_recognised(self) -> bool {
+        !matches!(self, Role::Other)
+    }
+
+    /// Whether rolled-up totals are written on spans of this role.
+    pub(crate) const fn carries_totals(self) -> bool {
+        matches!(
+            self,
+            Role::Invocation | Role::Step | Role::Workflow | Role::Tool
+        )
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user rule that gives a role to spans the built-in rules do not recognise, or
+/// overrides them: user rules are tried first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleRule {
+    matcher: Matcher,
+    role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Matcher {
+    NamePrefix(Cow<'static, str>),
+    Attribute {
+        key: Cow<'static, str>,
+        value: Cow<'static, str>,
+    },
+}
+
+impl RoleRule {
+    /// Spans whose name starts with `prefix` get `role`.
+    pub fn name_prefix(prefix: impl Into<Cow<'static, str>>, role: Role) -> Self {
+        RoleRule {
+            matcher: Matcher::NamePrefix(prefix.into()),
+            role,
+        }
+    }
+
+    /// Spans whose attribute `key` has the string value `value` get `role`
+    /// (compared exactly; a non-string attribute is compared through its display form).
+    pub fn attribute(
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+        role: Role,
+    ) -> Self {
+        RoleRule {
+            matcher: Matcher::Attribute {
+                key: key.into(),
+                value: value.into(),
+            },
+            role,
+        }
+    }
+
+    /// The role this rule gives a span with this name and these attributes, if it matches.
+    pub fn apply(&self, name: &str, attributes: &[KeyValue]) -> Option<Role> {
+        let matched = match &self.matcher {
+            Matcher::NamePrefix(prefix) => name.starts_with(prefix.as_ref()),
+            Matcher::Attribute { key, value } => match last_value(attributes, key) {
+                Some(Value::String(s)) => s.as_str() == value.as_ref(),
+                Some(other) => other.as_str() == value.as_ref(),
+                None => false,
+            },
+        };
+        matched.then_some(self.role)
+    }
+}
+
+/// A custom classifier, consulted after the user rules and before the built-in rules.
+///
+/// Return `None` to let the built-in rules decide. Any `Fn(&str, &[KeyValue]) -> Option<Role>`
+/// closure that is `Send + Sync` is a classifier. It runs inside `on_start` and `on_end`:
+/// keep it fast and never block or panic in it.
+pub trait Classifier: Send + Sync {
+    /// The role of a span with this name and these attributes, or `None`.
+    fn classify(&self, name: &str, attributes: &[KeyValue]) -> Option<Role>;
+}
+
+impl<F> Classifier for F
+where
+    F: Fn(&str, &[KeyValue]) -> Option<Role> + Send + Sync,
+{
+    fn classify(&self, name: &str, attributes: &[KeyValue]) -> Option<Role> {
+        self(name, attributes)
+    }
+}
+
+/// The full recognition pipeline: user rules, custom classifier, built-in rules.
+#[derive(Clone, Default)]
+pub(crate) struct Recogniser {
+    rules: Vec<RoleRule>,
+    classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl fmt::Debug for Recogniser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recogniser")
+            .field("rules", &self.rules)
+            .field("classifier", &self.classifier.is_some())
+            .finish()
+    }
+}
+
+impl Recogniser {
+    pub(crate) fn new(rules: Vec<RoleRule>, classifier: Option<Arc<dyn Classifier>>) -> Self {
+        Recogniser { rules, classifier }
+    }
+
+    /// The role of a span with this name and these attributes.
+    pub(crate) fn classify(&self, name: &str, attributes: &[KeyValue]) -> Role {
+        for rule in &self.rules {
+            if let Some(role) = rule.apply(name, attributes) {
+                return role;
+            }
+        }
+        if let Some(role) = self
+            .classifier
+            .as_ref()
+            .and_then(|c| c.classify(name, attributes))
+        {
+            return role;
+        }
+        builtin_role(name, attributes)
+    }
+}
+
+/// The built-in rules of DESIGN §2.
+pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
+    if let Some(role) = string_attr(attributes, gen_ai::OPERATION_NAME).and_then(operation_role) {
+        return role;
+    }
+    for key in [
+        gen_ai::SPAN_KIND,
+        openinference::SPAN_KIND,
+        traceloop::SPAN_KIND,
+        langfuse::OBSERVATION_TYPE,
+    ] {
+        if let Some(role) = string_attr(attributes, key).and_then(kind_role) {
+            return role;
+        }
+    }
+    if let Some(role) = string_attr(attributes, vercel::OPERATION_ID).and_then(vercel_role) {
+        return role;
+    }
+    name_role(name).unwrap_or(Role::Other)
+}
+
+fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match last_value(attributes, key)? {
+        Value::String(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn operation_role(operation: &str) -> Option<Role> {
+    Some(match operation {
+        "invoke_agent" => Role::Invocation,
+        "react" | "plan" | "agent_step" => Role::Step,
+        "chat" | "text_completion" | "generate_content" | "generate_live_content"
+        | "completion" => Role::Generation,
+        "embeddings" => Role::Embedding,
+        "execute_tool" => Role::Tool,
+        "invoke_workflow" => Role::Workflow,
+        "retrieval" => Role::Retrieval,
+        _ => return None,
+    })
+}
+
+fn kind_role(kind: &str) -> Option<Role> {
+    const KINDS: [(&str, Role); 9] = [
+        ("agent", Role::Invocation),
+        ("step", Role::Step),
+        ("llm", Role::Generation),
+        ("generation", Role::Generation),
+        ("embedding", Role::Embedding),
+        ("tool", Role::Tool),
+        ("retriever", Role::Retrieval),
+        ("workflow", Role::Workflow),
+        ("chain", Role::Workflow),
+    ];
+    KINDS
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(kind))
+        .map(|(_, role)| *role)
+}
+
+fn vercel_role(operation_id: &str) -> Option<Role> {
+    match operation_id {
+        "ai.generateText" | "ai.streamText" | "ai.generateObject" | "ai.streamObject" => {
+            return Some(Role::Invocation)
+        }
+        "ai.toolCall" => return Some(Role::Tool),
+        _ => {}
+    }
+    let rest = operation_id.strip_prefix("ai.")?;
+    if rest.ends_with(".doGenerate") || rest.ends_with(".doStream") {
+        Some(Role::Generation)
+    } else if rest.starts_with("embed") && rest.ends_with(".doEmbed") {
+        Some(Role::Embedding)
+    } else {
+        None
+    }
+}
+
+fn name_role(name: &str) -> Option<Role> {
+    if name.starts_with("invoke_agent") {
+        Some(Role::Invocation)
+    } else if name == "react step" {
+        Some(Role::Step)
+    } else if ["chat ", "text_completion ", "generate_content "]
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
+        Some(Role::Generation)
+    } else if name.starts_with("execute_tool") {
+        Some(Role::Tool)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &'static str, v: &'static str) -> KeyValue {
+        KeyValue::new(k, v)
+    }
+
+    #[test]
+    fn operation_names() {
+        for (op, role) in [
+            ("invoke_agent", Role::Invocation),
+            ("react", Role::Step),
+            ("plan", Role::Step),
+            ("agent_step", Role::Step),
+            ("chat", Role::Generation),
+            ("text_completion", Role::Generation),
+            ("generate_content", Role::Generation),
+            ("generate_live_content", Role::Generation),
+            ("completion", Role::Generation),
+            ("embeddings", Role::Embedding),
+            ("execute_tool", Role::Tool),
+            ("invoke_workflow", Role::Workflow),
+            ("retrieval", Role::Retrieval),
+            ("create_agent", Role::Other),
+        ] {
+            assert_eq!(builtin_role("x", &[kv(gen_ai::OPERATION_NAME, op)]), role, "{op}");
+        }
+    }
+
+    #[test]
+    fn kinds_any_case() {
+        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "AGENT")]), Role::Invocation);
+        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "STEP")]), Role::Step);
+        assert_eq!(builtin_role("x", &[kv(openinference::SPAN_KIND, "LLM")]), Role::Generation);
+        assert_eq!(builtin_role("x", &[kv(openinference::SPAN_KIND, "CHAIN")]), Role::Workflow);
+        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "agent")]), Role::Invocation);
+        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "workflow")]), Role::Workflow);
+        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "tool")]), Role::Tool);
+        assert_eq!(builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "generation")]), Role::Generation);
+        assert_eq!(builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "agent")]), Role::Invocation);
+        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "RETRIEVER")]), Role::Retrieval);
+        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "EMBEDDING")]), Role::Embedding);
+        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "ENTRY")]), Role::Other);
+    }
+
+    #[test]
+    fn unknown_operation_does_not_hide_other_signals() {
+        let attrs = [kv(gen_ai::OPERATION_NAME, "enter"), kv(gen_ai::SPAN_KIND, "AGENT")];
+        assert_eq!(builtin_role("x", &attrs), Role::Invocation);
+        assert_eq!(builtin_role("chat gpt-4o", &[kv(gen_ai::OPERATION_NAME, "enter")]), Role::Generation);
+    }
+
+    #[test]
+    fn vercel_operation_ids() {
+        for (id, role) in [
+            ("ai.generateText", Role::Invocation),
+            ("ai.streamText", Role::Invocation),
+            ("ai.generateObject", Role::Invocation),
+            ("ai.streamObject", Role::Invocation),
+            ("ai.generateText.doGenerate", Role::Generation),
+            ("ai.streamText.doStream", Role::Generation),
+            ("ai.embed.doEmbed", Role::Embedding),
+            ("ai.embedMany.doEmbed", Role::Embedding),
+            ("ai.toolCall", Role::Tool),
+            ("ai.embed", Role::Other),
+        ] {
+            assert_eq!(builtin_role("x", &[kv(vercel::OPERATION_ID, id)]), role, "{id}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(builtin_role("invoke_agent coder", &[]), Role::Invocation);
+        assert_eq!(builtin_role("react step", &[]), Role::Step);
+        assert_eq!(builtin_role("chat gpt-4o", &[]), Role::Generation);
+        assert_eq!(builtin_role("text_completion davinci", &[]), Role::Generation);
+        assert_eq!(builtin_role("generate_content gemini", &[]), Role::Generation);
+        assert_eq!(builtin_role("execute_tool read", &[]), Role::Tool);
+        assert_eq!(builtin_role("chat", &[]), Role::Other);
+        assert_eq!(builtin_role("GET /index", &[]), Role::Other);
+    }
+
+    #[test]
+    fn last_value_wins() {
+        let attrs = [kv(gen_ai::OPERATION_NAME, "chat"), kv(gen_ai::OPERATION_NAME, "execute_tool")];
+        assert_eq!(builtin_role("x", &attrs), Role::Tool);
+    }
+
+    #[test]
+    fn non_string_operation_is_ignored() {
+        assert_eq!(builtin_role("x", &[KeyValue::new(gen_ai::OPERATION_NAME, 7)]), Role::Other);
+    }
+
+    #[test]
+    fn user_rules_win_then_classifier() {
+        let classifier: Arc<dyn Classifier> = Arc::new(|name: &str, _: &[KeyValue]| {
+            name.starts_with("llm-call-").then_some(Role::Generation)
+        });
+        let r = Recogniser::new(
+            vec![RoleRule::name_prefix("chat ", Role::Tool)],
+            Some(classifier),
+        );
+        assert_eq!(r.classify("chat gpt-4o", &[]), Role::Tool);
+        assert_eq!(r.classify("llm-call-2", &[]), Role::Generation);
+        assert_eq!(r.classify("invoke_agent a", &[]), Role::Invocation);
+    }
+}

@@ -1,0 +1,80 @@
+//! Reading and writing span attributes the way DESIGN §3 and §5 ask.
+//!
+//! The SDK does not deduplicate attribute keys, so a finished span can carry one key
+//! several times: every read takes the last value. Every write replaces the key's
+//! existing values instead of adding a second copy.
+
+use opentelemetry::{Key, KeyValue, Value};
+
+/// The last value of `key` in `attributes`.
+pub(crate) fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .rev()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+/// The attributes the processor sets on one span, applied in one pass at the end.
+#[derive(Debug, Default)]
+pub(crate) struct AttributeWrites {
+    writes: Vec<KeyValue>,
+}
+
+impl AttributeWrites {
+    /// Sets `key` (a later set of the same key replaces an earlier one).
+    pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        let value = value.into();
+        if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
+            existing.value = value;
+        } else {
+            self.writes.push(KeyValue::new(Key::from_static_str(key), value));
+        }
+    }
+
+    /// Applies the writes: every existing value of a written key is removed, then the
+    /// new values are appended in the order they were first set. Attributes the
+    /// processor does not write keep their order.
+    pub(crate) fn apply(self, attributes: &mut Vec<KeyValue>) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let writes = self.writes;
+        attributes.retain(|kv| !writes.iter().any(|w| w.key == kv.key));
+        attributes.extend(writes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_wins_on_read() {
+        let attrs = [KeyValue::new("a", 1), KeyValue::new("b", 2), KeyValue::new("a", 3)];
+        assert_eq!(last_value(&attrs, "a"), Some(&Value::I64(3)));
+        assert_eq!(last_value(&attrs, "c"), None);
+    }
+
+    #[test]
+    fn writes_replace_every_copy() {
+        let mut attrs = vec![
+            KeyValue::new("genai_audit.role", "old"),
+            KeyValue::new("x", 1),
+            KeyValue::new("genai_audit.role", "older"),
+        ];
+        let mut w = AttributeWrites::default();
+        w.set("genai_audit.role", "generation");
+        w.set("genai_audit.cost_usd", 0.5);
+        w.set("genai_audit.role", "tool");
+        w.apply(&mut attrs);
+        assert_eq!(
+            attrs,
+            vec![
+                KeyValue::new("x", 1),
+                KeyValue::new("genai_audit.role", "tool"),
+                KeyValue::new("genai_audit.cost_usd", 0.5),
+            ]
+        );
+    }
+}

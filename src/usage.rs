@@ -1,0 +1,338 @@
+//! Token usage: reading it from any convention, normalising it, and adding it up.
+//!
+//! Each quantity is read from a list of keys, and the first key present wins
+//! (DESIGN §3). A value is used when it is an integer, a float with an integral value,
+//! or a decimal string (`"154"`, `"154.0"`; what `tracing-opentelemetry` makes of a
+//! `u64`), between 0 and 2^53 inclusive. Anything else (negative, fractional, NaN,
+//! infinite, non-numeric, a boolean, an array, larger than 2^53) is not used: the
+//! quantity counts as absent and the span gets the finding `invalid_usage`.
+//!
+//! Normalisation follows the OpenTelemetry GenAI conventions, where input includes
+//! cached tokens and output includes reasoning tokens. An emitter that reports cache
+//! counts exclusive of input (Anthropic's API style) shows up as cache read + cache
+//! write > input; the input is then taken as input + cache read + cache write and the
+//! span is marked `genai_audit.usage.cache_exclusive`. Likewise reasoning > output
+//! means output excluded reasoning: output += reasoning, marked
+//! `genai_audit.usage.reasoning_exclusive`.
+
+use opentelemetry::{KeyValue, Value};
+
+use crate::keys::{gen_ai, openinference, vercel};
+use crate::span_attributes::last_value;
+
+/// The largest token count accepted: 2^53, the largest integer a double holds exactly.
+pub const MAX_TOKENS: u64 = 1 << 53;
+
+const INPUT_KEYS: [&str; 5] = [
+    gen_ai::USAGE_INPUT_TOKENS,
+    gen_ai::USAGE_PROMPT_TOKENS,
+    openinference::TOKEN_COUNT_PROMPT,
+    vercel::USAGE_INPUT_TOKENS,
+    vercel::USAGE_PROMPT_TOKENS,
+];
+const OUTPUT_KEYS: [&str; 5] = [
+    gen_ai::USAGE_OUTPUT_TOKENS,
+    gen_ai::USAGE_COMPLETION_TOKENS,
+    openinference::TOKEN_COUNT_COMPLETION,
+    vercel::USAGE_OUTPUT_TOKENS,
+    vercel::USAGE_COMPLETION_TOKENS,
+];
+const CACHE_READ_KEYS: [&str; 5] = [
+    gen_ai::USAGE_CACHE_READ_INPUT_TOKENS,
+    gen_ai::USAGE_CACHE_READ_INPUT_TOKENS_OLD,
+    openinference::TOKEN_COUNT_CACHE_READ,
+    vercel::USAGE_CACHE_READ_TOKENS,
+    vercel::USAGE_CACHED_INPUT_TOKENS,
+];
+const CACHE_WRITE_KEYS: [&str; 5] = [
+    gen_ai::USAGE_CACHE_WRITE_INPUT_TOKENS,
+    gen_ai::USAGE_CACHE_CREATION_INPUT_TOKENS,
+    gen_ai::USAGE_CACHE_CREATION_INPUT_TOKENS_OLD,
+    openinference::TOKEN_COUNT_CACHE_WRITE,
+    vercel::USAGE_CACHE_WRITE_TOKENS,
+];
+const REASONING_KEYS: [&str; 5] = [
+    gen_ai::USAGE_REASONING_OUTPUT_TOKENS,
+    gen_ai::USAGE_REASONING_TOKENS,
+    openinference::TOKEN_COUNT_REASONING,
+    vercel::USAGE_REASONING_TOKENS_DETAIL,
+    vercel::USAGE_REASONING_TOKENS,
+];
+
+/// The usage one span reports, normalised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub input: Option<u64>,
+    /// Output tokens, reasoning ones included.
+    pub output: Option<u64>,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: Option<u64>,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: Option<u64>,
+    /// Output tokens spent on reasoning.
+    pub reasoning: Option<u64>,
+    /// Cache counts were reported exclusive of input and were added to it.
+    pub cache_exclusive: bool,
+    /// Reasoning was reported exclusive of output and was added to it.
+    pub reasoning_exclusive: bool,
+    /// Some value was present but unusable (the `invalid_usage` finding).
+    pub invalid: bool,
+}
+
+impl Usage {
+    /// Reads and normalises the usage of a span from its attributes.
+    ///
+    /// ```
+    /// use genai_audit::usage::Usage;
+    /// use opentelemetry::KeyValue;
+    ///
+    /// let usage = Usage::from_attributes(&[
+    ///     KeyValue::new("gen_ai.usage.input_tokens", 100),
+    ///     KeyValue::new("gen_ai.usage.cache_read.input_tokens", 300), // Anthropic style
+    ///     KeyValue::new("gen_ai.usage.output_tokens", "20"),          // a string
+    /// ]);
+    /// assert_eq!(usage.input, Some(400));
+    /// assert!(usage.cache_exclusive);
+    /// assert_eq!(usage.output, Some(20));
+    /// ```
+    pub fn from_attributes(attributes: &[KeyValue]) -> Usage {
+        let mut usage = Usage::default();
+        let mut read = |keys: &[&str]| match first_present(attributes, keys) {
+            None => None,
+            Some(value) => {
+                let count = token_count(value);
+                usage.invalid |= count.is_none();
+                count
+            }
+        };
+        let input = read(&INPUT_KEYS);
+        let output = read(&OUTPUT_KEYS);
+        let cache_read = read(&CACHE_READ_KEYS);
+        let cache_write = read(&CACHE_WRITE_KEYS);
+        let reasoning = read(&REASONING_KEYS);
+        usage.input = input;
+        usage.output = output;
+        usage.cache_read = cache_read;
+        usage.cache_write = cache_write;
+        usage.reasoning = reasoning;
+
+        if let Some(input) = usage.input {
+            let cached = usage.cache_read.unwrap_or(0) + usage.cache_write.unwrap_or(0);
+            if cached > input {
+                usage.input = Some(input.saturating_add(cached));
+                usage.cache_exclusive = true;
+            }
+        }
+        if let (Some(output), Some(reasoning)) = (usage.output, usage.reasoning) {
+            if reasoning > output {
+                usage.output = Some(output.saturating_add(reasoning));
+                usage.reasoning_exclusive = true;
+            }
+        }
+        usage
+    }
+
+    /// Whether any token count is present.
+    pub fn is_empty(&self) -> bool {
+        self.input.is_none()
+            && self.output.is_none()
+            && self.cache_read.is_none()
+            && self.cache_write.is_none()
+            && self.reasoning.is_none()
+    }
+}
+
+fn first_present<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|key| last_value(attributes, key))
+}
+
+/// A token count from an attribute value, or `None` when it is unusable.
+pub(crate) fn token_count(value: &Value) -> Option<u64> {
+    match value {
+        Value::I64(v) => u64::try_from(*v).ok().filter(|v| *v <= MAX_TOKENS),
+        Value::F64(v) => integral_float(*v),
+        Value::String(s) => decimal_string(s.as_str()),
+        _ => None,
+    }
+}
+
+fn integral_float(v: f64) -> Option<u64> {
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= MAX_TOKENS as f64).then_some(v as u64)
+}
+
+/// `"154"` or `"154.0"`; not `"-1"`, `"1e3"`, `" 154"`, `"0x10"` or `"154.5"`.
+fn decimal_string(s: &str) -> Option<u64> {
+    let (whole, fraction) = match s.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (s, ""),
+    };
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.bytes().any(|b| b != b'0')
+    {
+        return None;
+    }
+    whole.parse::<u64>().ok().filter(|v| *v <= MAX_TOKENS)
+}
+
+/// Sums over generations (and tool calls), as rolled up to a step or invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Totals {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+    pub(crate) reasoning: u64,
+    pub(crate) cost_usd: f64,
+    /// Calls whose cost is in `cost_usd`.
+    pub(crate) priced: u64,
+    pub(crate) generations: u64,
+    pub(crate) tool_calls: u64,
+    /// Some call was unpriced, or some descendant was still open at an end.
+    pub(crate) partial: bool,
+}
+
+impl Totals {
+    /// What one ended span contributes to its ancestors' totals.
+    pub(crate) fn add(&mut self, other: &Totals) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+        self.cache_write = self.cache_write.saturating_add(other.cache_write);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
+        self.cost_usd += other.cost_usd;
+        self.priced += other.priced;
+        self.generations += other.generations;
+        self.tool_calls += other.tool_calls;
+        self.partial |= other.partial;
+    }
+
+    /// The contribution of one generation.
+    pub(crate) fn of_generation(usage: &Usage, cost_usd: Option<f64>) -> Totals {
+        Totals {
+            input: usage.input.unwrap_or(0),
+            output: usage.output.unwrap_or(0),
+            cache_read: usage.cache_read.unwrap_or(0),
+            cache_write: usage.cache_write.unwrap_or(0),
+            reasoning: usage.reasoning.unwrap_or(0),
+            cost_usd: cost_usd.unwrap_or(0.0),
+            priced: u64::from(cost_usd.is_some()),
+            generations: 1,
+            tool_calls: 0,
+            partial: cost_usd.is_none(),
+        }
+    }
+
+    /// The contribution of one tool call.
+    pub(crate) fn of_tool_call() -> Totals {
+        Totals {
+            tool_calls: 1,
+            ..Totals::default()
+        }
+    }
+
+    /// Whether any generation or tool call was added.
+    pub(crate) fn has_calls(&self) -> bool {
+        self.generations > 0 || self.tool_calls > 0
+    }
+}
+
+/// A token count as an attribute value (the SDK's integers are i64; counts are capped
+/// at 2^53 on the way in, and sums saturate far below i64::MAX in practice).
+pub(crate) fn count_value(count: u64) -> Value {
+    Value::I64(i64::try_from(count).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(attrs: &[KeyValue]) -> Usage {
+        Usage::from_attributes(attrs)
+    }
+
+    #[test]
+    fn accepted_values() {
+        assert_eq!(token_count(&Value::I64(0)), Some(0));
+        assert_eq!(token_count(&Value::I64(154)), Some(154));
+        assert_eq!(token_count(&Value::F64(154.0)), Some(154));
+        assert_eq!(token_count(&Value::from("154")), Some(154));
+        assert_eq!(token_count(&Value::from("154.00")), Some(154));
+        assert_eq!(token_count(&Value::I64(1 << 53)), Some(1 << 53));
+    }
+
+    #[test]
+    fn rejected_values() {
+        for v in [
+            Value::I64(-1),
+            Value::I64((1 << 53) + 1),
+            Value::F64(1.5),
+            Value::F64(-2.0),
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            Value::F64(1e300),
+            Value::from("-5"),
+            Value::from("12a"),
+            Value::from(""),
+            Value::from("1e3"),
+            Value::from(" 12"),
+            Value::from("1.5"),
+            Value::from(".5"),
+            Value::from("99999999999999999999999"),
+            Value::Bool(true),
+            Value::Array(vec![1i64].into()),
+        ] {
+            assert_eq!(token_count(&v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn first_present_key_wins_and_last_duplicate_wins() {
+        let u = usage(&[
+            KeyValue::new("gen_ai.usage.prompt_tokens", 5),
+            KeyValue::new("gen_ai.usage.input_tokens", 10),
+            KeyValue::new("gen_ai.usage.input_tokens", "11"),
+        ]);
+        assert_eq!(u.input, Some(11));
+        let u = usage(&[KeyValue::new("gen_ai.usage.prompt_tokens", 5)]);
+        assert_eq!(u.input, Some(5));
+    }
+
+    #[test]
+    fn invalid_first_key_is_not_replaced_by_later_keys() {
+        let u = usage(&[
+            KeyValue::new("gen_ai.usage.input_tokens", -3),
+            KeyValue::new("llm.token_count.prompt", 7),
+        ]);
+        assert_eq!(u.input, None);
+        assert!(u.invalid);
+    }
+
+    #[test]
+    fn exclusive_counts() {
+        let u = usage(&[
+            KeyValue::new("gen_ai.usage.input_tokens", 10),
+            KeyValue::new("gen_ai.usage.cache_read.input_tokens", 100),
+            KeyValue::new("gen_ai.usage.cache_creation.input_tokens", 20),
+            KeyValue::new("gen_ai.usage.output_tokens", 5),
+            KeyValue::new("gen_ai.usage.reasoning.output_tokens", 7),
+        ]);
+        assert_eq!(u.input, Some(130));
+        assert!(u.cache_exclusive);
+        assert_eq!(u.output, Some(12));
+        assert!(u.reasoning_exclusive);
+        assert!(!u.invalid);
+    }
+
+    #[test]
+    fn inclusive_counts_stay() {
+        let u = usage(&[
+            KeyValue::new("gen_ai.usage.input_tokens", 1000),
+            KeyValue::new("gen_ai.usage.cache_read.input_tokens", 800),
+            KeyValue::new("gen_ai.usage.output_tokens", 50),
+            KeyValue::new("gen_ai.usage.reasoning.output_tokens", 50),
+        ]);
+        assert_eq!((u.input, u.output), (Some(1000), Some(50)));
+        assert!(!u.cache_exclusive && !u.reasoning_exclusive);
+    }
+}
