@@ -76,6 +76,8 @@ pub mod openinference {
 pub mod traceloop {
     /// `traceloop.span.kind`.
     pub const SPAN_KIND: &str = "traceloop.span.kind";
+    /// `llm.request.type`: `chat`, `completion`, `embedding`, ... on OpenLLMetry model calls.
+    pub const LLM_REQUEST_TYPE: &str = "llm.request.type";
 }
 
 /// Langfuse.

@@ -9,7 +9,9 @@
 //! user [`RoleRule`]s (in the order added), the custom [`Classifier`],
 //! `gen_ai.operation.name`, the span-kind attributes (`gen_ai.span.kind`,
 //! `openinference.span.kind`, `traceloop.span.kind`, `langfuse.observation.type`),
-//! Vercel's `ai.operationId`, and last the span name. A value that names no role
+//! Vercel's `ai.operationId`, OpenLLMetry's `llm.request.type` (`chat` and `completion`
+//! are generations, `embedding` an embedding: older OpenLLMetry releases mark their model
+//! calls with nothing else; an addition to DESIGN §2), and last the span name. A value that names no role
 //! (`gen_ai.operation.name = enter`, say) does not stop the later signals. When a key
 //! appears more than once on a span, its last value is the one read.
 //!
@@ -229,6 +231,13 @@ pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
     if let Some(role) = string_attr(attributes, vercel::OPERATION_ID).and_then(vercel_role) {
         return role;
     }
+    if let Some(role) = string_attr(attributes, traceloop::LLM_REQUEST_TYPE).and_then(|t| match t {
+        "chat" | "completion" => Some(Role::Generation),
+        "embedding" => Some(Role::Embedding),
+        _ => None,
+    }) {
+        return role;
+    }
     name_role(name).unwrap_or(Role::Other)
 }
 
@@ -375,6 +384,13 @@ mod tests {
         ] {
             assert_eq!(builtin_role("x", &[kv(vercel::OPERATION_ID, id)]), role, "{id}");
         }
+    }
+
+    #[test]
+    fn openllmetry_request_type() {
+        assert_eq!(builtin_role("openai.chat", &[kv(traceloop::LLM_REQUEST_TYPE, "chat")]), Role::Generation);
+        assert_eq!(builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "embedding")]), Role::Embedding);
+        assert_eq!(builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "rerank")]), Role::Other);
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! Runs the `replay` example binary on recorded and malformed trace scripts.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use genai_audit::script::{Event, TraceScript};
+use serde_json::Value;
+
+/// Keys of a span line, in the order the example prints them.
+const SPAN_KEYS: [&str; 9] = [
+    "span",
+    "name",
+    "parent",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "attributes",
+];
+
+const TRACE_FILES: [&str; 3] = [
+    "hermes-concurrent-fixed.jsonl",
+    "pydantic-ai-concurrent.jsonl",
+    "vercel-ai-concurrent.jsonl",
+];
+
+fn trace_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/traces")
+        .join(file)
+}
+
+/// The example binary, next to this test's own directory:
+/// `target/<profile>/deps/<test>` → `target/<profile>/examples/replay`.
+///
+/// A `cargo test --test replay_example` run does not build examples, so this runs
+/// `cargo build --example replay` for the same profile first: it builds the binary
+/// when it is missing and rebuilds it when the crate changed since (a no-op when it
+/// is up to date), so the test never runs a stale example.
+fn example_binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let test_exe = std::env::current_exe().expect("test executable path");
+        let deps = test_exe.parent().expect("deps directory");
+        let profile_dir = deps.parent().expect("profile directory");
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("replay{}", std::env::consts::EXE_SUFFIX));
+
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--example", "replay"]);
+        match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let output = build.output().expect("run cargo build --example replay");
+        assert!(
+            output.status.success(),
+            "cargo build --example replay failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(binary.is_file(), "{} not found", binary.display());
+        binary
+    })
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(example_binary())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the replay example");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child
+        .wait_with_output()
+        .expect("wait for the replay example")
+}
+
+/// What the script says about one span.
+struct Expected {
+    parent: Option<String>,
+    name: String,
+    start_ns: u64,
+    end_ns: Option<u64>,
+}
+
+fn expected_spans(script: &TraceScript) -> HashMap<String, Expected> {
+    let mut spans = HashMap::new();
+    for event in script.events() {
+        match event {
+            Event::Start(start) => {
+                spans.insert(
+                    start.span.clone(),
+                    Expected {
+                        parent: start.parent.clone(),
+                        name: start.name.clone(),
+                        start_ns: start.time_ns,
+                        end_ns: None,
+                    },
+                );
+            }
+            Event::End(end) => {
+                if let Some(span) = spans.get_mut(&end.span) {
+                    span.end_ns = Some(end.time_ns);
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// Checks that the top-level keys of `line` come in `SPAN_KEYS` order.
+fn assert_key_order(line: &str) {
+    let mut from = 0;
+    for key in SPAN_KEYS {
+        let needle = format!("\"{key}\":");
+        let at = line[from..]
+            .find(&needle)
+            .unwrap_or_else(|| panic!("key {key:?} missing or out of order in {line}"));
+        from += at + needle.len();
+    }
+    assert!(line.starts_with("{\"span\":"), "{line}");
+}
+
+/// Replays a recorded trace and checks every span line against the script.
+fn check_recorded_trace(file: &str) {
+    let path = trace_path(file);
+    let text = std::fs::read_to_string(&path).expect("read trace script");
+    let script = TraceScript::parse(&text).expect("recorded trace parses");
+    let expected = expected_spans(&script);
+
+    let output = run(&[path.to_str().expect("utf-8 path")], None);
+    let stdout = String::from_utf8(output.stdout).expect("utf-8 stdout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{file}: stderr: {stderr}");
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), expected.len() + 1, "{file}: {stdout}");
+    let (metrics, span_lines) = lines.split_last().expect("at least the metrics line");
+
+    let metrics: Value = serde_json::from_str(metrics).expect("metrics line is JSON");
+    let metrics_object = metrics.as_object().expect("metrics line is an object");
+    assert_eq!(metrics_object.len(), 1, "{metrics}");
+    assert!(metrics["metrics"].is_object(), "{metrics}");
+
+    let mut seen = HashMap::new();
+    for line in span_lines {
+        assert_key_order(line);
+        let span: Value = serde_json::from_str(line).expect("span line is JSON");
+        let object = span.as_object().expect("span line is an object");
+        assert_eq!(object.len(), SPAN_KEYS.len(), "{line}");
+        let label = span["span"].as_str().expect("span label").to_string();
+        let want = expected
+            .get(&label)
+            .unwrap_or_else(|| panic!("{file}: unknown span {label}"));
+        assert_eq!(span["name"], want.name.as_str(), "{file}: {label}");
+        match &want.parent {
+            None => assert!(span["parent"].is_null(), "{file}: {label}"),
+            Some(parent) => assert_eq!(span["parent"], parent.as_str(), "{file}: {label}"),
+        }
+        assert_eq!(
+            span["start_ns"].as_u64(),
+            Some(want.start_ns),
+            "{file}: {label}"
+        );
+        assert_eq!(span["end_ns"].as_u64(), want.end_ns, "{file}: {label}");
+        assert!(span["kind"].is_string(), "{line}");
+        assert!(
+            ["unset", "ok", "error"].contains(&span["status"].as_str().unwrap_or("")),
+            "{line}"
+        );
+        assert!(span["status_message"].is_string(), "{line}");
+        assert!(span["attributes"].is_object(), "{line}");
+        *seen.entry(label).or_insert(0) += 1;
+    }
+    for label in expected.keys() {
+        assert_eq!(
+            seen.get(label),
+            Some(&1),
+            "{file}: span {label} printed once"
+        );
+    }
+}
+
+#[test]
+fn replays_vercel_ai_trace() {
+    check_recorded_trace("vercel-ai-concurrent.jsonl");
+}
+
+#[test]
+fn replays_every_recorded_trace() {
+    for file in TRACE_FILES {
+        check_recorded_trace(file);
+    }
+}
+
+const MALFORMED: &str = concat!(
+    r#"{"op":"start","span":"a","parent":null,"name":"root","time_ns":1}"#,
+    "\n# a comment\n",
+    r#"{"op":"end","span":"nope","time_ns":1}"#,
+    "\n",
+    r#"{"op":"end","span":"a","time_ns":2}"#,
+    "\n",
+);
+
+fn assert_rejected(output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("error: line 3"), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "stdout must be empty");
+}
+
+#[test]
+fn rejects_malformed_script_file() {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!(
+        "genai-audit-malformed-{}-{nanos}-{}.jsonl",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, MALFORMED).expect("write temp script");
+    let output = run(&[path.to_str().expect("utf-8 temp path")], None);
+    let _ = std::fs::remove_file(&path);
+    assert_rejected(&output);
+}
+
+#[test]
+fn rejects_malformed_script_on_stdin() {
+    assert_rejected(&run(&["-"], Some(MALFORMED)));
+    assert_rejected(&run(&[], Some(MALFORMED)));
+}
