@@ -125,8 +125,12 @@ impl Audit {
             }
             Role::Tool => {
                 if let Some(t) = &tracked {
-                    self.ledger
-                        .contribute(span.id, t.parent, t.invocation, &Totals::of_tool_call());
+                    self.ledger.contribute(
+                        span.id,
+                        t.parent,
+                        t.invocation,
+                        &Totals::of_tool_call(),
+                    );
                 }
             }
             _ => {
@@ -166,7 +170,12 @@ impl Audit {
 
     /// The cost of one generation or embedding: the one it reports, else the price of
     /// its usage. `None` when unpriced.
-    fn cost(&self, span: &EndedSpan<'_>, usage: &Usage, writes: &mut AttributeWrites) -> Option<f64> {
+    fn cost(
+        &self,
+        span: &EndedSpan<'_>,
+        usage: &Usage,
+        writes: &mut AttributeWrites,
+    ) -> Option<f64> {
         let attrs: &[KeyValue] = span.attributes;
         let (cost_usd, source, matched) = if let Some(reported) = reported_cost(attrs) {
             (reported, "reported", None)
@@ -213,20 +222,23 @@ impl Audit {
 /// A cost the span reports itself, in USD: `gen_ai.usage.cost`, then
 /// `gen_ai.usage.cost.amount` with currency `USD`, then `llm.cost.total`.
 fn reported_cost(attrs: &[KeyValue]) -> Option<f64> {
-    let number = |key| match last_value(attrs, key)? {
-        Value::F64(v) => Some(*v),
-        Value::I64(v) => Some(*v as f64),
-        Value::String(s) => s.as_str().trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|v: &f64| v.is_finite() && *v >= 0.0);
+    let number = |key| {
+        match last_value(attrs, key)? {
+            Value::F64(v) => Some(*v),
+            Value::I64(v) => Some(*v as f64),
+            Value::String(s) => s.as_str().trim().parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+    };
     number(cost::GEN_AI_USAGE_COST)
         .or_else(|| {
             let usd = matches!(
                 last_value(attrs, cost::GEN_AI_USAGE_COST_CURRENCY),
                 Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
             );
-            usd.then(|| number(cost::GEN_AI_USAGE_COST_AMOUNT)).flatten()
+            usd.then(|| number(cost::GEN_AI_USAGE_COST_AMOUNT))
+                .flatten()
         })
         .or_else(|| number(cost::LLM_COST_TOTAL))
 }

@@ -194,10 +194,12 @@ impl Settings {
             });
         Resolved {
             disabled: self.disabled.unwrap_or_else(|| {
-                from_env(&env, ENV_DISABLED, |s| match s.to_ascii_lowercase().as_str() {
-                    "true" => Some(true),
-                    "false" => Some(false),
-                    _ => None,
+                from_env(&env, ENV_DISABLED, |s| {
+                    match s.to_ascii_lowercase().as_str() {
+                        "true" => Some(true),
+                        "false" => Some(false),
+                        _ => None,
+                    }
                 })
                 .unwrap_or(false)
             }),
@@ -289,7 +291,10 @@ mod tests {
         assert_eq!(r.contamination_policy, ContaminationPolicy::Repair);
         assert_eq!(r.max_tracked_spans, 10);
         assert_eq!(r.max_span_age, Duration::from_secs(5));
-        assert_eq!(r.prices_file.as_deref(), Some(std::path::Path::new("/tmp/prices.json")));
+        assert_eq!(
+            r.prices_file.as_deref(),
+            Some(std::path::Path::new("/tmp/prices.json"))
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ mod tests {
     #[test]
     fn pairs_are_distinguished() {
         assert_ne!(hash_str_pair("ab", "c"), hash_str_pair("a", "bc"));
-        assert_eq!(hash_str_pair("openai", "gpt-4o"), hash_str_pair("openai", "gpt-4o"));
+        assert_eq!(
+            hash_str_pair("openai", "gpt-4o"),
+            hash_str_pair("openai", "gpt-4o")
+        );
     }
 }

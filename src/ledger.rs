@@ -251,11 +251,7 @@ mod tests {
     use super::*;
 
     fn new(id: u64, parent: Option<u64>, role: Role) -> NewSpan {
-        NewSpan {
-            id,
-            parent,
-            role,
-        }
+        NewSpan { id, parent, role }
     }
 
     #[test]

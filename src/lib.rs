@@ -1,4 +1,67 @@
-//! genai-audit
+//! # genai-audit
+//!
+//! An OpenTelemetry [`SpanProcessor`](opentelemetry_sdk::trace::SpanProcessor) that
+//! audits the traces of AI agents. It recognises gen-ai agent spans from the
+//! OpenTelemetry GenAI conventions, LoongSuite, OpenInference, OpenLLMetry, Langfuse and
+//! the Vercel AI SDK ([`recognition`]); reads their token usage ([`usage`]); prices each
+//! model call with the `genai-prices` data ([`pricing`]); writes per-call cost, running
+//! totals on generations and rolled-up totals on steps and invocations; and reports
+//! [`findings`] as span attributes and [`metrics`].
+//!
+//! ## Wiring
+//!
+//! The SDK hands every registered processor its own copy of each span, so the audit
+//! processor *wraps* the processor that exports and is the only one registered:
+//!
+//! ```
+//! use genai_audit::{ContaminationPolicy, GenAiAuditProcessor};
+//! use opentelemetry::trace::{Span, Tracer, TracerProvider};
+//! use opentelemetry::KeyValue;
+//! use opentelemetry_sdk::metrics::SdkMeterProvider;
+//! use opentelemetry_sdk::trace::{BatchSpanProcessor, InMemorySpanExporter, SdkTracerProvider};
+//!
+//! # let exporter = InMemorySpanExporter::default();
+//! # let meter_provider = SdkMeterProvider::builder().build();
+//! let inner = BatchSpanProcessor::builder(exporter.clone()).build();
+//! let audit = GenAiAuditProcessor::builder(inner)
+//!     .with_meter_provider(meter_provider.clone())   // turns on the metrics
+//!     .contamination_policy(ContaminationPolicy::Repair)
+//!     .build();
+//! let provider = SdkTracerProvider::builder().with_span_processor(audit).build();
+//!
+//! let tracer = provider.tracer("my-agent");
+//! tracer.in_span("invoke_agent coder", |_cx| {
+//!     tracer.in_span("react step", |_cx| {
+//!         let mut llm = tracer.start("chat claude-sonnet-4-5");
+//!         llm.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
+//!         llm.set_attribute(KeyValue::new("gen_ai.provider.name", "anthropic"));
+//!         llm.set_attribute(KeyValue::new("gen_ai.request.model", "claude-sonnet-4-5"));
+//!         llm.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 1056));
+//!         llm.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", 170));
+//!         llm.end();
+//!     });
+//! });
+//! provider.force_flush().unwrap();
+//!
+//! let spans = exporter.get_finished_spans().unwrap();
+//! let invocation = spans.iter().find(|s| s.name == "invoke_agent coder").unwrap();
+//! let total = |key: &str| {
+//!     invocation.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone())
+//! };
+//! assert_eq!(total("genai_audit.total.input_tokens"), Some(1056i64.into()));
+//! assert!(total("genai_audit.total.cost_usd").is_some());
+//! ```
+//!
+//! Every call reaches the wrapped processor: `on_start`, `on_end` (with the enriched
+//! span), `force_flush`, `shutdown_with_timeout` and `set_resource`. Spans that are not
+//! gen-ai pass through untouched.
+//!
+//! ## Attributes
+//!
+//! Every key the processor reads or writes is in [`keys`]; the keys it owns start with
+//! `genai_audit.` (see [`keys::audit`]). Configuration, including the environment
+//! variables, is in [`config`]; trace-script replay, for tests and for offline audits of
+//! recorded traces, is in [`script`].
 #![warn(missing_docs)]
 
 mod audit;

@@ -121,7 +121,9 @@ impl ModelPrice {
             .unwrap_or(0)
             .saturating_sub(cache_read)
             .saturating_sub(cache_write);
-        let rate_read = self.cache_read_per_million.unwrap_or(self.input_per_million);
+        let rate_read = self
+            .cache_read_per_million
+            .unwrap_or(self.input_per_million);
         let rate_write = self
             .cache_write_per_million
             .unwrap_or(self.input_per_million);
@@ -223,8 +225,7 @@ impl GenAiPrices {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
             .map_err(|e| PriceDataError(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_json(bytes)
-            .map_err(|e| PriceDataError(format!("{}: {}", path.display(), e.0)))
+        Self::from_json(bytes).map_err(|e| PriceDataError(format!("{}: {}", path.display(), e.0)))
     }
 
     fn with_data(data: Data) -> Self {
@@ -453,10 +454,16 @@ pub fn price_provider_id(provider: &str) -> Option<Cow<'static, str>> {
 fn mapped_provider(name: &str) -> Option<&'static str> {
     Some(match name {
         "aws.bedrock" | "amazon-bedrock" | "amazon.bedrock" | "bedrock" | "aws" => "aws",
-        "gcp.vertex_ai" | "gcp.gen_ai" | "gcp.gemini" | "vertex_ai" | "vertexai"
-        | "google-vertex" | "google.vertex" | "google.generative-ai" | "gemini" | "google" => {
-            "google"
-        }
+        "gcp.vertex_ai"
+        | "gcp.gen_ai"
+        | "gcp.gemini"
+        | "vertex_ai"
+        | "vertexai"
+        | "google-vertex"
+        | "google.vertex"
+        | "google.generative-ai"
+        | "gemini"
+        | "google" => "google",
         "az.ai.inference" | "az.ai.openai" | "azure.ai.inference" | "azure.ai.openai"
         | "azure-openai" | "azure" => "azure",
         "x_ai" | "xai" | "x-ai" => "x-ai",
@@ -506,7 +513,10 @@ mod tests {
         let first = prices.price(&q).unwrap();
         let second = prices.price(&q).unwrap();
         assert_eq!(first, second);
-        assert_eq!(first.cost_usd, direct("claude-sonnet-4-5", Some("anthropic"), &usage));
+        assert_eq!(
+            first.cost_usd,
+            direct("claude-sonnet-4-5", Some("anthropic"), &usage)
+        );
         assert_eq!(&*first.matched, "anthropic/claude-sonnet-4-5");
     }
 
@@ -539,7 +549,10 @@ mod tests {
         };
         assert!(prices.price(&q).is_none());
         assert!(prices.price(&q).is_none());
-        assert_eq!(prices.memo_len.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            prices.memo_len.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

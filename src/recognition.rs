@@ -252,7 +252,10 @@ fn operation_role(operation: &str) -> Option<Role> {
     Some(match operation {
         "invoke_agent" => Role::Invocation,
         "react" | "plan" | "agent_step" => Role::Step,
-        "chat" | "text_completion" | "generate_content" | "generate_live_content"
+        "chat"
+        | "text_completion"
+        | "generate_content"
+        | "generate_live_content"
         | "completion" => Role::Generation,
         "embeddings" => Role::Embedding,
         "execute_tool" => Role::Tool,
@@ -341,31 +344,77 @@ mod tests {
             ("retrieval", Role::Retrieval),
             ("create_agent", Role::Other),
         ] {
-            assert_eq!(builtin_role("x", &[kv(gen_ai::OPERATION_NAME, op)]), role, "{op}");
+            assert_eq!(
+                builtin_role("x", &[kv(gen_ai::OPERATION_NAME, op)]),
+                role,
+                "{op}"
+            );
         }
     }
 
     #[test]
     fn kinds_any_case() {
-        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "AGENT")]), Role::Invocation);
-        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "STEP")]), Role::Step);
-        assert_eq!(builtin_role("x", &[kv(openinference::SPAN_KIND, "LLM")]), Role::Generation);
-        assert_eq!(builtin_role("x", &[kv(openinference::SPAN_KIND, "CHAIN")]), Role::Workflow);
-        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "agent")]), Role::Invocation);
-        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "workflow")]), Role::Workflow);
-        assert_eq!(builtin_role("x", &[kv(traceloop::SPAN_KIND, "tool")]), Role::Tool);
-        assert_eq!(builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "generation")]), Role::Generation);
-        assert_eq!(builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "agent")]), Role::Invocation);
-        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "RETRIEVER")]), Role::Retrieval);
-        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "EMBEDDING")]), Role::Embedding);
-        assert_eq!(builtin_role("x", &[kv(gen_ai::SPAN_KIND, "ENTRY")]), Role::Other);
+        assert_eq!(
+            builtin_role("x", &[kv(gen_ai::SPAN_KIND, "AGENT")]),
+            Role::Invocation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(gen_ai::SPAN_KIND, "STEP")]),
+            Role::Step
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(openinference::SPAN_KIND, "LLM")]),
+            Role::Generation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(openinference::SPAN_KIND, "CHAIN")]),
+            Role::Workflow
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(traceloop::SPAN_KIND, "agent")]),
+            Role::Invocation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(traceloop::SPAN_KIND, "workflow")]),
+            Role::Workflow
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(traceloop::SPAN_KIND, "tool")]),
+            Role::Tool
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "generation")]),
+            Role::Generation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(langfuse::OBSERVATION_TYPE, "agent")]),
+            Role::Invocation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(gen_ai::SPAN_KIND, "RETRIEVER")]),
+            Role::Retrieval
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(gen_ai::SPAN_KIND, "EMBEDDING")]),
+            Role::Embedding
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(gen_ai::SPAN_KIND, "ENTRY")]),
+            Role::Other
+        );
     }
 
     #[test]
     fn unknown_operation_does_not_hide_other_signals() {
-        let attrs = [kv(gen_ai::OPERATION_NAME, "enter"), kv(gen_ai::SPAN_KIND, "AGENT")];
+        let attrs = [
+            kv(gen_ai::OPERATION_NAME, "enter"),
+            kv(gen_ai::SPAN_KIND, "AGENT"),
+        ];
         assert_eq!(builtin_role("x", &attrs), Role::Invocation);
-        assert_eq!(builtin_role("chat gpt-4o", &[kv(gen_ai::OPERATION_NAME, "enter")]), Role::Generation);
+        assert_eq!(
+            builtin_role("chat gpt-4o", &[kv(gen_ai::OPERATION_NAME, "enter")]),
+            Role::Generation
+        );
     }
 
     #[test]
@@ -382,15 +431,28 @@ mod tests {
             ("ai.toolCall", Role::Tool),
             ("ai.embed", Role::Other),
         ] {
-            assert_eq!(builtin_role("x", &[kv(vercel::OPERATION_ID, id)]), role, "{id}");
+            assert_eq!(
+                builtin_role("x", &[kv(vercel::OPERATION_ID, id)]),
+                role,
+                "{id}"
+            );
         }
     }
 
     #[test]
     fn openllmetry_request_type() {
-        assert_eq!(builtin_role("openai.chat", &[kv(traceloop::LLM_REQUEST_TYPE, "chat")]), Role::Generation);
-        assert_eq!(builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "embedding")]), Role::Embedding);
-        assert_eq!(builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "rerank")]), Role::Other);
+        assert_eq!(
+            builtin_role("openai.chat", &[kv(traceloop::LLM_REQUEST_TYPE, "chat")]),
+            Role::Generation
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "embedding")]),
+            Role::Embedding
+        );
+        assert_eq!(
+            builtin_role("x", &[kv(traceloop::LLM_REQUEST_TYPE, "rerank")]),
+            Role::Other
+        );
     }
 
     #[test]
@@ -398,8 +460,14 @@ mod tests {
         assert_eq!(builtin_role("invoke_agent coder", &[]), Role::Invocation);
         assert_eq!(builtin_role("react step", &[]), Role::Step);
         assert_eq!(builtin_role("chat gpt-4o", &[]), Role::Generation);
-        assert_eq!(builtin_role("text_completion davinci", &[]), Role::Generation);
-        assert_eq!(builtin_role("generate_content gemini", &[]), Role::Generation);
+        assert_eq!(
+            builtin_role("text_completion davinci", &[]),
+            Role::Generation
+        );
+        assert_eq!(
+            builtin_role("generate_content gemini", &[]),
+            Role::Generation
+        );
         assert_eq!(builtin_role("execute_tool read", &[]), Role::Tool);
         assert_eq!(builtin_role("chat", &[]), Role::Other);
         assert_eq!(builtin_role("GET /index", &[]), Role::Other);
@@ -407,13 +475,19 @@ mod tests {
 
     #[test]
     fn last_value_wins() {
-        let attrs = [kv(gen_ai::OPERATION_NAME, "chat"), kv(gen_ai::OPERATION_NAME, "execute_tool")];
+        let attrs = [
+            kv(gen_ai::OPERATION_NAME, "chat"),
+            kv(gen_ai::OPERATION_NAME, "execute_tool"),
+        ];
         assert_eq!(builtin_role("x", &attrs), Role::Tool);
     }
 
     #[test]
     fn non_string_operation_is_ignored() {
-        assert_eq!(builtin_role("x", &[KeyValue::new(gen_ai::OPERATION_NAME, 7)]), Role::Other);
+        assert_eq!(
+            builtin_role("x", &[KeyValue::new(gen_ai::OPERATION_NAME, 7)]),
+            Role::Other
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ impl AttributeWrites {
         if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
             existing.value = value;
         } else {
-            self.writes.push(KeyValue::new(Key::from_static_str(key), value));
+            self.writes
+                .push(KeyValue::new(Key::from_static_str(key), value));
         }
     }
 
@@ -51,7 +52,11 @@ mod tests {
 
     #[test]
     fn last_wins_on_read() {
-        let attrs = [KeyValue::new("a", 1), KeyValue::new("b", 2), KeyValue::new("a", 3)];
+        let attrs = [
+            KeyValue::new("a", 1),
+            KeyValue::new("b", 2),
+            KeyValue::new("a", 3),
+        ];
         assert_eq!(last_value(&attrs, "a"), Some(&Value::I64(3)));
         assert_eq!(last_value(&attrs, "c"), None);
     }

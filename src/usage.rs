@@ -168,7 +168,10 @@ fn decimal_string(s: &str) -> Option<u64> {
         None => (s, ""),
     };
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.bytes().any(|b| b != b'0')
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.bytes().any(|b| b != b'0')
     {
         return None;
     }

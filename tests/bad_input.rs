@@ -74,7 +74,9 @@ fn spans_never_ended_do_not_break_shutdown() {
         .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
         .start(&tracer);
     let cx = Context::new().with_span(inv);
-    let step = tracer.span_builder("react step").start_with_context(&tracer, &cx);
+    let step = tracer
+        .span_builder("react step")
+        .start_with_context(&tracer, &cx);
     std::mem::forget(step);
     let mut g = tracer
         .span_builder("chat m")
@@ -86,7 +88,10 @@ fn spans_never_ended_do_not_break_shutdown() {
     g.end();
     let spans = h.exporter.get_finished_spans().unwrap();
     assert_eq!(spans.len(), 1);
-    assert_eq!(value(&spans[0], "genai_audit.cumulative.input_tokens"), Some(Value::I64(3)));
+    assert_eq!(
+        value(&spans[0], "genai_audit.cumulative.input_tokens"),
+        Some(Value::I64(3))
+    );
     h.provider.shutdown().unwrap();
     drop(cx); // after shutdown: the invocation is never exported, and nothing panics
 }
@@ -113,7 +118,10 @@ fn a_parent_never_seen_is_no_problem() {
         .start_with_context(&tracer, &cx);
     g.end();
     let spans = h.exporter.get_finished_spans().unwrap();
-    assert_eq!(value(&spans[0], "genai_audit.role"), Some(Value::from("generation")));
+    assert_eq!(
+        value(&spans[0], "genai_audit.role"),
+        Some(Value::from("generation"))
+    );
     assert!(value(&spans[0], "genai_audit.cumulative.input_tokens").is_none());
 }
 

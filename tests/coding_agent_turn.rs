@@ -48,7 +48,10 @@ fn cumulative_totals_costs_and_no_findings() {
         assert_eq!(r.f64(label, "genai_audit.cost_usd"), price, "{label}");
         assert_eq!(r.f64(label, "gen_ai.usage.cost"), price, "{label}");
         assert_eq!(r.string(label, "genai_audit.cost.source"), "computed");
-        assert_eq!(r.string(label, "genai_audit.cost.model"), "anthropic/claude-sonnet-4-5");
+        assert_eq!(
+            r.string(label, "genai_audit.cost.model"),
+            "anthropic/claude-sonnet-4-5"
+        );
         assert!(r.attr(label, "genai_audit.cost.unpriced").is_none());
     }
 
@@ -62,17 +65,39 @@ fn cumulative_totals_costs_and_no_findings() {
     assert_eq!(r.i64("llm3", "genai_audit.cumulative.output_tokens"), 499);
     assert_eq!(r.i64("llm3", "genai_audit.cumulative.generations"), 3);
     assert_eq!(r.f64("llm1", "genai_audit.cumulative.cost_usd"), p1);
-    assert_eq!(r.f64("llm3", "genai_audit.cumulative.cost_usd"), p1 + p2 + p3);
+    assert_eq!(
+        r.f64("llm3", "genai_audit.cumulative.cost_usd"),
+        p1 + p2 + p3
+    );
 
     // The invocation's and the step's totals are the same.
     for label in ["inv", "step"] {
-        assert_eq!(r.i64(label, "genai_audit.total.input_tokens"), 2317, "{label}");
-        assert_eq!(r.i64(label, "genai_audit.total.output_tokens"), 499, "{label}");
-        assert_eq!(r.i64(label, "genai_audit.total.cache_read_tokens"), 0, "{label}");
+        assert_eq!(
+            r.i64(label, "genai_audit.total.input_tokens"),
+            2317,
+            "{label}"
+        );
+        assert_eq!(
+            r.i64(label, "genai_audit.total.output_tokens"),
+            499,
+            "{label}"
+        );
+        assert_eq!(
+            r.i64(label, "genai_audit.total.cache_read_tokens"),
+            0,
+            "{label}"
+        );
         assert_eq!(r.i64(label, "genai_audit.total.generations"), 3, "{label}");
         assert_eq!(r.i64(label, "genai_audit.total.tool_calls"), 3, "{label}");
-        assert_eq!(r.f64(label, "genai_audit.total.cost_usd"), p1 + p2 + p3, "{label}");
-        assert!(r.attr(label, "genai_audit.total.partial").is_none(), "{label}");
+        assert_eq!(
+            r.f64(label, "genai_audit.total.cost_usd"),
+            p1 + p2 + p3,
+            "{label}"
+        );
+        assert!(
+            r.attr(label, "genai_audit.total.partial").is_none(),
+            "{label}"
+        );
     }
     assert_eq!(r.string("inv", "genai_audit.role"), "invocation");
     assert_eq!(r.i64("inv", "genai_audit.steps"), 1);

@@ -13,7 +13,10 @@ fn at(script: &str) -> String {
     let mut rest = script;
     while let Some(i) = rest.find('@') {
         out.push_str(&rest[..i]);
-        let digits: String = rest[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        let digits: String = rest[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
         let n: u64 = digits.parse().unwrap();
         out.push_str(&(T + n).to_string());
         rest = &rest[i + 1 + digits.len()..];
@@ -62,7 +65,11 @@ fn opentelemetry_genai() {
     // Embeddings are priced on their own span; only generations roll up (DESIGN §3).
     assert!(r.f64("emb", "genai_audit.cost_usd") > 0.0);
     for label in ["wf", "inv", "plan"] {
-        assert_eq!(r.i64(label, "genai_audit.total.input_tokens"), 100, "{label}");
+        assert_eq!(
+            r.i64(label, "genai_audit.total.input_tokens"),
+            100,
+            "{label}"
+        );
         assert_eq!(r.i64(label, "genai_audit.total.generations"), 1, "{label}");
         assert_eq!(r.i64(label, "genai_audit.total.tool_calls"), 1, "{label}");
     }
@@ -93,7 +100,10 @@ fn loongsuite_names_with_attributes_only_at_end() {
     assert_eq!(r.string("s1", "genai_audit.role"), "step");
     assert_eq!(r.string("llm", "genai_audit.role"), "generation");
     assert_eq!(r.string("t", "genai_audit.role"), "tool");
-    assert!(r.attr("entry", "genai_audit.role").is_none(), "ENTRY is not a role");
+    assert!(
+        r.attr("entry", "genai_audit.role").is_none(),
+        "ENTRY is not a role"
+    );
     assert_eq!(r.i64("inv", "genai_audit.total.input_tokens"), 11);
     assert_eq!(r.i64("inv", "genai_audit.total.output_tokens"), 3);
     assert_eq!(r.i64("s1", "genai_audit.step.index"), 1);
@@ -156,7 +166,10 @@ fn openllmetry() {
     assert_eq!(r.string("agent", "genai_audit.role"), "invocation");
     assert_eq!(r.string("llm", "genai_audit.role"), "generation");
     assert_eq!(r.string("tool", "genai_audit.role"), "tool");
-    assert!(r.attr("task", "genai_audit.role").is_none(), "a task is not a role");
+    assert!(
+        r.attr("task", "genai_audit.role").is_none(),
+        "a task is not a role"
+    );
     // Deprecated prompt/completion keys are read.
     assert_eq!(r.i64("agent", "genai_audit.total.input_tokens"), 300);
     assert_eq!(r.i64("wf", "genai_audit.total.output_tokens"), 30);

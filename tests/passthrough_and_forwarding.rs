@@ -51,7 +51,10 @@ fn run(provider: &SdkTracerProvider, genai: bool) {
         ])
         .start(&tracer);
     let cx = Context::new().with_span(root);
-    for (i, name) in ["SELECT orders", "GET cache", "POST /billing"].iter().enumerate() {
+    for (i, name) in ["SELECT orders", "GET cache", "POST /billing"]
+        .iter()
+        .enumerate()
+    {
         let mut child = tracer
             .span_builder(name.to_string())
             .with_kind(SpanKind::Client)
@@ -170,7 +173,9 @@ fn every_method_reaches_the_inner_processor() {
     tracer.in_span("invoke_agent a", |_| {});
     tracer.in_span("GET /", |_| {});
     provider.force_flush().unwrap();
-    provider.shutdown_with_timeout(Duration::from_secs(3)).unwrap();
+    provider
+        .shutdown_with_timeout(Duration::from_secs(3))
+        .unwrap();
     assert_eq!(
         *calls.lock().unwrap(),
         vec![

@@ -15,7 +15,11 @@ fn replay(file: &str) -> common::Replayed {
 fn assert_totals(r: &common::Replayed, inv: &str, input: i64, output: i64, gens: i64, tools: i64) {
     assert_eq!(r.string(inv, "genai_audit.role"), "invocation", "{inv}");
     assert_eq!(r.i64(inv, "genai_audit.total.input_tokens"), input, "{inv}");
-    assert_eq!(r.i64(inv, "genai_audit.total.output_tokens"), output, "{inv}");
+    assert_eq!(
+        r.i64(inv, "genai_audit.total.output_tokens"),
+        output,
+        "{inv}"
+    );
     assert_eq!(r.i64(inv, "genai_audit.total.generations"), gens, "{inv}");
     assert_eq!(r.i64(inv, "genai_audit.total.tool_calls"), tools, "{inv}");
 }
@@ -28,7 +32,9 @@ fn hermes_loongsuite_two_threads() {
     assert_totals(&r, "511b231a9d284735", 36, 9, 2, 1);
     // qwen-turbo from dashscope is not in the price data: unpriced, totals partial.
     assert!(r.bool("f83a2880dd7e8c62", "genai_audit.total.partial"));
-    assert!(r.attr("f83a2880dd7e8c62", "genai_audit.total.cost_usd").is_none());
+    assert!(r
+        .attr("f83a2880dd7e8c62", "genai_audit.total.cost_usd")
+        .is_none());
     assert_eq!(r.i64("f83a2880dd7e8c62", "genai_audit.steps"), 2);
     let roles: Vec<_> = r
         .spans
@@ -38,7 +44,11 @@ fn hermes_loongsuite_two_threads() {
     assert_eq!(roles.iter().filter(|r| *r == "generation").count(), 4);
     assert_eq!(roles.iter().filter(|r| *r == "step").count(), 4);
     assert_eq!(roles.iter().filter(|r| *r == "tool").count(), 2);
-    assert_eq!(roles.len(), 12, "the two enter_ai_application_system roots are not roles");
+    assert_eq!(
+        roles.len(),
+        12,
+        "the two enter_ai_application_system roots are not roles"
+    );
     r.assert_no_findings();
 }
 

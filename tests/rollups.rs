@@ -35,7 +35,10 @@ fn rollup_sees_through_non_recognised_spans() {
     // Non-recognised spans in between pass through untouched.
     for label in ["retry", "http", "mw"] {
         assert!(
-            r.span(label).attributes.iter().all(|kv| !kv.key.as_str().starts_with("genai_audit.")),
+            r.span(label)
+                .attributes
+                .iter()
+                .all(|kv| !kv.key.as_str().starts_with("genai_audit.")),
             "{label}"
         );
     }
@@ -111,7 +114,10 @@ fn a_generation_without_invocation_has_no_cumulative_totals() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % bound + 1
     }
 }
@@ -138,7 +144,9 @@ fn concurrent_invocations_on_many_threads_get_exact_totals() {
                         let (mut input, mut output) = (0, 0);
                         let rounds = rng.next(4);
                         for _ in 0..rounds {
-                            let step = tracer.span_builder("react step").start_with_context(&tracer, &cx);
+                            let step = tracer
+                                .span_builder("react step")
+                                .start_with_context(&tracer, &cx);
                             let scx = cx.with_span(step);
                             let (i, o) = (rng.next(5000), rng.next(500));
                             input += i;
@@ -154,7 +162,9 @@ fn concurrent_invocations_on_many_threads_get_exact_totals() {
                             g.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", i as i64));
                             g.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", o as i64));
                             g.end();
-                            let mut tool = tracer.span_builder("execute_tool read").start_with_context(&tracer, &scx);
+                            let mut tool = tracer
+                                .span_builder("execute_tool read")
+                                .start_with_context(&tracer, &scx);
                             tool.end();
                             scx.span().end();
                         }
@@ -169,18 +179,40 @@ fn concurrent_invocations_on_many_threads_get_exact_totals() {
         for (t, (input, output, rounds)) in expected.iter().enumerate() {
             let inv = spans
                 .iter()
-                .find(|s| s.name == "invoke_agent shared" && value(s, "thread") == Some(Value::I64(t as i64)))
+                .find(|s| {
+                    s.name == "invoke_agent shared"
+                        && value(s, "thread") == Some(Value::I64(t as i64))
+                })
                 .unwrap();
-            assert_eq!(value(inv, "genai_audit.total.input_tokens"), Some(Value::I64(*input as i64)));
-            assert_eq!(value(inv, "genai_audit.total.output_tokens"), Some(Value::I64(*output as i64)));
-            assert_eq!(value(inv, "genai_audit.total.generations"), Some(Value::I64(*rounds as i64)));
-            assert_eq!(value(inv, "genai_audit.total.tool_calls"), Some(Value::I64(*rounds as i64)));
-            assert_eq!(value(inv, "genai_audit.steps"), Some(Value::I64(*rounds as i64)));
+            assert_eq!(
+                value(inv, "genai_audit.total.input_tokens"),
+                Some(Value::I64(*input as i64))
+            );
+            assert_eq!(
+                value(inv, "genai_audit.total.output_tokens"),
+                Some(Value::I64(*output as i64))
+            );
+            assert_eq!(
+                value(inv, "genai_audit.total.generations"),
+                Some(Value::I64(*rounds as i64))
+            );
+            assert_eq!(
+                value(inv, "genai_audit.total.tool_calls"),
+                Some(Value::I64(*rounds as i64))
+            );
+            assert_eq!(
+                value(inv, "genai_audit.steps"),
+                Some(Value::I64(*rounds as i64))
+            );
         }
         for s in &spans {
             assert!(findings_of(s).is_empty());
         }
         let tracked = h.metric("genai_audit.spans.tracked");
-        assert_eq!(tracked, vec![(vec![], 0.0)], "{threads} threads: nothing left tracked");
+        assert_eq!(
+            tracked,
+            vec![(vec![], 0.0)],
+            "{threads} threads: nothing left tracked"
+        );
     }
 }

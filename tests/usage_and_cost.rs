@@ -36,12 +36,18 @@ fn run(h: &Harness, generations: &[Vec<KeyValue>]) -> Vec<opentelemetry_sdk::tra
     h.exporter.get_finished_spans().unwrap()
 }
 
-fn by_name<'a>(spans: &'a [opentelemetry_sdk::trace::SpanData], name: &str) -> &'a opentelemetry_sdk::trace::SpanData {
+fn by_name<'a>(
+    spans: &'a [opentelemetry_sdk::trace::SpanData],
+    name: &str,
+) -> &'a opentelemetry_sdk::trace::SpanData {
     spans.iter().find(|s| s.name == name).unwrap()
 }
 
 fn model(m: &'static str, provider: &'static str) -> [KeyValue; 2] {
-    [KeyValue::new("gen_ai.request.model", m), KeyValue::new("gen_ai.provider.name", provider)]
+    [
+        KeyValue::new("gen_ai.request.model", m),
+        KeyValue::new("gen_ai.provider.name", provider),
+    ]
 }
 
 #[test]
@@ -57,17 +63,41 @@ fn exclusive_cache_and_reasoning_counts_are_normalised() {
     ]);
     let spans = run(&h, &[attrs]);
     let g = by_name(&spans, "chat 0");
-    assert_eq!(value(g, "genai_audit.usage.cache_exclusive"), Some(Value::Bool(true)));
-    assert_eq!(value(g, "genai_audit.usage.reasoning_exclusive"), Some(Value::Bool(true)));
-    assert_eq!(value(g, "genai_audit.cumulative.input_tokens"), Some(Value::I64(1210)));
-    assert_eq!(value(g, "genai_audit.cumulative.output_tokens"), Some(Value::I64(55)));
-    assert_eq!(value(g, "genai_audit.cumulative.cache_read_tokens"), Some(Value::I64(1000)));
-    assert_eq!(value(g, "genai_audit.cumulative.cache_write_tokens"), Some(Value::I64(200)));
-    assert_eq!(value(g, "genai_audit.cumulative.reasoning_tokens"), Some(Value::I64(50)));
+    assert_eq!(
+        value(g, "genai_audit.usage.cache_exclusive"),
+        Some(Value::Bool(true))
+    );
+    assert_eq!(
+        value(g, "genai_audit.usage.reasoning_exclusive"),
+        Some(Value::Bool(true))
+    );
+    assert_eq!(
+        value(g, "genai_audit.cumulative.input_tokens"),
+        Some(Value::I64(1210))
+    );
+    assert_eq!(
+        value(g, "genai_audit.cumulative.output_tokens"),
+        Some(Value::I64(55))
+    );
+    assert_eq!(
+        value(g, "genai_audit.cumulative.cache_read_tokens"),
+        Some(Value::I64(1000))
+    );
+    assert_eq!(
+        value(g, "genai_audit.cumulative.cache_write_tokens"),
+        Some(Value::I64(200))
+    );
+    assert_eq!(
+        value(g, "genai_audit.cumulative.reasoning_tokens"),
+        Some(Value::I64(50))
+    );
     // The span's own usage keys are left as reported.
     assert_eq!(value(g, "gen_ai.usage.input_tokens"), Some(Value::I64(10)));
     let inv = by_name(&spans, "invoke_agent a");
-    assert_eq!(value(inv, "genai_audit.total.input_tokens"), Some(Value::I64(1210)));
+    assert_eq!(
+        value(inv, "genai_audit.total.input_tokens"),
+        Some(Value::I64(1210))
+    );
     assert!(findings_of(g).is_empty());
 }
 
@@ -93,9 +123,18 @@ fn string_float_and_deprecated_values_are_read() {
         ],
     );
     let inv = by_name(&spans, "invoke_agent a");
-    assert_eq!(value(inv, "genai_audit.total.input_tokens"), Some(Value::I64(300)));
-    assert_eq!(value(inv, "genai_audit.total.output_tokens"), Some(Value::I64(50)));
-    assert_eq!(value(inv, "genai_audit.total.generations"), Some(Value::I64(3)));
+    assert_eq!(
+        value(inv, "genai_audit.total.input_tokens"),
+        Some(Value::I64(300))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.output_tokens"),
+        Some(Value::I64(50))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.generations"),
+        Some(Value::I64(3))
+    );
     for s in &spans {
         assert!(findings_of(s).is_empty());
     }
@@ -122,18 +161,30 @@ fn unusable_values_give_invalid_usage_and_are_counted() {
         })
         .collect();
     let spans = run(&h, &generations);
-    for i in 0..bad.len() {
+    for (i, v) in bad.iter().enumerate() {
         let g = by_name(&spans, &format!("chat {i}"));
-        assert_eq!(findings_of(g), vec!["invalid_usage"], "{:?}", bad[i]);
+        assert_eq!(findings_of(g), vec!["invalid_usage"], "{v:?}");
         // A call with unusable usage is not priced (never a made-up cost).
-        assert_eq!(value(g, "genai_audit.cost.unpriced"), Some(Value::Bool(true)));
+        assert_eq!(
+            value(g, "genai_audit.cost.unpriced"),
+            Some(Value::Bool(true))
+        );
         assert!(value(g, "genai_audit.cost_usd").is_none());
     }
     let inv = by_name(&spans, "invoke_agent a");
     // The unusable input counts as absent; the valid output still rolls up.
-    assert_eq!(value(inv, "genai_audit.total.input_tokens"), Some(Value::I64(0)));
-    assert_eq!(value(inv, "genai_audit.total.output_tokens"), Some(Value::I64(60)));
-    assert_eq!(value(inv, "genai_audit.total.partial"), Some(Value::Bool(true)));
+    assert_eq!(
+        value(inv, "genai_audit.total.input_tokens"),
+        Some(Value::I64(0))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.output_tokens"),
+        Some(Value::I64(60))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.partial"),
+        Some(Value::Bool(true))
+    );
     assert!(findings_of(inv).is_empty());
 
     let points = h.metric("genai_audit.findings");
@@ -141,7 +192,10 @@ fn unusable_values_give_invalid_usage_and_are_counted() {
         points,
         vec![(
             vec![
-                ("genai_audit.finding".to_string(), "invalid_usage".to_string()),
+                (
+                    "genai_audit.finding".to_string(),
+                    "invalid_usage".to_string()
+                ),
                 ("genai_audit.repaired".to_string(), "false".to_string()),
                 ("genai_audit.role".to_string(), "generation".to_string()),
             ],
@@ -165,16 +219,31 @@ fn unknown_model_is_unpriced_and_totals_are_partial() {
     ]);
     let spans = run(&h, &[known, unknown]);
     let u = by_name(&spans, "chat 1");
-    assert_eq!(value(u, "genai_audit.cost.unpriced"), Some(Value::Bool(true)));
+    assert_eq!(
+        value(u, "genai_audit.cost.unpriced"),
+        Some(Value::Bool(true))
+    );
     assert!(value(u, "genai_audit.cost_usd").is_none());
     assert!(value(u, "gen_ai.usage.cost").is_none(), "never priced at 0");
     assert!(value(u, "genai_audit.cost.model").is_none());
     let inv = by_name(&spans, "invoke_agent a");
     let p = direct_price(Some("openai"), "gpt-4o", 100, 10, T + 1);
-    assert_eq!(value(inv, "genai_audit.total.cost_usd"), Some(Value::F64(p)));
-    assert_eq!(value(inv, "genai_audit.total.partial"), Some(Value::Bool(true)));
-    assert_eq!(value(inv, "genai_audit.total.input_tokens"), Some(Value::I64(107)));
-    assert_eq!(value(u, "genai_audit.cumulative.cost_usd"), Some(Value::F64(p)));
+    assert_eq!(
+        value(inv, "genai_audit.total.cost_usd"),
+        Some(Value::F64(p))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.partial"),
+        Some(Value::Bool(true))
+    );
+    assert_eq!(
+        value(inv, "genai_audit.total.input_tokens"),
+        Some(Value::I64(107))
+    );
+    assert_eq!(
+        value(u, "genai_audit.cumulative.cost_usd"),
+        Some(Value::F64(p))
+    );
     // Only unpriced calls: no cost total at all, and partial.
     let h = Harness::new();
     let mut only = model("my-private-model", "acme").to_vec();
@@ -182,7 +251,10 @@ fn unknown_model_is_unpriced_and_totals_are_partial() {
     let spans = run(&h, &[only]);
     let inv = by_name(&spans, "invoke_agent a");
     assert!(value(inv, "genai_audit.total.cost_usd").is_none());
-    assert_eq!(value(inv, "genai_audit.total.partial"), Some(Value::Bool(true)));
+    assert_eq!(
+        value(inv, "genai_audit.total.partial"),
+        Some(Value::Bool(true))
+    );
 }
 
 #[test]
@@ -215,8 +287,16 @@ fn reported_cost_is_used_as_is() {
     );
     let check = |name: &str, cost: f64, source: &str| {
         let g = by_name(&spans, name);
-        assert_eq!(value(g, "genai_audit.cost_usd"), Some(Value::F64(cost)), "{name}");
-        assert_eq!(value(g, "genai_audit.cost.source"), Some(Value::from(source.to_string())), "{name}");
+        assert_eq!(
+            value(g, "genai_audit.cost_usd"),
+            Some(Value::F64(cost)),
+            "{name}"
+        );
+        assert_eq!(
+            value(g, "genai_audit.cost.source"),
+            Some(Value::from(source.to_string())),
+            "{name}"
+        );
     };
     check("chat 0", 0.25, "reported");
     check("chat 1", 0.5, "reported");
@@ -224,8 +304,14 @@ fn reported_cost_is_used_as_is() {
     let computed = direct_price(Some("openai"), "gpt-4o", 100, 10, T + 4);
     check("chat 3", computed, "computed");
     // gen_ai.usage.cost is added only where the span has none.
-    assert_eq!(value(by_name(&spans, "chat 0"), "gen_ai.usage.cost"), Some(Value::F64(0.25)));
-    assert_eq!(value(by_name(&spans, "chat 2"), "gen_ai.usage.cost"), Some(Value::F64(0.125)));
+    assert_eq!(
+        value(by_name(&spans, "chat 0"), "gen_ai.usage.cost"),
+        Some(Value::F64(0.25))
+    );
+    assert_eq!(
+        value(by_name(&spans, "chat 2"), "gen_ai.usage.cost"),
+        Some(Value::F64(0.125))
+    );
     assert!(value(by_name(&spans, "chat 1"), "genai_audit.cost.model").is_none());
     let inv = by_name(&spans, "invoke_agent a");
     assert_eq!(
@@ -258,13 +344,27 @@ fn provider_names_are_mapped_to_price_data_ids() {
         Some(Value::String(s)) => s.to_string(),
         other => panic!("{name}: {other:?}"),
     };
-    assert!(matched("chat 0").starts_with("aws/"), "{}", matched("chat 0"));
+    assert!(
+        matched("chat 0").starts_with("aws/"),
+        "{}",
+        matched("chat 0")
+    );
     assert_eq!(matched("chat 1"), "google/gemini-2.5-pro");
-    assert!(matched("chat 2").starts_with("x-ai/grok-4"), "{}", matched("chat 2"));
+    assert!(
+        matched("chat 2").starts_with("x-ai/grok-4"),
+        "{}",
+        matched("chat 2")
+    );
     assert_eq!(matched("chat 3"), "openai/gpt-4o");
     assert_eq!(
         value(by_name(&spans, "chat 1"), "genai_audit.cost_usd"),
-        Some(Value::F64(direct_price(Some("google"), "gemini-2.5-pro", 1000, 100, T + 2)))
+        Some(Value::F64(direct_price(
+            Some("google"),
+            "gemini-2.5-pro",
+            1000,
+            100,
+            T + 2
+        )))
     );
 }
 
@@ -274,8 +374,17 @@ fn tiered_prices_are_applied_per_call_not_to_the_sum() {
     let (input, output) = (150_000u64, 1_000u64);
     let one = direct_price(Some("anthropic"), "claude-sonnet-4-5", input, output, T + 1);
     let two = direct_price(Some("anthropic"), "claude-sonnet-4-5", input, output, T + 2);
-    let summed = direct_price(Some("anthropic"), "claude-sonnet-4-5", 2 * input, 2 * output, T + 1);
-    assert!((summed - (one + two)).abs() > 1e-6, "the model must be tiered for this test");
+    let summed = direct_price(
+        Some("anthropic"),
+        "claude-sonnet-4-5",
+        2 * input,
+        2 * output,
+        T + 1,
+    );
+    assert!(
+        (summed - (one + two)).abs() > 1e-6,
+        "the model must be tiered for this test"
+    );
 
     let h = Harness::new();
     let call = || {
@@ -288,8 +397,14 @@ fn tiered_prices_are_applied_per_call_not_to_the_sum() {
     };
     let spans = run(&h, &[call(), call()]);
     let inv = by_name(&spans, "invoke_agent a");
-    assert_eq!(value(inv, "genai_audit.total.cost_usd"), Some(Value::F64(one + two)));
-    assert_ne!(value(inv, "genai_audit.total.cost_usd"), Some(Value::F64(summed)));
+    assert_eq!(
+        value(inv, "genai_audit.total.cost_usd"),
+        Some(Value::F64(one + two))
+    );
+    assert_ne!(
+        value(inv, "genai_audit.total.cost_usd"),
+        Some(Value::F64(summed))
+    );
 }
 
 #[test]
@@ -310,7 +425,10 @@ fn custom_model_prices_and_cost_dialects() {
     let spans = run(&h, &[a]);
     let g = by_name(&spans, "chat 0");
     assert_eq!(value(g, "genai_audit.cost_usd"), Some(Value::F64(6.0)));
-    assert_eq!(value(g, "genai_audit.cost.model"), Some(Value::from("custom/acme-coder")));
+    assert_eq!(
+        value(g, "genai_audit.cost.model"),
+        Some(Value::from("custom/acme-coder"))
+    );
     assert_eq!(value(g, "llm.cost.total"), Some(Value::F64(6.0)));
     assert_eq!(value(g, "operation.cost"), Some(Value::F64(6.0)));
     assert!(value(g, "gen_ai.usage.cost").is_none(), "switched off");

@@ -78,7 +78,10 @@ impl Harness {
     /// Every data point of a metric: (sorted attributes, value).
     pub fn metric(&self, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
         self.meter_provider.force_flush().expect("flush");
-        let all = self.metric_exporter.get_finished_metrics().expect("metrics");
+        let all = self
+            .metric_exporter
+            .get_finished_metrics()
+            .expect("metrics");
         let mut points = Vec::new();
         if let Some(last) = all.last() {
             for scope in last.scope_metrics() {
