@@ -255,3 +255,67 @@ fn rejects_malformed_script_on_stdin() {
     assert_rejected(&run(&["-"], Some(MALFORMED)));
     assert_rejected(&run(&[], Some(MALFORMED)));
 }
+
+/// The replay output as (span lines by label, metrics object).
+fn replay_output(args: &[&str], stdin: Option<&str>) -> (HashMap<String, Value>, Value) {
+    let output = run(args, stdin);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8 stdout");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let metrics: Value = serde_json::from_str(lines.pop().expect("metrics line")).expect("json");
+    let spans = lines
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            (v["span"].as_str().expect("label").to_string(), v)
+        })
+        .collect();
+    (spans, metrics["metrics"].clone())
+}
+
+#[test]
+fn replay_prints_the_enriched_attributes_and_the_metrics() {
+    let path = trace_path("hermes-concurrent-fixed.jsonl");
+    let (spans, metrics) = replay_output(&[path.to_str().expect("utf-8 path")], None);
+    let inv = &spans["f83a2880dd7e8c62"]["attributes"];
+    assert_eq!(inv["genai_audit.role"], "invocation");
+    assert_eq!(inv["genai_audit.total.input_tokens"], 24);
+    assert_eq!(inv["genai_audit.total.output_tokens"], 8);
+    assert_eq!(inv["genai_audit.total.generations"], 2);
+    assert_eq!(inv["genai_audit.total.tool_calls"], 1);
+    assert_eq!(inv["genai_audit.total.partial"], true);
+    assert_eq!(inv["genai_audit.steps"], 2);
+    let chat = &spans["4a06a51c012a3a0a"]["attributes"];
+    assert_eq!(chat["genai_audit.cumulative.input_tokens"], 24);
+    assert_eq!(chat["genai_audit.cost.unpriced"], true);
+    // Nothing left tracked after shutdown, no finding counted.
+    assert_eq!(
+        metrics["genai_audit.spans.tracked"],
+        serde_json::json!([{"attributes":{},"value":0}])
+    );
+    assert!(metrics.get("genai_audit.findings").is_none(), "{metrics}");
+}
+
+#[test]
+fn replay_counts_findings_in_the_metrics_line() {
+    let script = r#"{"op":"start","span":"g","parent":null,"name":"chat m","time_ns":1,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":-1}}
+{"op":"end","span":"g","time_ns":2}
+"#;
+    let (spans, metrics) = replay_output(&["-"], Some(script));
+    assert_eq!(
+        spans["g"]["attributes"]["genai_audit.findings"],
+        serde_json::json!(["invalid_usage"])
+    );
+    assert_eq!(
+        metrics["genai_audit.findings"],
+        serde_json::json!([{"attributes":{
+            "genai_audit.finding":"invalid_usage",
+            "genai_audit.repaired":false,
+            "genai_audit.role":"generation"},"value":1}])
+    );
+}
