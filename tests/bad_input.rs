@@ -142,3 +142,24 @@ fn odd_attribute_types_and_huge_counts() {
     assert!(r.attr("g", "genai_audit.cost_usd").is_none());
     assert!(findings_of(r.span("inv")).is_empty());
 }
+
+#[test]
+fn keys_the_processor_writes_replace_existing_values() {
+    let r = Harness::new().replay(
+        r#"
+{"op":"start","span":"g","parent":null,"name":"chat gpt-4o","time_ns":1,"attributes":{"gen_ai.operation.name":"chat","gen_ai.request.model":"gpt-4o","gen_ai.usage.input_tokens":10,"genai_audit.role":"bogus","genai_audit.cost_usd":99.0}}
+{"op":"set","span":"g","attributes":{"genai_audit.role":"bogus again"}}
+{"op":"end","span":"g","time_ns":2}
+"#,
+    );
+    let roles: Vec<_> = r
+        .span("g")
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == "genai_audit.role")
+        .collect();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0].value, Value::from("generation"));
+    assert_ne!(r.f64("g", "genai_audit.cost_usd"), 99.0);
+    r.assert_no_duplicate_keys();
+}

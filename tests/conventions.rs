@@ -232,3 +232,41 @@ fn vercel_ai_sdk() {
     assert_eq!(r.f64("root", "genai_audit.total.cost_usd"), expected);
     r.assert_no_findings();
 }
+
+#[test]
+fn user_rules_recognise_other_naming_schemes_and_win() {
+    use genai_audit::{Role, RoleRule};
+    let h = Harness::with(|b| {
+        b.with_role_rule(RoleRule::name_prefix("agent.run", Role::Invocation))
+            .with_role_rule(RoleRule::name_prefix("loop.step-", Role::Step))
+            .with_role_rule(RoleRule::name_prefix("llm-call-", Role::Generation))
+            // A user rule wins over the built-in `execute_tool` name rule.
+            .with_role_rule(RoleRule::attribute(
+                "acme.kind",
+                "guardrail",
+                Role::Retrieval,
+            ))
+    });
+    let r = h.replay(
+        r#"
+{"op":"start","span":"inv","parent":null,"name":"agent.run","time_ns":1,"attributes":{}}
+{"op":"start","span":"s1","parent":"inv","name":"loop.step-1","time_ns":2,"attributes":{}}
+{"op":"start","span":"g1","parent":"s1","name":"llm-call-1","time_ns":3,"attributes":{"gen_ai.usage.input_tokens":5}}
+{"op":"end","span":"g1","time_ns":4}
+{"op":"end","span":"s1","time_ns":5}
+{"op":"start","span":"s2","parent":"inv","name":"loop.step-2","time_ns":6,"attributes":{}}
+{"op":"start","span":"g2","parent":"s2","name":"llm-call-2","time_ns":7,"attributes":{"gen_ai.usage.input_tokens":6}}
+{"op":"end","span":"g2","time_ns":8}
+{"op":"start","span":"x","parent":"s2","name":"execute_tool check","time_ns":9,"attributes":{"acme.kind":"guardrail"}}
+{"op":"end","span":"x","time_ns":10}
+{"op":"end","span":"s2","time_ns":11}
+{"op":"end","span":"inv","time_ns":12}
+"#,
+    );
+    assert_eq!(r.string("inv", "genai_audit.role"), "invocation");
+    assert_eq!(r.i64("s2", "genai_audit.step.index"), 2);
+    assert_eq!(r.i64("g2", "genai_audit.cumulative.input_tokens"), 11);
+    assert_eq!(r.string("x", "genai_audit.role"), "retrieval");
+    assert_eq!(r.i64("inv", "genai_audit.total.tool_calls"), 0);
+    assert_eq!(r.i64("inv", "genai_audit.steps"), 2);
+}
