@@ -433,3 +433,39 @@ fn custom_model_prices_and_cost_dialects() {
     assert_eq!(value(g, "operation.cost"), Some(Value::F64(6.0)));
     assert!(value(g, "gen_ai.usage.cost").is_none(), "switched off");
 }
+
+#[test]
+fn calls_are_priced_at_their_start_time() {
+    // claude-sonnet-4-6 charged a long-context rate above 200k input tokens until
+    // 2026-03-13 and a flat rate since: the same call costs less after that date.
+    const FEB_2026: u64 = 1_770_000_000_000_000_000; // 2026-02-02
+    const JUN_2026: u64 = 1_781_000_000_000_000_000; // 2026-06-09
+    let before = direct_price(
+        Some("anthropic"),
+        "claude-sonnet-4-6",
+        300_000,
+        100,
+        FEB_2026,
+    );
+    let after = direct_price(
+        Some("anthropic"),
+        "claude-sonnet-4-6",
+        300_000,
+        100,
+        JUN_2026,
+    );
+    assert!(before > after, "the price data changed at that date");
+
+    let h = Harness::new();
+    let r = h.replay(&format!(
+        r#"{{"op":"start","span":"old","parent":null,"name":"chat claude-sonnet-4-6","time_ns":{FEB_2026},"attributes":{{"gen_ai.operation.name":"chat","gen_ai.provider.name":"anthropic","gen_ai.request.model":"claude-sonnet-4-6","gen_ai.usage.input_tokens":300000,"gen_ai.usage.output_tokens":100}}}}
+{{"op":"start","span":"new","parent":null,"name":"chat claude-sonnet-4-6","time_ns":{JUN_2026},"attributes":{{"gen_ai.operation.name":"chat","gen_ai.provider.name":"anthropic","gen_ai.request.model":"claude-sonnet-4-6","gen_ai.usage.input_tokens":300000,"gen_ai.usage.output_tokens":100}}}}
+{{"op":"end","span":"new","time_ns":{}}}
+{{"op":"end","span":"old","time_ns":{}}}
+"#,
+        JUN_2026 + 1,
+        JUN_2026 + 2
+    ));
+    assert_eq!(r.f64("old", "genai_audit.cost_usd"), before);
+    assert_eq!(r.f64("new", "genai_audit.cost_usd"), after);
+}
