@@ -218,7 +218,11 @@ impl fmt::Debug for GenAiPrices {
 
 impl GenAiPrices {
     /// The prices bundled with the `genai-prices` crate.
+    ///
+    /// The bundled data is decoded here, once per process (it takes tens of
+    /// milliseconds), so that no `on_end` ever waits for it.
     pub fn bundled() -> Self {
+        let _ = Calculator::bundled();
         Self::with_data(Data::Bundled)
     }
 
