@@ -259,11 +259,7 @@ fn finished_spans(trace: fn(&SdkTracer)) -> Vec<SpanData> {
 }
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-    span.attributes
-        .iter()
-        .rev()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| &kv.value)
+    genai_audit::last_value(&span.attributes, key)
 }
 
 fn check_passthrough_is_untouched() {

@@ -370,11 +370,7 @@ fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
 // --- Attribute helpers (a key set twice: the last value wins, as the processor reads it)
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-    span.attributes
-        .iter()
-        .rev()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| &kv.value)
+    genai_audit::last_value(&span.attributes, key)
 }
 
 fn int(span: &SpanData, key: &str) -> Option<i64> {

@@ -45,9 +45,7 @@
 //!
 //! let spans = exporter.get_finished_spans().unwrap();
 //! let invocation = spans.iter().find(|s| s.name == "invoke_agent coder").unwrap();
-//! let total = |key: &str| {
-//!     invocation.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone())
-//! };
+//! let total = |key: &str| genai_audit::last_value(&invocation.attributes, key).cloned();
 //! assert_eq!(total("genai_audit.total.input_tokens"), Some(1056i64.into()));
 //! assert!(total("genai_audit.total.cost_usd").is_some());
 //! ```
@@ -84,3 +82,4 @@ pub use findings::{Finding, FindingCode};
 pub use pricing::{GenAiPrices, ModelPrice, Pricer};
 pub use processor::{GenAiAuditProcessor, GenAiAuditProcessorBuilder};
 pub use recognition::{Classifier, Role, RoleRule};
+pub use span_attributes::last_value;

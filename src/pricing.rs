@@ -174,8 +174,14 @@ struct ExtraPrice {
 pub struct GenAiPrices {
     data: Data,
     extra: Vec<ExtraPrice>,
-    memo: RwLock<HashMap<u64, Vec<MemoEntry>>>,
-    memo_len: std::sync::atomic::AtomicUsize,
+    memo: RwLock<Memo>,
+}
+
+/// Resolutions by hash of (provider, model), and how many there are.
+#[derive(Debug, Default)]
+struct Memo {
+    buckets: HashMap<u64, Vec<MemoEntry>>,
+    len: usize,
 }
 
 const MEMO_CAPACITY: usize = 4096;
@@ -245,8 +251,7 @@ impl GenAiPrices {
         GenAiPrices {
             data,
             extra: Vec::new(),
-            memo: RwLock::new(HashMap::new()),
-            memo_len: std::sync::atomic::AtomicUsize::new(0),
+            memo: RwLock::new(Memo::default()),
         }
     }
 
@@ -289,20 +294,19 @@ impl GenAiPrices {
 
     fn memo_get(&self, key: u64, provider: &str, model: &str) -> Option<Resolution> {
         let memo = self.memo.read();
-        memo.get(&key)?
+        memo.buckets
+            .get(&key)?
             .iter()
             .find(|e| &*e.provider == provider && &*e.model == model)
             .map(|e| e.resolution.clone())
     }
 
     fn memo_put(&self, key: u64, provider: &str, model: &str, resolution: Resolution) {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut memo = self.memo.write();
-        if self.memo_len.load(Relaxed) >= MEMO_CAPACITY {
-            memo.clear();
-            self.memo_len.store(0, Relaxed);
+        if memo.len >= MEMO_CAPACITY {
+            *memo = Memo::default();
         }
-        let bucket = memo.entry(key).or_default();
+        let bucket = memo.buckets.entry(key).or_default();
         if !bucket
             .iter()
             .any(|e| &*e.provider == provider && &*e.model == model)
@@ -312,7 +316,7 @@ impl GenAiPrices {
                 model: model.into(),
                 resolution,
             });
-            self.memo_len.fetch_add(1, Relaxed);
+            memo.len += 1;
         }
     }
 
@@ -353,12 +357,12 @@ impl Pricer for GenAiPrices {
                 matched: extra.matched.clone(),
             });
         }
-        let usage = price_usage(query.usage);
         let provider = query.provider.unwrap_or("");
         let key = hash_str_pair(provider, model);
         match self.memo_get(key, provider, model) {
             Some(Resolution::NotFound) => None,
             Some(Resolution::Found(found)) => {
+                let usage = price_usage(query.usage);
                 let calc = self.calculate(
                     &found.model_id,
                     Some(&found.provider_id),
@@ -381,6 +385,7 @@ impl Pricer for GenAiPrices {
                 })
             }
             None => {
+                let usage = price_usage(query.usage);
                 let provider_id = query.provider.and_then(|p| self.resolve_provider(p));
                 match self.calculate(model, provider_id.as_deref(), &usage, query.time) {
                     Ok(calc) => {
@@ -566,10 +571,7 @@ mod tests {
         };
         assert!(prices.price(&q).is_none());
         assert!(prices.price(&q).is_none());
-        assert_eq!(
-            prices.memo_len.load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(prices.memo.read().len, 1);
     }
 
     #[test]

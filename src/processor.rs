@@ -48,7 +48,7 @@ use crate::recognition::{Classifier, Recogniser, RoleRule};
 /// let spans = exporter.get_finished_spans().unwrap();
 /// let get = |span: &str, key: &str| {
 ///     let span = spans.iter().find(|s| s.name == span).unwrap();
-///     span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone())
+///     genai_audit::last_value(&span.attributes, key).cloned()
 /// };
 /// assert_eq!(get("chat gpt-4o", "genai_audit.role").unwrap().as_str(), "generation");
 /// assert!(get("chat gpt-4o", "genai_audit.cost_usd").is_some());

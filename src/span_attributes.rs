@@ -6,8 +6,17 @@
 
 use opentelemetry::{Key, KeyValue, Value};
 
-/// The last value of `key` in `attributes`.
-pub(crate) fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+/// The value of `key` in `attributes` as the processor reads it: the SDK keeps a key
+/// set twice twice, and the last value wins.
+///
+/// ```
+/// use genai_audit::last_value;
+/// use opentelemetry::{KeyValue, Value};
+///
+/// let attributes = [KeyValue::new("gen_ai.usage.input_tokens", "1"), KeyValue::new("gen_ai.usage.input_tokens", 2)];
+/// assert_eq!(last_value(&attributes, "gen_ai.usage.input_tokens"), Some(&Value::I64(2)));
+/// ```
+pub fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attributes
         .iter()
         .rev()

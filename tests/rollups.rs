@@ -216,3 +216,95 @@ fn concurrent_invocations_on_many_threads_get_exact_totals() {
         );
     }
 }
+
+#[test]
+fn usage_reported_on_non_generation_spans_is_never_rolled_up() {
+    // DESIGN §3: an agent's or a step's own reported usage is what contamination checks
+    // compare against; only generations roll up.
+    let r = Harness::new().replay(
+        r#"
+{"op":"start","span":"inv","parent":null,"name":"invoke_agent a","time_ns":1,"attributes":{"gen_ai.usage.input_tokens":1000}}
+{"op":"start","span":"step","parent":"inv","name":"react step","time_ns":2,"attributes":{"gen_ai.usage.input_tokens":500,"gen_ai.usage.output_tokens":50}}
+{"op":"start","span":"tool","parent":"step","name":"execute_tool x","time_ns":3,"attributes":{"gen_ai.usage.input_tokens":70}}
+{"op":"end","span":"tool","time_ns":4}
+{"op":"start","span":"g","parent":"step","name":"chat m","time_ns":5,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":7,"gen_ai.usage.output_tokens":1}}
+{"op":"end","span":"g","time_ns":6}
+{"op":"end","span":"step","time_ns":7}
+{"op":"end","span":"inv","time_ns":8}
+"#,
+    );
+    for label in ["inv", "step"] {
+        assert_eq!(r.i64(label, "genai_audit.total.input_tokens"), 7, "{label}");
+        assert_eq!(
+            r.i64(label, "genai_audit.total.output_tokens"),
+            1,
+            "{label}"
+        );
+    }
+    assert_eq!(r.i64("g", "genai_audit.cumulative.input_tokens"), 7);
+    // The reported values themselves are left as they were.
+    assert_eq!(r.i64("inv", "gen_ai.usage.input_tokens"), 1000);
+    assert_eq!(r.i64("step", "gen_ai.usage.input_tokens"), 500);
+}
+
+#[test]
+fn a_span_is_classified_again_from_its_final_attributes() {
+    // DESIGN §2: recognised at start from name and start attributes, decided again at
+    // end. `call` names no role at start; its attributes at end make it a generation,
+    // and it still rolls up, because it was tracked under its invocation.
+    let r = Harness::new().replay(
+        r#"
+{"op":"start","span":"inv","parent":null,"name":"invoke_agent a","time_ns":1,"attributes":{}}
+{"op":"start","span":"c","parent":"inv","name":"call","time_ns":2,"attributes":{}}
+{"op":"set","span":"c","attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":12}}
+{"op":"end","span":"c","time_ns":3}
+{"op":"start","span":"t","parent":"inv","name":"execute_tool x","time_ns":4,"attributes":{}}
+{"op":"set","span":"t","attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":3}}
+{"op":"end","span":"t","time_ns":5}
+{"op":"end","span":"inv","time_ns":6}
+"#,
+    );
+    assert_eq!(r.string("c", "genai_audit.role"), "generation");
+    assert_eq!(r.i64("c", "genai_audit.cumulative.input_tokens"), 12);
+    // A span whose end attributes contradict its name: the final attributes win.
+    assert_eq!(r.string("t", "genai_audit.role"), "generation");
+    assert_eq!(r.i64("inv", "genai_audit.total.input_tokens"), 15);
+    assert_eq!(r.i64("inv", "genai_audit.total.generations"), 2);
+    assert_eq!(r.i64("inv", "genai_audit.total.tool_calls"), 0);
+    r.assert_no_findings();
+}
+
+#[test]
+fn spans_without_a_recognised_ancestor_leave_no_state() {
+    // DESIGN §9: the fast path keeps nothing. Open non-gen-ai spans are not tracked;
+    // an open invocation and what is under it are.
+    let h = Harness::new();
+    let tracer = h.tracer();
+    let http = tracer.span_builder("GET /").start(&tracer);
+    let cx = Context::new().with_span(http);
+    let db = tracer
+        .span_builder("SELECT")
+        .start_with_context(&tracer, &cx);
+    assert_eq!(h.metric("genai_audit.spans.tracked"), vec![(vec![], 0.0)]);
+    let inv = tracer
+        .span_builder("invoke_agent a")
+        .start_with_context(&tracer, &cx);
+    let icx = cx.with_span(inv);
+    let under = tracer
+        .span_builder("GET /tool")
+        .start_with_context(&tracer, &icx);
+    assert_eq!(h.metric("genai_audit.spans.tracked"), vec![(vec![], 2.0)]);
+    drop(under);
+    drop(icx);
+    drop(db);
+    drop(cx);
+    assert_eq!(h.metric("genai_audit.spans.tracked"), vec![(vec![], 0.0)]);
+    // Instruments live in the scope DESIGN §7 names, with the crate's version.
+    assert_eq!(
+        h.metric_scopes(),
+        vec![(
+            "genai-audit".to_string(),
+            Some(env!("CARGO_PKG_VERSION").to_string())
+        )]
+    );
+}

@@ -197,11 +197,7 @@ impl Replayed {
 }
 
 pub fn value(span: &SpanData, key: &str) -> Option<Value> {
-    span.attributes
-        .iter()
-        .rev()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| kv.value.clone())
+    genai_audit::last_value(&span.attributes, key).cloned()
 }
 
 pub fn findings_of(span: &SpanData) -> Vec<String> {
@@ -235,4 +231,30 @@ pub fn direct_price(
     genai_prices::calculate(&request)
         .expect("the model is in the price data")
         .total_price
+}
+
+impl Harness {
+    /// (name, version) of every instrumentation scope that produced metrics.
+    pub fn metric_scopes(&self) -> Vec<(String, Option<String>)> {
+        self.meter_provider.force_flush().expect("flush");
+        let all = self
+            .metric_exporter
+            .get_finished_metrics()
+            .expect("metrics");
+        let mut scopes: Vec<_> = all
+            .last()
+            .map(|rm| {
+                rm.scope_metrics()
+                    .map(|s| {
+                        (
+                            s.scope().name().to_string(),
+                            s.scope().version().map(str::to_string),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        scopes.dedup();
+        scopes
+    }
 }
