@@ -5,17 +5,19 @@
 //! change without touching this logic.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::config::{CostAttributes, Resolved};
-use crate::findings::{Finding, FindingCode, SpanFindings};
+use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Resolved};
+use crate::contamination::{self, ResponseOwners};
+use crate::findings::{self, FindingCode, SpanFindings};
 use crate::keys::{audit, cost, gen_ai, openinference, vercel};
-use crate::ledger::{Ended, Ledger, NewSpan};
+use crate::ledger::{Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage};
 use crate::metrics::AuditMetrics;
 use crate::pricing::{PriceQuery, Pricer};
 use crate::recognition::{Recogniser, Role};
+use crate::sdk_adapter::Snapshot;
 use crate::span_attributes::{last_value, AttributeWrites};
 use crate::usage::{count_value, Totals, Usage};
 
@@ -48,89 +50,198 @@ pub(crate) struct EndedSpan<'a> {
     pub(crate) id: u64,
     pub(crate) name: &'a str,
     pub(crate) start_time: SystemTime,
+    pub(crate) end_time: SystemTime,
     pub(crate) attributes: &'a mut Vec<KeyValue>,
 }
 
-/// The engine's state and collaborators.
+/// What [`Audit::plan_start`] decided about a starting span, before the adapter hands
+/// over what to keep of it.
 #[derive(Debug)]
+pub(crate) struct StartPlan {
+    id: u64,
+    parent: Option<u64>,
+    role: Role,
+    identity: Identity,
+    close_policy: bool,
+}
+
+impl StartPlan {
+    /// Keep the whole span (leak policy `close`: it may have to be exported closed).
+    pub(crate) fn keep_snapshot(&self) -> bool {
+        self.close_policy
+    }
+
+    /// Keep its name (a recognised span may be listed as an unclosed child).
+    pub(crate) fn keep_name(&self) -> bool {
+        self.role.is_recognised()
+    }
+}
+
+/// A span the audit closed, to be exported by the adapter: the span as it started,
+/// ended at `end_time` with status error `status`, with the audit's attributes.
+#[derive(Debug)]
+pub(crate) struct Synthetic {
+    pub(crate) snapshot: Box<Snapshot>,
+    pub(crate) end_time: SystemTime,
+    pub(crate) status: &'static str,
+    pub(crate) writes: AttributeWrites,
+}
+
+/// What to do with an ended span.
+#[derive(Debug)]
+pub(crate) struct EndOutcome {
+    /// False when the audit already exported it closed (leak policy `close`).
+    pub(crate) forward: bool,
+    /// Spans the audit closed because this one ended with them open.
+    pub(crate) synthetic: Vec<Synthetic>,
+}
+
+/// The source of "now", for span ages (the builder's `with_clock`).
+pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The engine's state and collaborators.
 pub(crate) struct Audit {
     pub(crate) recogniser: Recogniser,
     pub(crate) pricer: Arc<dyn Pricer>,
     pub(crate) ledger: Ledger,
+    pub(crate) responses: ResponseOwners,
     pub(crate) metrics: Option<AuditMetrics>,
     pub(crate) cost_attributes: CostAttributes,
+    pub(crate) clock: Clock,
     /// Policies and bounds, as resolved at build.
     pub(crate) settings: Resolved,
 }
 
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("recogniser", &self.recogniser)
+            .field("pricer", &self.pricer)
+            .field("ledger", &self.ledger)
+            .field("metrics", &self.metrics.is_some())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 impl Audit {
-    /// Classifies a starting span and tracks it if it is recognised or its parent is
-    /// tracked.
-    pub(crate) fn on_start(&self, span: StartedSpan<'_>) {
+    pub(crate) fn close_policy(&self) -> bool {
+        self.settings.leak_policy == LeakPolicy::Close
+    }
+
+    fn repair(&self) -> bool {
+        self.settings.contamination_policy == ContaminationPolicy::Repair
+    }
+
+    /// Classifies a starting span.
+    pub(crate) fn plan_start(&self, span: &StartedSpan<'_>) -> StartPlan {
         let role = self.recogniser.classify(span.name, span.attributes);
+        let identity = if role == Role::Invocation {
+            contamination::identity_of(span.attributes)
+        } else {
+            Identity::default()
+        };
+        StartPlan {
+            id: span.id,
+            parent: span.parent,
+            role,
+            identity,
+            close_policy: self.close_policy(),
+        }
+    }
+
+    /// Tracks a starting span if it is recognised or its parent is tracked, after
+    /// evicting what is due (returned, closed, under leak policy `close`).
+    pub(crate) fn start(&self, plan: StartPlan, kept: Kept) -> Vec<Synthetic> {
+        let mut synthetic = Vec::new();
+        if self.ledger.len() > 0 {
+            let max_age = self.settings.max_span_age;
+            let clock = &self.clock;
+            let evicted = self.ledger.evict_due(|| {
+                nanos(clock()).saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX))
+            });
+            if !evicted.is_empty() {
+                self.evicted(evicted, (self.clock)(), &mut synthetic);
+            }
+        }
         self.ledger.start(
             NewSpan {
-                id: span.id,
-                parent: span.parent,
-                role,
+                id: plan.id,
+                parent: plan.parent,
+                role: plan.role,
+                identity: plan.identity,
+                kept,
             },
-            role.is_recognised(),
+            plan.role.is_recognised(),
+            || nanos((self.clock)()),
         );
+        synthetic
+    }
+
+    /// Evicts every span still open (at shutdown); returns those to export closed.
+    pub(crate) fn shutdown(&self) -> Vec<Synthetic> {
+        let mut synthetic = Vec::new();
+        let evicted = self.ledger.evict_all();
+        if !evicted.is_empty() {
+            self.evicted(evicted, (self.clock)(), &mut synthetic);
+        }
+        synthetic
     }
 
     /// Classifies an ending span again, from its final attributes, and writes what the
     /// processor knows about it.
-    pub(crate) fn on_end(&self, span: EndedSpan<'_>) {
-        let tracked = self.ledger.end(span.id);
+    pub(crate) fn on_end(&self, span: EndedSpan<'_>) -> EndOutcome {
+        let mut outcome = EndOutcome {
+            forward: true,
+            synthetic: Vec::new(),
+        };
+        let mut evicted_as = None;
+        let tracked = match self.ledger.end(span.id) {
+            Ending::Tracked(t) => Some(t),
+            Ending::Closed(role) => {
+                // Already exported, closed by the audit: its real end is only counted.
+                findings::count_only(self.metrics.as_ref(), FindingCode::LateEnd, role);
+                outcome.forward = false;
+                return outcome;
+            }
+            Ending::Evicted(role) => {
+                evicted_as = Some(role);
+                None
+            }
+            Ending::Untracked => None,
+        };
         let role = self.recogniser.classify(span.name, span.attributes);
-        if tracked.is_none() && !role.is_recognised() {
-            return;
+        if tracked.is_none() && evicted_as.is_none() && !role.is_recognised() {
+            return outcome;
         }
         let mut writes = AttributeWrites::default();
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
             writes.set(audit::ROLE, role.as_str());
         }
+        if evicted_as.is_some() {
+            // Counted when it was evicted; the span itself learns it now.
+            findings.note(FindingCode::Stale, role);
+        }
 
         match role {
             Role::Generation | Role::Embedding => {
-                let usage = Usage::from_attributes(span.attributes);
-                if usage.invalid {
-                    findings.record(Finding {
-                        code: FindingCode::InvalidUsage,
-                        role,
-                        repaired: false,
-                    });
-                }
-                if usage.cache_exclusive {
-                    writes.set(audit::USAGE_CACHE_EXCLUSIVE, true);
-                }
-                if usage.reasoning_exclusive {
-                    writes.set(audit::USAGE_REASONING_EXCLUSIVE, true);
-                }
-                let cost = self.cost(&span, &usage, &mut writes);
-                match (&tracked, role) {
-                    (Some(t), Role::Generation) => {
-                        let contribution = Totals::of_generation(&usage, cost);
-                        let cumulative =
-                            self.ledger
-                                .contribute(span.id, t.parent, t.invocation, &contribution);
-                        if let Some(c) = cumulative {
-                            write_cumulative(&mut writes, &c);
-                        }
-                    }
-                    (Some(t), _) => self.ledger.detach(span.id, t.parent),
-                    (None, _) => {}
-                }
+                self.call(&span, role, tracked.as_ref(), &mut writes, &mut findings)
             }
             Role::Tool => {
                 if let Some(t) = &tracked {
-                    self.ledger.contribute(
-                        span.id,
-                        t.parent,
-                        t.invocation,
-                        &Totals::of_tool_call(),
-                    );
+                    let contribution = Contribution {
+                        totals: Totals::of_tool_call(),
+                        ..Contribution::default()
+                    };
+                    self.ledger
+                        .contribute(span.id, t.parent, t.invocation, contribution);
                 }
             }
             _ => {
@@ -141,19 +252,110 @@ impl Audit {
         }
 
         if let Some(t) = &tracked {
-            self.write_structure(role, t, &mut writes);
+            for code in t.pending.iter() {
+                findings.record(code, role, false);
+            }
+            if t.parent_ended {
+                findings.record(FindingCode::LateEnd, role, false);
+            }
+            let step_index = self.write_structure(role, t, &mut writes);
+            let attrs: &[KeyValue] = span.attributes;
+            let mut check = contamination::Check {
+                attributes: attrs,
+                role,
+                repair: self.repair(),
+                writes: &mut writes,
+                findings: &mut findings,
+            };
+            if matches!(role, Role::Invocation | Role::Step) {
+                check.usage(&t.own, &t.totals);
+            }
+            if role == Role::Invocation {
+                check.response(span.id, &self.responses, t.last_response.as_deref());
+            }
+            if role == Role::Step && step_index > 0 {
+                check.round(step_index);
+            }
+            if role.is_recognised() && role != Role::Invocation {
+                if let Some(identity) = t.invocation.and_then(|inv| self.ledger.identity(inv)) {
+                    check.identity(identity);
+                }
+            }
+            if !t.open_children.is_empty() {
+                self.open_children_at_end(
+                    &t.open_children,
+                    span.end_time,
+                    (&mut writes, &mut findings, role),
+                    &mut outcome.synthetic,
+                );
+            }
         }
         findings.emit(&mut writes, self.metrics.as_ref());
         writes.apply(span.attributes);
+        outcome
     }
 
-    /// Totals, step counts and step positions.
-    fn write_structure(&self, role: Role, t: &Ended, writes: &mut AttributeWrites) {
+    /// Usage, cost and contribution of a generation or embedding.
+    fn call(
+        &self,
+        span: &EndedSpan<'_>,
+        role: Role,
+        tracked: Option<&Ended>,
+        writes: &mut AttributeWrites,
+        findings: &mut SpanFindings,
+    ) {
+        let usage = Usage::from_attributes(span.attributes);
+        if usage.invalid {
+            findings.record(FindingCode::InvalidUsage, role, false);
+        }
+        if usage.cache_exclusive {
+            writes.set(audit::USAGE_CACHE_EXCLUSIVE, true);
+        }
+        if usage.reasoning_exclusive {
+            writes.set(audit::USAGE_REASONING_EXCLUSIVE, true);
+        }
+        let cost = self.cost(span, &usage, writes);
+        let Some(t) = tracked else { return };
+        if role != Role::Generation {
+            self.ledger.detach(span.id, t.parent);
+            return;
+        }
+        let attrs: &[KeyValue] = span.attributes;
+        let response = t
+            .invocation
+            .and_then(|inv| self.responses.record(attrs, inv, self.repair()));
+        let contribution = Contribution {
+            totals: Totals::of_generation(&usage, cost),
+            own: OwnUsage {
+                input: usage.input.unwrap_or(0),
+                output: usage.output.unwrap_or(0),
+                reporting: u32::from(usage.input.is_some() || usage.output.is_some()),
+            },
+            response,
+        };
+        let cumulative = self
+            .ledger
+            .contribute(span.id, t.parent, t.invocation, contribution);
+        if let Some(c) = cumulative {
+            write_cumulative(writes, &c);
+        }
+    }
+
+    /// Totals, step counts and step positions; returns the step's index (0: none).
+    pub(crate) fn write_structure(
+        &self,
+        role: Role,
+        t: &Ended,
+        writes: &mut AttributeWrites,
+    ) -> u32 {
         if role.carries_totals() && t.totals.has_calls() {
-            write_totals(writes, &t.totals, t.open_children > 0);
+            write_totals(writes, &t.totals, !t.open_children.is_empty());
         }
         match role {
-            Role::Invocation => writes.set(audit::STEPS, i64::from(t.steps)),
+            Role::Invocation => {
+                writes.set(audit::STEPS, i64::from(t.steps));
+                0
+            }
             Role::Step => {
                 // A step recognised only at its end gets its position then.
                 let index = match (t.step_index, t.invocation) {
@@ -163,8 +365,9 @@ impl Audit {
                 if index > 0 {
                     writes.set(audit::STEP_INDEX, i64::from(index));
                 }
+                index
             }
-            _ => {}
+            _ => 0,
         }
     }
 

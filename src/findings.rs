@@ -93,15 +93,70 @@ pub struct Finding {
     pub repaired: bool,
 }
 
+impl FindingCode {
+    const fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of finding codes, for findings made before the span they are about is
+/// exported (at its start, say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FindingSet(u16);
+
+impl FindingSet {
+    pub(crate) fn insert(&mut self, code: FindingCode) {
+        self.0 |= code.bit();
+    }
+
+    pub(crate) fn contains(self, code: FindingCode) -> bool {
+        self.0 & code.bit() != 0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The codes in the set, in the order of [`FindingCode::ALL`].
+    pub(crate) fn iter(self) -> impl Iterator<Item = FindingCode> {
+        FindingCode::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
 /// The findings about one span, written and counted together when the span is exported.
 #[derive(Debug, Default)]
 pub(crate) struct SpanFindings {
-    findings: Vec<Finding>,
+    /// Each finding, and whether it still has to be counted on the metric.
+    findings: Vec<(Finding, bool)>,
 }
 
 impl SpanFindings {
-    pub(crate) fn record(&mut self, finding: Finding) {
-        self.findings.push(finding);
+    /// Records a finding: written to the span and counted on the metric.
+    pub(crate) fn record(&mut self, code: FindingCode, role: Role, repaired: bool) {
+        self.findings.push((
+            Finding {
+                code,
+                role,
+                repaired,
+            },
+            true,
+        ));
+    }
+
+    /// Records a finding that was already counted on the metric when it was made (a
+    /// `stale` eviction whose span ends later): written to the span only.
+    pub(crate) fn note(&mut self, code: FindingCode, role: Role) {
+        self.findings.push((
+            Finding {
+                code,
+                role,
+                repaired: false,
+            },
+            false,
+        ));
     }
 
     /// Writes `genai_audit.findings` and counts each finding on the metric.
@@ -110,15 +165,29 @@ impl SpanFindings {
             return;
         }
         if let Some(metrics) = metrics {
-            for finding in &self.findings {
-                metrics.count_finding(finding);
+            for (finding, count) in &self.findings {
+                if *count {
+                    metrics.count_finding(finding);
+                }
             }
         }
         let codes: Vec<StringValue> = self
             .findings
             .iter()
-            .map(|f| StringValue::from(f.code.as_str()))
+            .map(|(f, _)| StringValue::from(f.code.as_str()))
             .collect();
         writes.set(audit::FINDINGS, Value::Array(codes.into()));
+    }
+}
+
+/// Counts a finding about a span that is not exported (evicted under `flag`, or the
+/// real end of a span the audit already closed).
+pub(crate) fn count_only(metrics: Option<&AuditMetrics>, code: FindingCode, role: Role) {
+    if let Some(metrics) = metrics {
+        metrics.count_finding(&Finding {
+            code,
+            role,
+            repaired: false,
+        });
     }
 }

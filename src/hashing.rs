@@ -46,6 +46,11 @@ pub(crate) fn hash_str_pair(a: &str, b: &str) -> u64 {
     h.finish()
 }
 
+/// A 64-bit hash of a string (see [`hash_str_pair`]); never 0, so 0 can mean "absent".
+pub(crate) fn hash_str(s: &str) -> u64 {
+    hash_str_pair(s, "").max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

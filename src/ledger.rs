@@ -1,5 +1,5 @@
 //! The live-span ledger: what the processor remembers about spans that have started
-//! and not yet ended.
+//! and not yet ended, and, in bounded memory, about spans that ended recently.
 //!
 //! A span is tracked from `on_start` when it is recognised there (by its name or start
 //! attributes) or when its parent is tracked; everything else takes the fast path and
@@ -9,25 +9,108 @@
 //!
 //! When a generation or tool call ends, its contribution is added to every tracked
 //! ancestor, nearest first; the running total of its invocation after that addition is
-//! the generation's cumulative total. A span that ends while tracked children are still
-//! open stays as a tombstone until they end, so that their contributions still reach
-//! the ancestors above it. Every map is keyed by the span id with a cheap hasher
-//! ([`crate::hashing`]), and no lock is held while another is taken.
+//! the generation's cumulative total. A generation's usage also counts as *own* usage of
+//! the ancestors up to and including its invocation (nested invocations' generations are
+//! not their parent's own). A span that ends while tracked children are still open stays
+//! as a tombstone until they end, so that their contributions still reach the ancestors
+//! above it, and its children learn that their parent has ended (for `late_end`).
 //!
-//! Memory is bounded: at most `capacity` entries; spans that would exceed it are not
-//! tracked (they and their descendants pass through, un-enriched).
+//! Memory is bounded: at most `capacity` entries. Spans are queued in start order; at
+//! each tracked start the oldest are evicted when the ledger is full or when they are
+//! older than the maximum age, a bounded number per call, so eviction needs no thread of
+//! its own and no call does more than a fixed amount of it. Every map is keyed by the
+//! span id with a cheap hasher ([`crate::hashing`]), and no lock of the map is held
+//! while another is taken.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
+use crate::bounded_memory::BoundedMemory;
+use crate::findings::{FindingCode, FindingSet};
 use crate::hashing::BuildIdHasher;
 use crate::recognition::Role;
+use crate::sdk_adapter::Snapshot;
 use crate::usage::Totals;
 
-/// Longest ancestor chain a contribution walks up (a guard; real traces are shallow).
+/// Longest ancestor chain a walk follows (a guard; real traces are shallow).
 const MAX_DEPTH: usize = 256;
+/// Most open spans evicted by one call; the rest wait for the next calls.
+const EVICTIONS_PER_CALL: usize = 8;
+/// Most queue items of already-ended spans discarded by one call.
+const DISCARDS_PER_CALL: usize = 64;
+
+/// What became of a tracked span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Started, not ended.
+    Open,
+    /// Ended (its entry is a tombstone while tracked children are open).
+    Ended,
+    /// The audit closed it (leak policy `close`); its real end is not exported.
+    Closed,
+    /// Evicted while open under leak policy `flag`; its real end, if it comes, is
+    /// exported with `stale`.
+    Evicted,
+}
+
+/// What the span kept from its start, besides its place in the tree.
+#[derive(Debug, Default)]
+pub(crate) enum Kept {
+    /// Nothing (spans not recognised at start).
+    #[default]
+    Nothing,
+    /// Its name, for `genai_audit.leak.unclosed_names`.
+    Name(Cow<'static, str>),
+    /// The whole span as it started (leak policy `close`, to export it closed).
+    Snapshot(Box<Snapshot>),
+}
+
+impl Kept {
+    pub(crate) fn name(&self) -> Option<&str> {
+        match self {
+            Kept::Nothing => None,
+            Kept::Name(name) => Some(name),
+            Kept::Snapshot(snapshot) => Some(crate::sdk_adapter::snapshot_name(snapshot)),
+        }
+    }
+}
+
+/// Hashes of an invocation's `gen_ai.conversation.id` and `gen_ai.agent.name` at its
+/// start (0: not set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) conversation: u64,
+    pub(crate) agent: u64,
+}
+
+/// Usage of the generations that are a span's own (up to the nearest invocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwnUsage {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    /// Own generations that reported input or output tokens.
+    pub(crate) reporting: u32,
+}
+
+impl OwnUsage {
+    fn add(&mut self, other: &OwnUsage) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.reporting = self.reporting.saturating_add(other.reporting);
+    }
+}
+
+/// An invocation's last-ended own generation's response (kept under `repair` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastResponse {
+    pub(crate) id: String,
+    pub(crate) model: Option<String>,
+}
 
 /// What the ledger keeps for one tracked span.
 #[derive(Debug)]
@@ -38,16 +121,28 @@ pub(crate) struct Entry {
     pub(crate) invocation: Option<u64>,
     /// The role at start.
     pub(crate) role: Role,
-    /// Set when the span has ended but tracked children are still open.
-    pub(crate) ended: bool,
+    pub(crate) fate: Fate,
+    /// Set when the tracked parent ended while this span was open.
+    pub(crate) parent_ended: bool,
     /// Tracked children still open.
     pub(crate) open_children: Vec<u64>,
     /// Contributions of ended descendant generations and tool calls.
     pub(crate) totals: Totals,
+    /// Usage of ended own generations.
+    pub(crate) own: OwnUsage,
     /// Steps started under this invocation.
     pub(crate) steps: u32,
+    /// Steps of this invocation open now.
+    pub(crate) open_steps: u32,
     /// This step's 1-based position among its invocation's steps (0: none).
     pub(crate) step_index: u32,
+    /// Findings made at start (`late_start`, `overlapping_step`), written at the end.
+    pub(crate) pending: FindingSet,
+    /// When the processor started tracking it, nanoseconds since the Unix epoch.
+    pub(crate) start_nanos: u64,
+    pub(crate) identity: Identity,
+    pub(crate) kept: Kept,
+    pub(crate) last_response: Option<Box<LastResponse>>,
 }
 
 /// What [`Ledger::start`] needs to know about a new span.
@@ -56,34 +151,96 @@ pub(crate) struct NewSpan {
     pub(crate) id: u64,
     pub(crate) parent: Option<u64>,
     pub(crate) role: Role,
+    pub(crate) identity: Identity,
+    pub(crate) kept: Kept,
 }
 
-/// What an ended span's entry held.
+/// What an ended (or closed, or evicted) span's entry held.
 #[derive(Debug)]
 pub(crate) struct Ended {
     pub(crate) parent: Option<u64>,
     pub(crate) invocation: Option<u64>,
+    pub(crate) role: Role,
+    pub(crate) parent_ended: bool,
     pub(crate) totals: Totals,
+    pub(crate) own: OwnUsage,
     pub(crate) steps: u32,
     pub(crate) step_index: u32,
+    pub(crate) pending: FindingSet,
+    pub(crate) last_response: Option<Box<LastResponse>>,
     /// Tracked children still open at the end.
-    pub(crate) open_children: usize,
+    pub(crate) open_children: Vec<u64>,
+    /// What it kept from its start (moved out when the audit closes or evicts it).
+    pub(crate) kept: Kept,
 }
 
-/// The live spans, bounded by `capacity`.
+/// What the ledger knows about a span that is ending.
+// Returned by value once per tracked span; boxing the large variant would cost an
+// allocation per span.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// It was tracked and open: here is its entry.
+    Tracked(Ended),
+    /// The audit already closed it (leak policy `close`).
+    Closed(Role),
+    /// It was evicted while open (leak policy `flag`).
+    Evicted(Role),
+    /// Not tracked (fast path, over capacity, ended twice, or forgotten).
+    Untracked,
+}
+
+/// What the ledger remembers of a span after its end.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    parent: Option<u64>,
+    invocation: Option<u64>,
+    role: Role,
+    fate: Fate,
+}
+
+/// An open child found at its parent's end.
+#[derive(Debug)]
+pub(crate) struct OpenChild {
+    pub(crate) id: u64,
+    pub(crate) role: Role,
+    pub(crate) name: Option<String>,
+}
+
+/// A contribution of an ended generation or tool call to its ancestors.
+#[derive(Debug, Default)]
+pub(crate) struct Contribution {
+    pub(crate) totals: Totals,
+    pub(crate) own: OwnUsage,
+    /// Becomes the invocation's last response (under `repair`).
+    pub(crate) response: Option<LastResponse>,
+}
+
+/// Spans in start order, for eviction by age and capacity.
+#[derive(Debug, Default)]
+struct StartOrder {
+    queue: VecDeque<(u64, u64)>,
+}
+
+/// The live spans, bounded by `capacity`, and the memory of recently ended ones.
 #[derive(Debug)]
 pub(crate) struct Ledger {
     spans: DashMap<u64, Entry, BuildIdHasher>,
     len: Arc<AtomicUsize>,
     capacity: usize,
+    order: Mutex<StartOrder>,
+    recent: BoundedMemory<Recent>,
 }
 
 impl Ledger {
     pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Ledger {
             spans: DashMap::with_hasher(BuildIdHasher::default()),
             len: Arc::new(AtomicUsize::new(0)),
             capacity,
+            order: Mutex::new(StartOrder::default()),
+            recent: BoundedMemory::new(capacity),
         }
     }
 
@@ -92,59 +249,204 @@ impl Ledger {
         self.len.clone()
     }
 
+    /// The number of tracked spans.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
     /// Whether `id` is tracked (open, or ended with open children).
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u64) -> bool {
         self.spans.contains_key(&id)
     }
 
-    /// Starts tracking a span if it was `recognised` at start or its parent is tracked.
-    /// Returns whether it is tracked: false for the fast path, and when the ledger is
-    /// full.
-    pub(crate) fn start(&self, span: NewSpan, recognised: bool) -> bool {
-        if self.len.load(Ordering::Relaxed) >= self.capacity {
-            return false;
-        }
-        // Register with the parent, and learn the invocation from it.
-        let mut invocation = None;
-        let mut parent = None;
-        if let Some(parent_id) = span.parent {
-            if let Some(mut p) = self.spans.get_mut(&parent_id) {
-                p.open_children.push(span.id);
-                invocation = if p.role == Role::Invocation {
-                    Some(parent_id)
-                } else {
-                    p.invocation
-                };
-                parent = Some(parent_id);
+    /// Evicts, oldest first, open spans started before `min_start_nanos` and, while the
+    /// ledger is full, the oldest open spans; at most a fixed number per call. Returns
+    /// what they held. Never waits: when another thread is evicting, it returns nothing.
+    /// `min_start_nanos` is called at most once, and only when a span's age matters.
+    pub(crate) fn evict_due(&self, min_start_nanos: impl FnOnce() -> u64) -> Vec<Ended> {
+        let mut evicted = Vec::new();
+        let Some(mut order) = self.order.try_lock() else {
+            return evicted;
+        };
+        let mut limit = None;
+        let mut min_start_nanos = Some(min_start_nanos);
+        let mut discards = 0;
+        while evicted.len() < EVICTIONS_PER_CALL && discards < DISCARDS_PER_CALL {
+            let Some(&(id, start)) = order.queue.front() else {
+                break;
+            };
+            let full = self.len() >= self.capacity;
+            if !full {
+                let limit = *limit.get_or_insert_with(|| min_start_nanos.take().map_or(0, |f| f()));
+                if start >= limit {
+                    break;
+                }
+            }
+            order.queue.pop_front();
+            match self.evict(id, start) {
+                Some(ended) => evicted.push(ended),
+                None => discards += 1,
             }
         }
+        // Queue items of spans that ended pile up behind a long-lived one: drop them
+        // once the queue is twice the capacity (amortised O(1) per start).
+        if order.queue.len() > 2 * self.capacity {
+            order
+                .queue
+                .retain(|(id, _)| self.spans.get(id).is_some_and(|e| e.fate == Fate::Open));
+        }
+        evicted
+    }
+
+    /// Evicts every open span (at shutdown).
+    pub(crate) fn evict_all(&self) -> Vec<Ended> {
+        let queue = std::mem::take(&mut self.order.lock().queue);
+        queue
+            .into_iter()
+            .filter_map(|(id, start)| self.evict(id, start))
+            .collect()
+    }
+
+    /// Evicts `id` if it is open and still the span that started at `start`. A
+    /// tombstone at the front of a full ledger is dropped without a finding (it has
+    /// ended; its open children are the ones that will be reported).
+    fn evict(&self, id: u64, start: u64) -> Option<Ended> {
+        let (_, entry) = self.spans.remove_if(&id, |_, e| {
+            e.start_nanos == start && (e.fate == Fate::Open || self.len() >= self.capacity)
+        })?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        if entry.fate != Fate::Open {
+            return None;
+        }
+        let mut entry = entry;
+        let ended = take_ended(&mut entry);
+        self.detach(id, ended.parent);
+        self.leave(id, &ended, Fate::Evicted);
+        Some(ended)
+    }
+
+    /// Starts tracking a span if it was `recognised` at start or its parent is tracked.
+    /// Returns whether it is tracked: false for the fast path, and when the ledger is
+    /// full. Findings made at start (`late_start`, `overlapping_step`) are kept in the
+    /// entry until its end.
+    ///
+    /// `now` (nanoseconds since the Unix epoch, by the processor's clock) is called
+    /// only when the span is tracked: a span's age is how long the processor has been
+    /// tracking it, not what its own start timestamp says (recorded traces replayed
+    /// later, or skewed clocks, must not look old).
+    pub(crate) fn start(&self, span: NewSpan, recognised: bool, now: impl FnOnce() -> u64) -> bool {
+        if self.len() >= self.capacity {
+            return false;
+        }
+        let mut pending = FindingSet::default();
+        let (parent, invocation) = match span.parent {
+            Some(parent_id) => self.attach(parent_id, span.id, span.role, &mut pending),
+            None => (None, None),
+        };
         if parent.is_none() && !recognised {
             return false;
         }
         let step_index = if span.role == Role::Step {
-            invocation.map_or(0, |inv| self.next_step(inv))
+            invocation.map_or(0, |inv| {
+                let (index, overlapping) = self.open_step(inv);
+                if overlapping {
+                    pending.insert(FindingCode::OverlappingStep);
+                }
+                index
+            })
         } else {
             0
         };
+        let start_nanos = now();
         let entry = Entry {
             parent,
             invocation,
             role: span.role,
-            ended: false,
+            fate: Fate::Open,
+            parent_ended: false,
             open_children: Vec::new(),
             totals: Totals::default(),
+            own: OwnUsage::default(),
             steps: 0,
+            open_steps: 0,
             step_index,
+            pending,
+            start_nanos,
+            identity: span.identity,
+            kept: span.kept,
+            last_response: None,
         };
         if self.spans.insert(span.id, entry).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
+        self.order.lock().queue.push_back((span.id, start_nanos));
         true
     }
 
-    /// Counts one more step under `invocation` and returns its 1-based index
-    /// (0 when the invocation is no longer tracked).
+    /// Registers a new span with its parent (or, when the parent has ended, with the
+    /// nearest ancestor still tracked). Returns its tracked parent and invocation.
+    fn attach(
+        &self,
+        parent_id: u64,
+        child: u64,
+        role: Role,
+        pending: &mut FindingSet,
+    ) -> (Option<u64>, Option<u64>) {
+        if let Some(mut p) = self.spans.get_mut(&parent_id) {
+            if p.fate != Fate::Open && p.role.is_recognised() && role.is_recognised() {
+                pending.insert(FindingCode::LateStart);
+            }
+            p.open_children.push(child);
+            let invocation = if p.role == Role::Invocation {
+                Some(parent_id)
+            } else {
+                p.invocation
+            };
+            return (Some(parent_id), invocation);
+        }
+        // The parent is gone: if it ended recently, this is a late start, and the span
+        // joins the nearest ancestor still tracked.
+        let Some(recent) = self.recent.get(parent_id) else {
+            return (None, None);
+        };
+        if recent.fate != Fate::Evicted && recent.role.is_recognised() && role.is_recognised() {
+            pending.insert(FindingCode::LateStart);
+        }
+        let invocation = if recent.role == Role::Invocation {
+            None
+        } else {
+            recent.invocation
+        };
+        let mut next = recent.parent;
+        for _ in 0..MAX_DEPTH {
+            let Some(id) = next else { break };
+            if let Some(mut ancestor) = self.spans.get_mut(&id) {
+                ancestor.open_children.push(child);
+                let invocation = invocation.filter(|inv| *inv != id || ancestor.fate == Fate::Open);
+                return (Some(id), invocation);
+            }
+            next = self.recent.get(id).and_then(|r| r.parent);
+        }
+        (None, None)
+    }
+
+    /// Counts one more step under `invocation`: returns its 1-based index (0 when the
+    /// invocation is no longer tracked) and whether another step was open.
+    fn open_step(&self, invocation: u64) -> (u32, bool) {
+        match self.spans.get_mut(&invocation) {
+            Some(mut inv) => {
+                inv.steps = inv.steps.saturating_add(1);
+                let overlapping = inv.open_steps > 0;
+                inv.open_steps = inv.open_steps.saturating_add(1);
+                (inv.steps, overlapping)
+            }
+            None => (0, false),
+        }
+    }
+
+    /// Gives a step recognised only at its end its position (0 when the invocation is no
+    /// longer tracked).
     pub(crate) fn next_step(&self, invocation: u64) -> u32 {
         match self.spans.get_mut(&invocation) {
             Some(mut inv) => {
@@ -155,27 +457,40 @@ impl Ledger {
         }
     }
 
+    /// The identity an invocation had at its start.
+    pub(crate) fn identity(&self, invocation: u64) -> Option<Identity> {
+        self.spans.get(&invocation).map(|e| e.identity)
+    }
+
     /// Adds a contribution to every tracked ancestor, starting at `parent` (which also
-    /// stops counting `child` as open). Returns the totals of `invocation` after the
-    /// addition, if the walk reached it.
+    /// stops counting `child` as open); own usage stops at `invocation`. Returns the
+    /// totals of `invocation` after the addition, if the walk reached it.
     pub(crate) fn contribute(
         &self,
         child: u64,
         parent: Option<u64>,
         invocation: Option<u64>,
-        contribution: &Totals,
+        mut contribution: Contribution,
     ) -> Option<Totals> {
         let mut cumulative = None;
         let mut next = parent;
         let mut first = true;
+        let mut own = true;
         for _ in 0..MAX_DEPTH {
             let Some(id) = next else { break };
             let Some(mut entry) = self.spans.get_mut(&id) else {
                 break;
             };
-            entry.totals.add(contribution);
+            entry.totals.add(&contribution.totals);
+            if own {
+                entry.own.add(&contribution.own);
+            }
             if invocation == Some(id) {
                 cumulative = Some(entry.totals);
+                own = false;
+                if let Some(response) = contribution.response.take() {
+                    entry.last_response = Some(Box::new(response));
+                }
             }
             next = entry.parent;
             if first {
@@ -202,34 +517,92 @@ impl Ledger {
         }
     }
 
-    /// Ends a tracked span: returns what its entry held, and removes the entry unless
+    /// Ends a span: what the ledger knows of it. A tracked entry is removed unless
     /// tracked children are still open (then it stays as a tombstone).
-    pub(crate) fn end(&self, id: u64) -> Option<Ended> {
+    pub(crate) fn end(&self, id: u64) -> Ending {
+        let ended = {
+            let Some(mut entry) = self.spans.get_mut(&id) else {
+                return match self.recent.get(id) {
+                    Some(r) if r.fate == Fate::Closed => Ending::Closed(r.role),
+                    Some(r) if r.fate == Fate::Evicted => Ending::Evicted(r.role),
+                    _ => Ending::Untracked,
+                };
+            };
+            match entry.fate {
+                Fate::Open => {}
+                Fate::Closed => return Ending::Closed(entry.role),
+                Fate::Ended | Fate::Evicted => return Ending::Untracked,
+            }
+            entry.fate = Fate::Ended;
+            take_ended(&mut entry)
+        };
+        self.leave(id, &ended, Fate::Ended);
+        if ended.open_children.is_empty() {
+            self.remove_tombstone(id);
+        }
+        Ending::Tracked(ended)
+    }
+
+    /// Tells an open child that its parent has ended; returns its role and name.
+    pub(crate) fn orphan(&self, child: u64) -> Option<OpenChild> {
+        let mut entry = self.spans.get_mut(&child)?;
+        if entry.fate != Fate::Open {
+            return None;
+        }
+        entry.parent_ended = true;
+        Some(OpenChild {
+            id: child,
+            role: entry.role,
+            name: entry.kept.name().map(str::to_owned),
+        })
+    }
+
+    /// Closes an open span for the audit (leak policy `close`): it counts as ended, its
+    /// real end will not be exported. Returns what its entry held.
+    pub(crate) fn close(&self, id: u64) -> Option<Ended> {
         let ended = {
             let mut entry = self.spans.get_mut(&id)?;
-            if entry.ended {
+            if entry.fate != Fate::Open {
                 return None;
             }
-            entry.ended = true;
-            Ended {
-                parent: entry.parent,
-                invocation: entry.invocation,
-                totals: entry.totals,
-                steps: entry.steps,
-                step_index: entry.step_index,
-                open_children: entry.open_children.len(),
-            }
+            entry.fate = Fate::Closed;
+            take_ended(&mut entry)
         };
-        if ended.open_children == 0 {
+        self.leave(id, &ended, Fate::Closed);
+        self.detach(id, ended.parent);
+        if ended.open_children.is_empty() {
             self.remove_tombstone(id);
         }
         Some(ended)
     }
 
+    /// A span is no longer open: remember its fate, and stop counting it as an open
+    /// step of its invocation.
+    fn leave(&self, id: u64, ended: &Ended, fate: Fate) {
+        self.recent.insert(
+            id,
+            Recent {
+                parent: ended.parent,
+                invocation: ended.invocation,
+                role: ended.role,
+                fate,
+            },
+        );
+        if ended.role == Role::Step && ended.step_index > 0 {
+            if let Some(inv) = ended.invocation {
+                if let Some(mut inv) = self.spans.get_mut(&inv) {
+                    inv.open_steps = inv.open_steps.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     fn remove_tombstone(&self, id: u64) {
         if self
             .spans
-            .remove_if(&id, |_, e| e.ended && e.open_children.is_empty())
+            .remove_if(&id, |_, e| {
+                e.fate != Fate::Open && e.open_children.is_empty()
+            })
             .is_some()
         {
             self.len.fetch_sub(1, Ordering::Relaxed);
@@ -237,13 +610,32 @@ impl Ledger {
     }
 }
 
-/// Removes `child` from `entry`'s open children; true when `entry` is a tombstone that
-/// has no open children left.
+/// What an entry held, for a span that is no longer open (the parts only needed at the
+/// end are moved out).
+fn take_ended(entry: &mut Entry) -> Ended {
+    Ended {
+        parent: entry.parent,
+        invocation: entry.invocation,
+        role: entry.role,
+        parent_ended: entry.parent_ended,
+        totals: entry.totals,
+        own: entry.own,
+        steps: entry.steps,
+        step_index: entry.step_index,
+        pending: entry.pending,
+        last_response: entry.last_response.take(),
+        open_children: entry.open_children.clone(),
+        kept: std::mem::take(&mut entry.kept),
+    }
+}
+
+/// Removes `child` from `entry`'s open children; true when `entry` has ended and has no
+/// open children left.
 fn remove_child(entry: &mut Entry, child: u64) -> bool {
     if let Some(pos) = entry.open_children.iter().position(|c| *c == child) {
         entry.open_children.swap_remove(pos);
     }
-    entry.ended && entry.open_children.is_empty()
+    entry.fate != Fate::Open && entry.open_children.is_empty()
 }
 
 #[cfg(test)]
@@ -251,56 +643,176 @@ mod tests {
     use super::*;
 
     fn new(id: u64, parent: Option<u64>, role: Role) -> NewSpan {
-        NewSpan { id, parent, role }
+        NewSpan {
+            id,
+            parent,
+            role,
+            identity: Identity::default(),
+            kept: Kept::Nothing,
+        }
+    }
+
+    /// Starts a recognised span, tracked from "time" `id`.
+    fn start(l: &Ledger, id: u64, parent: Option<u64>, role: Role) -> bool {
+        l.start(new(id, parent, role), true, || id)
+    }
+
+    fn tracked(ending: Ending) -> Ended {
+        match ending {
+            Ending::Tracked(e) => e,
+            other => panic!("not tracked: {other:?}"),
+        }
     }
 
     #[test]
     fn contributions_reach_every_ancestor_and_tombstones_go() {
         let l = Ledger::new(100);
-        assert!(l.start(new(1, None, Role::Invocation), true));
-        assert!(l.start(new(2, Some(1), Role::Step), true));
-        assert!(l.start(new(3, Some(2), Role::Other), true));
-        assert!(l.start(new(4, Some(3), Role::Generation), true));
-        let g = l.end(4).unwrap();
+        assert!(start(&l, 1, None, Role::Invocation));
+        assert!(start(&l, 2, Some(1), Role::Step));
+        assert!(start(&l, 3, Some(2), Role::Other));
+        assert!(start(&l, 4, Some(3), Role::Generation));
+        let g = tracked(l.end(4));
         assert_eq!(g.invocation, Some(1));
-        let t = Totals {
-            input: 5,
-            generations: 1,
-            ..Totals::default()
+        let c = Contribution {
+            totals: Totals {
+                input: 5,
+                generations: 1,
+                ..Totals::default()
+            },
+            own: OwnUsage {
+                input: 5,
+                output: 0,
+                reporting: 1,
+            },
+            response: None,
         };
-        let cumulative = l.contribute(4, g.parent, g.invocation, &t).unwrap();
+        let cumulative = l.contribute(4, g.parent, g.invocation, c).unwrap();
         assert_eq!(cumulative.input, 5);
         // The intermediate ends before the step: no open children left.
-        let mid = l.end(3).unwrap();
+        let mid = tracked(l.end(3));
         assert_eq!(mid.totals.input, 5);
+        assert_eq!(mid.own.input, 5);
         l.detach(3, mid.parent);
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
-        let inv = l.end(1).unwrap();
-        assert_eq!(inv.open_children, 1);
+        let inv = tracked(l.end(1));
+        assert_eq!(inv.open_children, vec![2]);
         assert_eq!(inv.steps, 1);
+        assert_eq!(inv.own.reporting, 1);
         assert!(l.contains(1));
-        let step = l.end(2).unwrap();
+        let step = tracked(l.end(2));
         assert_eq!(step.step_index, 1);
         l.detach(2, step.parent);
         assert!(!l.contains(1));
-        assert_eq!(l.len.load(Ordering::Relaxed), 0);
+        assert_eq!(l.len(), 0);
     }
 
     #[test]
-    fn capacity_is_a_hard_bound() {
+    fn own_usage_stops_at_the_invocation() {
+        let l = Ledger::new(100);
+        start(&l, 1, None, Role::Invocation);
+        start(&l, 2, Some(1), Role::Tool);
+        start(&l, 3, Some(2), Role::Invocation);
+        start(&l, 4, Some(3), Role::Generation);
+        let g = tracked(l.end(4));
+        let c = Contribution {
+            totals: Totals {
+                input: 7,
+                ..Totals::default()
+            },
+            own: OwnUsage {
+                input: 7,
+                output: 1,
+                reporting: 1,
+            },
+            response: None,
+        };
+        l.contribute(4, g.parent, g.invocation, c);
+        let child = tracked(l.end(3));
+        assert_eq!((child.totals.input, child.own.input), (7, 7));
+        l.detach(3, child.parent);
+        let tool = tracked(l.end(2));
+        assert_eq!((tool.totals.input, tool.own.input), (7, 0));
+        l.detach(2, tool.parent);
+        let outer = tracked(l.end(1));
+        assert_eq!((outer.totals.input, outer.own.input), (7, 0));
+    }
+
+    #[test]
+    fn capacity_evicts_the_oldest_open_span() {
         let l = Ledger::new(2);
-        assert!(l.start(new(1, None, Role::Invocation), true));
-        assert!(l.start(new(2, Some(1), Role::Step), true));
-        assert!(!l.start(new(3, Some(2), Role::Generation), true));
-        assert_eq!(l.len.load(Ordering::Relaxed), 2);
+        assert!(start(&l, 1, None, Role::Invocation));
+        assert!(start(&l, 2, Some(1), Role::Step));
+        // Full: the new span is refused until room is made.
+        assert!(!start(&l, 3, Some(2), Role::Generation));
+        let evicted = l.evict_due(|| 0);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].role, Role::Invocation);
+        assert!(start(&l, 3, Some(2), Role::Generation));
+        assert_eq!(l.len(), 2);
+        // The evicted span's real end is known as such.
+        assert!(matches!(l.end(1), Ending::Evicted(Role::Invocation)));
     }
 
     #[test]
-    fn ending_twice_is_a_no_op() {
+    fn age_evicts_spans_started_before_the_limit() {
+        let l = Ledger::new(100);
+        for id in 1..=20 {
+            start(&l, id, None, Role::Invocation);
+        }
+        // Spans 1..=10 are too old; at most EVICTIONS_PER_CALL go per call.
+        let first = l.evict_due(|| 11);
+        assert_eq!(first.len(), EVICTIONS_PER_CALL);
+        let second = l.evict_due(|| 11);
+        assert_eq!(second.len(), 10 - EVICTIONS_PER_CALL);
+        assert!(l.evict_due(|| 11).is_empty());
+        assert_eq!(l.len(), 10);
+        assert_eq!(l.evict_all().len(), 10);
+        assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn late_starts_and_overlapping_steps_are_noted() {
+        let l = Ledger::new(100);
+        start(&l, 1, None, Role::Invocation);
+        start(&l, 2, Some(1), Role::Step);
+        start(&l, 3, Some(1), Role::Step); // overlaps step 2
+        let s2 = tracked(l.end(2));
+        assert!(s2.pending.is_empty());
+        l.detach(2, s2.parent);
+        // A generation starting under the ended step joins the invocation, late.
+        start(&l, 4, Some(2), Role::Generation);
+        let g = tracked(l.end(4));
+        assert!(g.pending.contains(FindingCode::LateStart));
+        assert_eq!((g.parent, g.invocation), (Some(1), Some(1)));
+        l.detach(4, g.parent);
+        let s3 = tracked(l.end(3));
+        assert!(s3.pending.contains(FindingCode::OverlappingStep));
+        assert_eq!(s3.step_index, 2);
+    }
+
+    #[test]
+    fn closing_marks_the_real_end() {
         let l = Ledger::new(10);
-        l.start(new(1, None, Role::Invocation), true);
-        l.start(new(2, Some(1), Role::Step), true);
-        assert!(l.end(1).is_some());
-        assert!(l.end(1).is_none());
+        start(&l, 1, None, Role::Invocation);
+        start(&l, 2, Some(1), Role::Step);
+        let inv = tracked(l.end(1));
+        assert_eq!(inv.open_children, vec![2]);
+        assert!(l.orphan(2).is_some());
+        let step = l.close(2).unwrap();
+        assert!(step.parent_ended);
+        assert!(
+            !l.contains(1),
+            "the tombstone goes with its last open child"
+        );
+        assert!(matches!(l.end(2), Ending::Closed(Role::Step)));
+    }
+
+    #[test]
+    fn ending_twice_is_untracked_the_second_time() {
+        let l = Ledger::new(10);
+        start(&l, 1, None, Role::Invocation);
+        start(&l, 2, Some(1), Role::Step);
+        assert!(matches!(l.end(1), Ending::Tracked(_)));
+        assert!(matches!(l.end(1), Ending::Untracked));
     }
 }

@@ -63,10 +63,13 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod bounded_memory;
 pub mod config;
+mod contamination;
 pub mod findings;
 mod hashing;
 pub mod keys;
+pub mod leaks;
 mod ledger;
 pub mod metrics;
 pub mod pricing;

@@ -3,14 +3,15 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::otel_warn;
 use opentelemetry_sdk::trace::SpanProcessor;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Clock};
 use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Settings};
+use crate::contamination::ResponseOwners;
 use crate::ledger::Ledger;
 use crate::metrics::AuditMetrics;
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
@@ -81,6 +82,7 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
             rules: Vec::new(),
             classifier: None,
             meter_provider: None,
+            clock: None,
         }
     }
 
@@ -126,6 +128,7 @@ pub struct GenAiAuditProcessorBuilder<P> {
     rules: Vec<RoleRule>,
     classifier: Option<Arc<dyn Classifier>>,
     meter_provider: Option<Box<dyn MeterProvider + Send + Sync>>,
+    clock: Option<Clock>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
@@ -139,6 +142,7 @@ impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
             .field("rules", &self.rules)
             .field("classifier", &self.classifier.is_some())
             .field("meter_provider", &self.meter_provider.is_some())
+            .field("clock", &self.clock.is_some())
             .finish()
     }
 }
@@ -229,6 +233,31 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         self
     }
 
+    /// The time source for span ages (default [`SystemTime::now`]). A span older than
+    /// the maximum age is judged by its start time against this clock; tests and
+    /// simulations can advance it instead of waiting.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, SystemTime};
+    /// use genai_audit::GenAiAuditProcessor;
+    /// use opentelemetry_sdk::trace::{InMemorySpanExporter, SimpleSpanProcessor};
+    ///
+    /// let skew = Arc::new(AtomicU64::new(0)); // seconds to add to the real time
+    /// let clock_skew = skew.clone();
+    /// let audit = GenAiAuditProcessor::builder(SimpleSpanProcessor::new(InMemorySpanExporter::default()))
+    ///     .with_max_span_age(Duration::from_secs(60))
+    ///     .with_clock(move || SystemTime::now() + Duration::from_secs(clock_skew.load(Ordering::Relaxed)))
+    ///     .build();
+    /// skew.store(3600, Ordering::Relaxed); // an hour later, every open span is stale
+    /// # drop(audit);
+    /// ```
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
     /// `true` makes the processor a pure pass-through (environment
     /// `GENAI_AUDIT_DISABLED`).
     pub fn with_disabled(mut self, disabled: bool) -> Self {
@@ -262,6 +291,7 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
             }
         };
         let ledger = Ledger::new(settings.max_tracked_spans);
+        let responses = ResponseOwners::new(settings.max_tracked_spans);
         let metrics = self
             .meter_provider
             .as_deref()
@@ -272,8 +302,10 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 recogniser: Recogniser::new(self.rules, self.classifier),
                 pricer,
                 ledger,
+                responses,
                 metrics,
                 cost_attributes: self.cost_attributes,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
                 settings,
             }),
         }

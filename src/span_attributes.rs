@@ -42,6 +42,17 @@ impl AttributeWrites {
         }
     }
 
+    /// Keeps `original`, the value of `key` before a repair, under
+    /// `genai_audit.reported.<key>` (DESIGN §5).
+    pub(crate) fn set_reported(&mut self, key: &str, original: Value) {
+        let key = Key::from(format!("{}{key}", crate::keys::audit::REPORTED_PREFIX));
+        if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key == key) {
+            existing.value = original;
+        } else {
+            self.writes.push(KeyValue::new(key, original));
+        }
+    }
+
     /// Applies the writes: every existing value of a written key is removed, then the
     /// new values are appended in the order they were first set. Attributes the
     /// processor does not write keep their order.

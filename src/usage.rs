@@ -23,14 +23,14 @@ use crate::span_attributes::last_value;
 /// The largest token count accepted: 2^53, the largest integer a double holds exactly.
 pub const MAX_TOKENS: u64 = 1 << 53;
 
-const INPUT_KEYS: [&str; 5] = [
+pub(crate) const INPUT_KEYS: [&str; 5] = [
     gen_ai::USAGE_INPUT_TOKENS,
     gen_ai::USAGE_PROMPT_TOKENS,
     openinference::TOKEN_COUNT_PROMPT,
     vercel::USAGE_INPUT_TOKENS,
     vercel::USAGE_PROMPT_TOKENS,
 ];
-const OUTPUT_KEYS: [&str; 5] = [
+pub(crate) const OUTPUT_KEYS: [&str; 5] = [
     gen_ai::USAGE_OUTPUT_TOKENS,
     gen_ai::USAGE_COMPLETION_TOKENS,
     openinference::TOKEN_COUNT_COMPLETION,
@@ -141,6 +141,16 @@ impl Usage {
             && self.cache_write.is_none()
             && self.reasoning.is_none()
     }
+}
+
+/// The first of `keys` present on a span, its value, and the count it holds (`None`
+/// when unusable): a reported quantity as it stands on the span.
+pub(crate) fn reported_count<'a>(
+    attributes: &'a [KeyValue],
+    keys: &[&'static str],
+) -> Option<(&'static str, &'a Value, Option<u64>)> {
+    keys.iter()
+        .find_map(|key| last_value(attributes, key).map(|value| (*key, value, token_count(value))))
 }
 
 fn first_present<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a Value> {

@@ -125,9 +125,9 @@ fn openinference() {
 {"op":"start","span":"tool","parent":"agent","name":"search","time_ns":@4,"attributes":{"openinference.span.kind":"TOOL"}}
 {"op":"end","span":"tool","time_ns":@5}
 {"op":"start","span":"ret","parent":"agent","name":"retriever","time_ns":@6,"attributes":{"openinference.span.kind":"RETRIEVER"}}
-{"op":"end","span":"ret","time_ns":@7}
-{"op":"start","span":"emb","parent":"ret","name":"embed","time_ns":@8,"attributes":{"openinference.span.kind":"EMBEDDING"}}
-{"op":"end","span":"emb","time_ns":@9}
+{"op":"start","span":"emb","parent":"ret","name":"embed","time_ns":@7,"attributes":{"openinference.span.kind":"EMBEDDING"}}
+{"op":"end","span":"emb","time_ns":@8}
+{"op":"end","span":"ret","time_ns":@9}
 {"op":"end","span":"agent","time_ns":@10}
 {"op":"end","span":"chain","time_ns":@11}
 "#));

@@ -57,11 +57,11 @@ fn nested_invocations_roll_up_into_their_parents() {
 {"op":"start","span":"is1","parent":"inner","name":"react step","time_ns":7,"attributes":{}}
 {"op":"start","span":"ig1","parent":"is1","name":"chat m","time_ns":8,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":20,"gen_ai.usage.output_tokens":2}}
 {"op":"end","span":"ig1","time_ns":9}
+{"op":"end","span":"is1","time_ns":9}
 {"op":"start","span":"is2","parent":"inner","name":"react step","time_ns":10,"attributes":{}}
 {"op":"start","span":"ig2","parent":"is2","name":"chat m","time_ns":11,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":30,"gen_ai.usage.output_tokens":3}}
 {"op":"end","span":"ig2","time_ns":12}
 {"op":"end","span":"is2","time_ns":13}
-{"op":"end","span":"is1","time_ns":13}
 {"op":"end","span":"inner","time_ns":14}
 {"op":"end","span":"delegate","time_ns":15}
 {"op":"end","span":"s1","time_ns":16}

@@ -1,0 +1,190 @@
+//! Cross-invocation contamination (DESIGN §6): the detectors that run when an
+//! invocation, step or other recognised span ends, and the repairs of the policy
+//! `repair`.
+//!
+//! They use only what the processor has: the ledger's sums of each span's own
+//! generations (up to the nearest invocation, nested invocations excluded) and of all
+//! its descendant generations, the step positions it assigns, the identity an invocation
+//! had at its start, and a bounded map of recent generations' response ids to their
+//! invocation, kept across traces ([`ResponseOwners`]). `overlapping_step` and
+//! `late_start` are found at start, in the ledger.
+//!
+//! Each detector errs on the side of silence: a value that is absent on either side, an
+//! agent without own generations that reported usage, or a response id that matches no
+//! known generation (some frameworks put a message id there) is not a finding.
+
+use opentelemetry::{KeyValue, Value};
+
+use crate::bounded_memory::BoundedMemory;
+use crate::findings::{FindingCode, SpanFindings};
+use crate::hashing::hash_str;
+use crate::keys::gen_ai;
+use crate::ledger::{Identity, LastResponse, OwnUsage};
+use crate::recognition::Role;
+use crate::span_attributes::{last_value, AttributeWrites};
+use crate::usage::{count_value, reported_count, token_count, Totals, INPUT_KEYS, OUTPUT_KEYS};
+
+/// Which invocation each recent generation's response id belongs to, across traces, in
+/// bounded memory (the oldest ids are forgotten first). Ids are kept as 64-bit hashes:
+/// a collision could only make two different ids look the same.
+#[derive(Debug)]
+pub(crate) struct ResponseOwners {
+    owners: BoundedMemory<u64>,
+}
+
+impl ResponseOwners {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ResponseOwners {
+            owners: BoundedMemory::new(capacity),
+        }
+    }
+
+    /// Remembers the response id of a generation of `invocation`, if it has one; with
+    /// `keep`, returns it with the model, to become the invocation's last response.
+    pub(crate) fn record(
+        &self,
+        attributes: &[KeyValue],
+        invocation: u64,
+        keep: bool,
+    ) -> Option<LastResponse> {
+        let id = non_empty(last_value(attributes, gen_ai::RESPONSE_ID)?)?;
+        self.owners.insert(hash_str(&id), invocation);
+        keep.then(|| LastResponse {
+            id: id.into_owned(),
+            model: [gen_ai::RESPONSE_MODEL, gen_ai::REQUEST_MODEL]
+                .iter()
+                .find_map(|k| last_value(attributes, k).and_then(non_empty))
+                .map(|m| m.into_owned()),
+        })
+    }
+
+    fn owner(&self, response_id: &str) -> Option<u64> {
+        self.owners.get(hash_str(response_id))
+    }
+}
+
+fn non_empty(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    let s = value.as_str();
+    (!s.trim().is_empty()).then_some(s)
+}
+
+/// The identity an invocation shows on its start attributes, or a descendant on its
+/// final ones: hashes of `gen_ai.conversation.id` and `gen_ai.agent.name` (0: absent).
+pub(crate) fn identity_of(attributes: &[KeyValue]) -> Identity {
+    let hash = |key| {
+        last_value(attributes, key)
+            .and_then(non_empty)
+            .map_or(0, |s| hash_str(&s))
+    };
+    Identity {
+        conversation: hash(gen_ai::CONVERSATION_ID),
+        agent: hash(gen_ai::AGENT_NAME),
+    }
+}
+
+/// The detectors, on one ending span.
+pub(crate) struct Check<'a, 'w> {
+    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) role: Role,
+    pub(crate) repair: bool,
+    pub(crate) writes: &'w mut AttributeWrites,
+    pub(crate) findings: &'w mut SpanFindings,
+}
+
+impl Check<'_, '_> {
+    /// `usage_mismatch` (invocation, step): with at least one own generation that
+    /// reported usage, a reported input or output count that equals neither the own
+    /// sum nor the sum over all descendant generations. Repair: the own sum.
+    pub(crate) fn usage(&mut self, own: &OwnUsage, totals: &Totals) {
+        if own.reporting == 0 {
+            return;
+        }
+        let mut found = false;
+        for (keys, own_sum, all_sum) in [
+            (&INPUT_KEYS, own.input, totals.input),
+            (&OUTPUT_KEYS, own.output, totals.output),
+        ] {
+            let Some((key, value, Some(reported))) = reported_count(self.attributes, keys) else {
+                continue;
+            };
+            if reported == own_sum || reported == all_sum {
+                continue;
+            }
+            found = true;
+            if self.repair {
+                self.writes.set_reported(key, value.clone());
+                self.writes.set(key, count_value(own_sum));
+            }
+        }
+        if found {
+            self.findings
+                .record(FindingCode::UsageMismatch, self.role, self.repair);
+        }
+    }
+
+    /// `foreign_response` (invocation): its `gen_ai.response.id` belongs to a
+    /// generation of another invocation. Repair: the id and model of its last-ended own
+    /// generation, when it has one.
+    pub(crate) fn response(
+        &mut self,
+        invocation: u64,
+        owners: &ResponseOwners,
+        last_own: Option<&LastResponse>,
+    ) {
+        let Some(value) = last_value(self.attributes, gen_ai::RESPONSE_ID) else {
+            return;
+        };
+        let Some(id) = non_empty(value) else { return };
+        match owners.owner(&id) {
+            Some(owner) if owner != invocation => {}
+            _ => return,
+        }
+        let repaired = match last_own {
+            Some(own) if self.repair => {
+                self.writes.set_reported(gen_ai::RESPONSE_ID, value.clone());
+                self.writes.set(gen_ai::RESPONSE_ID, own.id.clone());
+                if let Some(model) = &own.model {
+                    if let Some(original) = last_value(self.attributes, gen_ai::RESPONSE_MODEL) {
+                        self.writes
+                            .set_reported(gen_ai::RESPONSE_MODEL, original.clone());
+                    }
+                    self.writes.set(gen_ai::RESPONSE_MODEL, model.clone());
+                }
+                true
+            }
+            _ => false,
+        };
+        self.findings
+            .record(FindingCode::ForeignResponse, self.role, repaired);
+    }
+
+    /// `round_mismatch` (step): its `gen_ai.react.round` differs from its position.
+    /// Repair: the round becomes the position.
+    pub(crate) fn round(&mut self, index: u32) {
+        let Some(value) = last_value(self.attributes, gen_ai::REACT_ROUND) else {
+            return;
+        };
+        if token_count(value) == Some(u64::from(index)) {
+            return;
+        }
+        if self.repair {
+            self.writes.set_reported(gen_ai::REACT_ROUND, value.clone());
+            self.writes.set(gen_ai::REACT_ROUND, i64::from(index));
+        }
+        self.findings
+            .record(FindingCode::RoundMismatch, self.role, self.repair);
+    }
+
+    /// `identity_mismatch` (recognised descendant): its conversation id or agent name
+    /// differs from its invocation's, both being set.
+    pub(crate) fn identity(&mut self, invocation: Identity) {
+        let mine = identity_of(self.attributes);
+        let differs = |a: u64, b: u64| a != 0 && b != 0 && a != b;
+        if differs(mine.conversation, invocation.conversation)
+            || differs(mine.agent, invocation.agent)
+        {
+            self.findings
+                .record(FindingCode::IdentityMismatch, self.role, false);
+        }
+    }
+}
