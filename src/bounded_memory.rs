@@ -7,8 +7,14 @@
 //! Both must stay bounded whatever the traffic, so each is a map with a fixed capacity
 //! that drops its oldest key when a new one arrives. Access is a short critical section
 //! under one mutex; nothing else is done while it is held.
+//!
+//! Most lookups are misses (the parent of an ordinary HTTP span was never tracked), and
+//! they must not take the lock: a direct-mapped table of the keys inserted last answers
+//! them with one atomic load. A key whose slot a later key took is treated as forgotten,
+//! so the memory is approximate at the edges, never wrong about what it returns.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -19,6 +25,10 @@ use crate::hashing::BuildIdHasher;
 pub(crate) struct BoundedMemory<V> {
     inner: Mutex<Fifo<V>>,
     capacity: usize,
+    /// The last key inserted in each slot (0: none); keys are never 0.
+    seen: Box<[AtomicU64]>,
+    /// `64 - log2(seen.len())`.
+    shift: u32,
 }
 
 #[derive(Debug)]
@@ -41,12 +51,21 @@ impl<V: Copy> BoundedMemory<V> {
                 tick: 0,
             }),
             capacity: capacity.max(1),
+            seen: (0..slots(capacity)).map(|_| AtomicU64::new(0)).collect(),
+            shift: 64 - slots(capacity).trailing_zeros(),
         }
+    }
+
+    fn slot(&self, key: u64) -> &AtomicU64 {
+        let index = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift;
+        // `index < seen.len()` by construction of `shift`.
+        &self.seen[usize::try_from(index).unwrap_or(0) % self.seen.len()]
     }
 
     /// Remembers `value` under `key`, replacing what was there, and forgets the oldest
     /// keys beyond the capacity.
     pub(crate) fn insert(&self, key: u64, value: V) {
+        self.slot(key).store(key, Ordering::Relaxed);
         let mut guard = self.inner.lock();
         let Fifo { map, order, tick } = &mut *guard;
         *tick = tick.wrapping_add(1);
@@ -69,6 +88,9 @@ impl<V: Copy> BoundedMemory<V> {
 
     /// The value remembered under `key`, if it has not been forgotten.
     pub(crate) fn get(&self, key: u64) -> Option<V> {
+        if key == 0 || self.slot(key).load(Ordering::Relaxed) != key {
+            return None;
+        }
         self.inner.lock().map.get(&key).map(|(v, _)| *v)
     }
 
@@ -77,6 +99,15 @@ impl<V: Copy> BoundedMemory<V> {
     pub(crate) fn len(&self) -> usize {
         self.inner.lock().map.len()
     }
+}
+
+/// Slots of the lookup table: twice the capacity, a power of two, at most 2^20.
+fn slots(capacity: usize) -> usize {
+    capacity
+        .max(1)
+        .saturating_mul(2)
+        .min(1 << 20)
+        .next_power_of_two()
 }
 
 #[cfg(test)]

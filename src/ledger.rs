@@ -308,18 +308,19 @@ impl Ledger {
             .collect()
     }
 
-    /// Evicts `id` if it is open and still the span that started at `start`. A
-    /// tombstone at the front of a full ledger is dropped without a finding (it has
-    /// ended; its open children are the ones that will be reported).
+    /// Evicts `id` if it is open and still the span that started at `start`. An entry
+    /// the audit closed, whose real end never came, goes without a finding; so does a
+    /// tombstone at the front of a full ledger (it has ended; its open children are the
+    /// ones that will be reported).
     fn evict(&self, id: u64, start: u64) -> Option<Ended> {
-        let (_, entry) = self.spans.remove_if(&id, |_, e| {
-            e.start_nanos == start && (e.fate == Fate::Open || self.len() >= self.capacity)
+        let (_, mut entry) = self.spans.remove_if(&id, |_, e| {
+            e.start_nanos == start
+                && (matches!(e.fate, Fate::Open | Fate::Closed) || self.len() >= self.capacity)
         })?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         if entry.fate != Fate::Open {
             return None;
         }
-        let mut entry = entry;
         let ended = take_ended(&mut entry);
         self.detach(id, ended.parent);
         self.leave(id, &ended, Fate::Evicted);
@@ -530,7 +531,18 @@ impl Ledger {
             };
             match entry.fate {
                 Fate::Open => {}
-                Fate::Closed => return Ending::Closed(entry.role),
+                Fate::Closed => {
+                    // The real end of a span the audit closed: from now on the entry is an
+                    // ordinary tombstone, gone with its last open child.
+                    entry.fate = Fate::Ended;
+                    let role = entry.role;
+                    let done = entry.open_children.is_empty();
+                    drop(entry);
+                    if done {
+                        self.remove_tombstone(id);
+                    }
+                    return Ending::Closed(role);
+                }
                 Fate::Ended | Fate::Evicted => return Ending::Untracked,
             }
             entry.fate = Fate::Ended;
@@ -558,7 +570,9 @@ impl Ledger {
     }
 
     /// Closes an open span for the audit (leak policy `close`): it counts as ended, its
-    /// real end will not be exported. Returns what its entry held.
+    /// real end will not be exported. Returns what its entry held. The entry stays until
+    /// the real end comes (or it is evicted by age or capacity), so that the real end is
+    /// recognised whatever the bounded memory of ended spans has forgotten.
     pub(crate) fn close(&self, id: u64) -> Option<Ended> {
         let ended = {
             let mut entry = self.spans.get_mut(&id)?;
@@ -570,9 +584,6 @@ impl Ledger {
         };
         self.leave(id, &ended, Fate::Closed);
         self.detach(id, ended.parent);
-        if ended.open_children.is_empty() {
-            self.remove_tombstone(id);
-        }
         Some(ended)
     }
 
@@ -635,7 +646,7 @@ fn remove_child(entry: &mut Entry, child: u64) -> bool {
     if let Some(pos) = entry.open_children.iter().position(|c| *c == child) {
         entry.open_children.swap_remove(pos);
     }
-    entry.fate != Fate::Open && entry.open_children.is_empty()
+    entry.fate == Fate::Ended && entry.open_children.is_empty()
 }
 
 #[cfg(test)]
