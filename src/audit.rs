@@ -13,7 +13,9 @@ use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Resolved};
 use crate::contamination::{self, ResponseOwners};
 use crate::findings::{self, FindingCode, SpanFindings};
 use crate::keys::{audit, cost, gen_ai, openinference, vercel};
-use crate::ledger::{Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage};
+use crate::ledger::{
+    Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
+};
 use crate::metrics::AuditMetrics;
 use crate::pricing::{PriceQuery, Pricer};
 use crate::recognition::{Recogniser, Role};
@@ -160,28 +162,37 @@ impl Audit {
     /// evicting what is due (returned, closed, under leak policy `close`).
     pub(crate) fn start(&self, plan: StartPlan, kept: Kept) -> Vec<Synthetic> {
         let mut synthetic = Vec::new();
-        if self.ledger.len() > 0 {
-            let max_age = self.settings.max_span_age;
-            let clock = &self.clock;
-            let evicted = self.ledger.evict_due(|| {
-                nanos(clock()).saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX))
-            });
-            if !evicted.is_empty() {
-                self.evicted(evicted, (self.clock)(), &mut synthetic);
+        let span = NewSpan {
+            id: plan.id,
+            parent: plan.parent,
+            role: plan.role,
+            identity: plan.identity,
+            kept,
+        };
+        let recognised = plan.role.is_recognised();
+        let now = || nanos((self.clock)());
+        match self.ledger.start(span, recognised, now) {
+            Start::Untracked => {}
+            Start::Tracked => self.evict_due(&mut synthetic),
+            Start::Full(span) => {
+                // Make room (the oldest spans go first), then try once more.
+                self.evict_due(&mut synthetic);
+                self.ledger.start(span, recognised, now);
             }
         }
-        self.ledger.start(
-            NewSpan {
-                id: plan.id,
-                parent: plan.parent,
-                role: plan.role,
-                identity: plan.identity,
-                kept,
-            },
-            plan.role.is_recognised(),
-            || nanos((self.clock)()),
-        );
         synthetic
+    }
+
+    /// Evicts, a bounded number per call, the spans tracked for longer than the maximum
+    /// age and, while the ledger is full, the oldest.
+    fn evict_due(&self, synthetic: &mut Vec<Synthetic>) {
+        let max_age = u64::try_from(self.settings.max_span_age.as_nanos()).unwrap_or(u64::MAX);
+        let evicted = self
+            .ledger
+            .evict_due(|| nanos((self.clock)()).saturating_sub(max_age));
+        if !evicted.is_empty() {
+            self.evicted(evicted, (self.clock)(), synthetic);
+        }
     }
 
     /// Evicts every span still open (at shutdown); returns those to export closed.

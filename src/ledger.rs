@@ -155,6 +155,16 @@ pub(crate) struct NewSpan {
     pub(crate) kept: Kept,
 }
 
+/// What [`Ledger::start`] did with a span.
+#[derive(Debug)]
+pub(crate) enum Start {
+    Tracked,
+    /// The fast path: not recognised, and no tracked parent.
+    Untracked,
+    /// It would be tracked, but the ledger is full.
+    Full(NewSpan),
+}
+
 /// What an ended (or closed, or evicted) span's entry held.
 #[derive(Debug)]
 pub(crate) struct Ended {
@@ -328,17 +338,27 @@ impl Ledger {
     }
 
     /// Starts tracking a span if it was `recognised` at start or its parent is tracked.
-    /// Returns whether it is tracked: false for the fast path, and when the ledger is
-    /// full. Findings made at start (`late_start`, `overlapping_step`) are kept in the
+    /// Returns whether it is tracked, or, when the ledger is full, the span back (to
+    /// evict and try again). Findings made at start (`late_start`, `overlapping_step`) are kept in the
     /// entry until its end.
     ///
     /// `now` (nanoseconds since the Unix epoch, by the processor's clock) is called
     /// only when the span is tracked: a span's age is how long the processor has been
     /// tracking it, not what its own start timestamp says (recorded traces replayed
     /// later, or skewed clocks, must not look old).
-    pub(crate) fn start(&self, span: NewSpan, recognised: bool, now: impl FnOnce() -> u64) -> bool {
+    pub(crate) fn start(
+        &self,
+        span: NewSpan,
+        recognised: bool,
+        now: impl FnOnce() -> u64,
+    ) -> Start {
         if self.len() >= self.capacity {
-            return false;
+            let trackable = recognised || span.parent.is_some_and(|p| self.spans.contains_key(&p));
+            return if trackable {
+                Start::Full(span)
+            } else {
+                Start::Untracked
+            };
         }
         let mut pending = FindingSet::default();
         let (parent, invocation) = match span.parent {
@@ -346,7 +366,7 @@ impl Ledger {
             None => (None, None),
         };
         if parent.is_none() && !recognised {
-            return false;
+            return Start::Untracked;
         }
         let step_index = if span.role == Role::Step {
             invocation.map_or(0, |inv| {
@@ -382,7 +402,7 @@ impl Ledger {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
         self.order.lock().queue.push_back((span.id, start_nanos));
-        true
+        Start::Tracked
     }
 
     /// Registers a new span with its parent (or, when the parent has ended, with the
@@ -665,7 +685,7 @@ mod tests {
 
     /// Starts a recognised span, tracked from "time" `id`.
     fn start(l: &Ledger, id: u64, parent: Option<u64>, role: Role) -> bool {
-        l.start(new(id, parent, role), true, || id)
+        matches!(l.start(new(id, parent, role), true, || id), Start::Tracked)
     }
 
     fn tracked(ending: Ending) -> Ended {
