@@ -73,9 +73,10 @@ impl StartPlan {
         self.close_policy
     }
 
-    /// Keep its name (a recognised span may be listed as an unclosed child).
+    /// Keep its name: a recognised span with a parent may be listed as an unclosed
+    /// child (a root never is).
     pub(crate) fn keep_name(&self) -> bool {
-        self.role.is_recognised()
+        self.role.is_recognised() && self.parent.is_some()
     }
 }
 

@@ -115,34 +115,73 @@ pub(crate) struct LastResponse {
 /// What the ledger keeps for one tracked span.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// The tracked parent, if the parent was tracked when this span started.
-    pub(crate) parent: Option<u64>,
-    /// The nearest ancestor that was an invocation at this span's start.
-    pub(crate) invocation: Option<u64>,
-    /// The role at start.
-    pub(crate) role: Role,
-    pub(crate) fate: Fate,
-    /// Set when the tracked parent ended while this span was open.
-    pub(crate) parent_ended: bool,
-    /// Tracked children still open.
-    pub(crate) open_children: Vec<u64>,
-    /// Contributions of ended descendant generations and tool calls.
-    pub(crate) totals: Totals,
-    /// Usage of ended own generations.
-    pub(crate) own: OwnUsage,
-    /// Steps started under this invocation.
-    pub(crate) steps: u32,
-    /// Steps of this invocation open now.
-    pub(crate) open_steps: u32,
-    /// This step's 1-based position among its invocation's steps (0: none).
-    pub(crate) step_index: u32,
-    /// Findings made at start (`late_start`, `overlapping_step`), written at the end.
-    pub(crate) pending: FindingSet,
+    /// The tracked parent, if the parent was tracked when this span started (0: none;
+    /// span ids are never 0).
+    parent: u64,
+    /// The nearest ancestor that was an invocation at this span's start (0: none).
+    invocation: u64,
     /// When the processor started tracking it, nanoseconds since the Unix epoch.
-    pub(crate) start_nanos: u64,
-    pub(crate) identity: Identity,
-    pub(crate) kept: Kept,
-    pub(crate) last_response: Option<Box<LastResponse>>,
+    start_nanos: u64,
+    /// What it kept from its start.
+    kept: Kept,
+    /// What only spans with descendants (or an identity) need, allocated on first use:
+    /// most tracked spans are leaves (generations, tool calls) and never pay for it.
+    below: Option<Box<Below>>,
+    /// This step's 1-based position among its invocation's steps (0: none).
+    step_index: u32,
+    /// Findings made at start (`late_start`, `overlapping_step`), written at the end.
+    pending: FindingSet,
+    /// The role at start.
+    role: Role,
+    fate: Fate,
+    /// Set when the tracked parent ended while this span was open.
+    parent_ended: bool,
+}
+
+/// The part of an entry about a span's descendants.
+#[derive(Debug, Default)]
+struct Below {
+    /// Tracked children still open.
+    open_children: Vec<u64>,
+    /// Contributions of ended descendant generations and tool calls.
+    totals: Totals,
+    /// Usage of ended own generations.
+    own: OwnUsage,
+    /// Steps started under this invocation.
+    steps: u32,
+    /// Steps of this invocation open now.
+    open_steps: u32,
+    /// The invocation's identity at its start.
+    identity: Identity,
+    last_response: Option<Box<LastResponse>>,
+}
+
+impl Entry {
+    fn parent(&self) -> Option<u64> {
+        unpack(self.parent)
+    }
+
+    fn invocation(&self) -> Option<u64> {
+        unpack(self.invocation)
+    }
+
+    fn below(&mut self) -> &mut Below {
+        self.below.get_or_insert_with(Box::default)
+    }
+
+    fn has_open_children(&self) -> bool {
+        self.below
+            .as_ref()
+            .is_some_and(|b| !b.open_children.is_empty())
+    }
+}
+
+fn pack(id: Option<u64>) -> u64 {
+    id.unwrap_or(0)
+}
+
+fn unpack(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
 }
 
 /// What [`Ledger::start`] needs to know about a new span.
@@ -302,9 +341,11 @@ impl Ledger {
         // Queue items of spans that ended pile up behind a long-lived one: drop them
         // once the queue is twice the capacity (amortised O(1) per start).
         if order.queue.len() > 2 * self.capacity {
-            order
-                .queue
-                .retain(|(id, _)| self.spans.get(id).is_some_and(|e| e.fate == Fate::Open));
+            order.queue.retain(|(id, _)| {
+                self.spans
+                    .get(id)
+                    .is_some_and(|e| matches!(e.fate, Fate::Open | Fate::Closed))
+            });
         }
         evicted
     }
@@ -380,23 +421,23 @@ impl Ledger {
             0
         };
         let start_nanos = now();
+        let below = (span.identity != Identity::default()).then(|| {
+            Box::new(Below {
+                identity: span.identity,
+                ..Below::default()
+            })
+        });
         let entry = Entry {
-            parent,
-            invocation,
+            parent: pack(parent),
+            invocation: pack(invocation),
+            start_nanos,
+            kept: span.kept,
+            below,
+            step_index,
+            pending,
             role: span.role,
             fate: Fate::Open,
             parent_ended: false,
-            open_children: Vec::new(),
-            totals: Totals::default(),
-            own: OwnUsage::default(),
-            steps: 0,
-            open_steps: 0,
-            step_index,
-            pending,
-            start_nanos,
-            identity: span.identity,
-            kept: span.kept,
-            last_response: None,
         };
         if self.spans.insert(span.id, entry).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -418,11 +459,11 @@ impl Ledger {
             if p.fate != Fate::Open && p.role.is_recognised() && role.is_recognised() {
                 pending.insert(FindingCode::LateStart);
             }
-            p.open_children.push(child);
+            p.below().open_children.push(child);
             let invocation = if p.role == Role::Invocation {
                 Some(parent_id)
             } else {
-                p.invocation
+                p.invocation()
             };
             return (Some(parent_id), invocation);
         }
@@ -443,8 +484,7 @@ impl Ledger {
         for _ in 0..MAX_DEPTH {
             let Some(id) = next else { break };
             if let Some(mut ancestor) = self.spans.get_mut(&id) {
-                ancestor.open_children.push(child);
-                let invocation = invocation.filter(|inv| *inv != id || ancestor.fate == Fate::Open);
+                ancestor.below().open_children.push(child);
                 return (Some(id), invocation);
             }
             next = self.recent.get(id).and_then(|r| r.parent);
@@ -457,6 +497,7 @@ impl Ledger {
     fn open_step(&self, invocation: u64) -> (u32, bool) {
         match self.spans.get_mut(&invocation) {
             Some(mut inv) => {
+                let inv = inv.below();
                 inv.steps = inv.steps.saturating_add(1);
                 let overlapping = inv.open_steps > 0;
                 inv.open_steps = inv.open_steps.saturating_add(1);
@@ -471,6 +512,7 @@ impl Ledger {
     pub(crate) fn next_step(&self, invocation: u64) -> u32 {
         match self.spans.get_mut(&invocation) {
             Some(mut inv) => {
+                let inv = inv.below();
                 inv.steps = inv.steps.saturating_add(1);
                 inv.steps
             }
@@ -480,7 +522,11 @@ impl Ledger {
 
     /// The identity an invocation had at its start.
     pub(crate) fn identity(&self, invocation: u64) -> Option<Identity> {
-        self.spans.get(&invocation).map(|e| e.identity)
+        self.spans.get(&invocation).map(|e| {
+            e.below
+                .as_ref()
+                .map_or_else(Identity::default, |b| b.identity)
+        })
     }
 
     /// Adds a contribution to every tracked ancestor, starting at `parent` (which also
@@ -502,18 +548,19 @@ impl Ledger {
             let Some(mut entry) = self.spans.get_mut(&id) else {
                 break;
             };
-            entry.totals.add(&contribution.totals);
+            next = entry.parent();
+            let below = entry.below();
+            below.totals.add(&contribution.totals);
             if own {
-                entry.own.add(&contribution.own);
+                below.own.add(&contribution.own);
             }
             if invocation == Some(id) {
-                cumulative = Some(entry.totals);
+                cumulative = Some(below.totals);
                 own = false;
                 if let Some(response) = contribution.response.take() {
-                    entry.last_response = Some(Box::new(response));
+                    below.last_response = Some(Box::new(response));
                 }
             }
-            next = entry.parent;
             if first {
                 first = false;
                 let drop_tombstone = remove_child(&mut entry, child);
@@ -556,7 +603,7 @@ impl Ledger {
                     // ordinary tombstone, gone with its last open child.
                     entry.fate = Fate::Ended;
                     let role = entry.role;
-                    let done = entry.open_children.is_empty();
+                    let done = !entry.has_open_children();
                     drop(entry);
                     if done {
                         self.remove_tombstone(id);
@@ -622,6 +669,7 @@ impl Ledger {
         if ended.role == Role::Step && ended.step_index > 0 {
             if let Some(inv) = ended.invocation {
                 if let Some(mut inv) = self.spans.get_mut(&inv) {
+                    let inv = inv.below();
                     inv.open_steps = inv.open_steps.saturating_sub(1);
                 }
             }
@@ -631,9 +679,7 @@ impl Ledger {
     fn remove_tombstone(&self, id: u64) {
         if self
             .spans
-            .remove_if(&id, |_, e| {
-                e.fate != Fate::Open && e.open_children.is_empty()
-            })
+            .remove_if(&id, |_, e| e.fate != Fate::Open && !e.has_open_children())
             .is_some()
         {
             self.len.fetch_sub(1, Ordering::Relaxed);
@@ -644,18 +690,28 @@ impl Ledger {
 /// What an entry held, for a span that is no longer open (the parts only needed at the
 /// end are moved out).
 fn take_ended(entry: &mut Entry) -> Ended {
+    let (open_children, totals, own, steps, last_response) = match entry.below.as_mut() {
+        Some(b) => (
+            b.open_children.clone(),
+            b.totals,
+            b.own,
+            b.steps,
+            b.last_response.take(),
+        ),
+        None => Default::default(),
+    };
     Ended {
-        parent: entry.parent,
-        invocation: entry.invocation,
+        parent: entry.parent(),
+        invocation: entry.invocation(),
         role: entry.role,
         parent_ended: entry.parent_ended,
-        totals: entry.totals,
-        own: entry.own,
-        steps: entry.steps,
+        totals,
+        own,
+        steps,
         step_index: entry.step_index,
         pending: entry.pending,
-        last_response: entry.last_response.take(),
-        open_children: entry.open_children.clone(),
+        last_response,
+        open_children,
         kept: std::mem::take(&mut entry.kept),
     }
 }
@@ -663,10 +719,12 @@ fn take_ended(entry: &mut Entry) -> Ended {
 /// Removes `child` from `entry`'s open children; true when `entry` has ended and has no
 /// open children left.
 fn remove_child(entry: &mut Entry, child: u64) -> bool {
-    if let Some(pos) = entry.open_children.iter().position(|c| *c == child) {
-        entry.open_children.swap_remove(pos);
+    if let Some(below) = entry.below.as_mut() {
+        if let Some(pos) = below.open_children.iter().position(|c| *c == child) {
+            below.open_children.swap_remove(pos);
+        }
     }
-    entry.fate == Fate::Ended && entry.open_children.is_empty()
+    entry.fate == Fate::Ended && !entry.has_open_children()
 }
 
 #[cfg(test)]
