@@ -63,10 +63,12 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use genai_audit::pricing::{GenAiPrices, PriceQuery, Pricer};
 use genai_audit::usage::Usage;
 use genai_audit::GenAiAuditProcessor;
@@ -470,9 +472,115 @@ fn pricing(c: &mut Criterion) {
     bench_pricing(c, "pricing_unknown", "my-private-model");
 }
 
+// ---------------------------------------------------------------------------------------
+// Group 4: `agent_turn` from several threads sharing one provider.
+// ---------------------------------------------------------------------------------------
+
+/// Agent turns each thread runs per iteration of the `threads` group.
+const THREAD_TRACES: u64 = 64;
+
+/// 1 and 2 threads, then powers of two up to the cores the machine has.
+fn thread_counts() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut counts = vec![1, 2];
+    let mut threads = 4;
+    while threads <= cores {
+        counts.push(threads);
+        threads *= 2;
+    }
+    counts
+}
+
+/// Runs `iters` iterations of [`THREAD_TRACES`] agent turns on each of `threads`
+/// threads, all on `tracer` (so on one provider and one processor). The time runs from
+/// the moment the threads are released together (they are spawned before, outside the
+/// timing) until the last one has finished.
+fn run_threads(tracer: &SdkTracer, threads: usize, iters: u64) -> Duration {
+    let traces = iters * THREAD_TRACES;
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..traces {
+                        agent_turn_trace(black_box(tracer));
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for worker in workers {
+            worker.join().expect("bench thread");
+        }
+        start.elapsed()
+    })
+}
+
+/// Two threads on one audited provider: every trace is exported and priced, and the
+/// traces of one thread do not leak into the other's (no findings at all).
+fn check_threads_share_one_provider() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = provider(audited(SimpleSpanProcessor::new(exporter.clone())));
+    run_threads(&provider.tracer("sanity"), 2, 1);
+    let spans = exporter.get_finished_spans().expect("finished spans");
+    provider.shutdown().expect("shutdown");
+    assert_eq!(spans.len() as u64, 2 * THREAD_TRACES * AGENT_TURN_SPANS);
+    for span in &spans {
+        assert_eq!(attr(span, "genai_audit.findings"), None, "{}", span.name);
+    }
+    let invocations: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "invoke_agent coder")
+        .collect();
+    assert_eq!(invocations.len() as u64, 2 * THREAD_TRACES);
+    for invocation in invocations {
+        assert_eq!(
+            attr(invocation, "genai_audit.total.generations"),
+            Some(&Value::I64(3))
+        );
+        assert_eq!(
+            attr(invocation, "genai_audit.total.tool_calls"),
+            Some(&Value::I64(3))
+        );
+    }
+    let priced = spans
+        .iter()
+        .filter(|s| matches!(attr(s, "genai_audit.cost_usd"), Some(Value::F64(c)) if *c > 0.0))
+        .count() as u64;
+    assert_eq!(priced, 2 * THREAD_TRACES * 3);
+}
+
+/// `agent_turn` from 1, 2, ... threads sharing one provider, bare and audited. One
+/// iteration is [`THREAD_TRACES`] traces on each thread; throughput is in spans, so
+/// criterion's spans/s compare across thread counts directly.
+fn threads(c: &mut Criterion) {
+    check_threads_share_one_provider();
+    let mut group = c.benchmark_group("threads");
+    for threads in thread_counts() {
+        group.throughput(Throughput::Elements(
+            threads as u64 * THREAD_TRACES * AGENT_TURN_SPANS,
+        ));
+        for (id, audit) in [("bare", false), ("audit", true)] {
+            let provider = if audit {
+                provider(audited(NoopProcessor))
+            } else {
+                provider(NoopProcessor)
+            };
+            let tracer = provider.tracer("overhead");
+            group.bench_with_input(BenchmarkId::new(id, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| run_threads(&tracer, threads, iters))
+            });
+            provider.shutdown().expect("shutdown");
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = bench_config();
-    targets = passthrough_noop, passthrough_batch, agent_turn, pricing
+    targets = passthrough_noop, passthrough_batch, agent_turn, pricing, threads
 }
 criterion_main!(benches);

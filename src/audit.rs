@@ -174,10 +174,10 @@ impl Audit {
         let now = || nanos((self.clock)());
         match self.ledger.start(span, recognised, now) {
             Start::Untracked => {}
-            Start::Tracked => self.evict_due(&mut synthetic),
+            Start::Tracked => self.evict_due(false, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
-                self.evict_due(&mut synthetic);
+                self.evict_due(true, &mut synthetic);
                 self.ledger.start(span, recognised, now);
             }
         }
@@ -185,24 +185,27 @@ impl Audit {
     }
 
     /// Evicts, a bounded number per call, the spans tracked for longer than the maximum
-    /// age and, while the ledger is full, the oldest.
-    fn evict_due(&self, synthetic: &mut Vec<Synthetic>) {
+    /// age and, when the ledger is over capacity (or full, with `make_room`), the
+    /// oldest.
+    fn evict_due(&self, make_room: bool, synthetic: &mut Vec<Synthetic>) {
         let max_age = u64::try_from(self.settings.max_span_age.as_nanos()).unwrap_or(u64::MAX);
-        let evicted = self
-            .ledger
-            .evict_due(|| nanos((self.clock)()).saturating_sub(max_age));
-        if !evicted.is_empty() {
-            self.evicted(evicted, (self.clock)(), synthetic);
-        }
+        let mut now = None;
+        self.ledger.evict_due(
+            || nanos((self.clock)()).saturating_sub(max_age),
+            make_room,
+            |ended| {
+                let now = *now.get_or_insert_with(|| (self.clock)());
+                self.evicted(ended, now, synthetic);
+            },
+        );
     }
 
     /// Evicts every span still open (at shutdown); returns those to export closed.
     pub(crate) fn shutdown(&self) -> Vec<Synthetic> {
         let mut synthetic = Vec::new();
-        let evicted = self.ledger.evict_all();
-        if !evicted.is_empty() {
-            self.evicted(evicted, (self.clock)(), &mut synthetic);
-        }
+        let now = (self.clock)();
+        self.ledger
+            .evict_all(|ended| self.evicted(ended, now, &mut synthetic));
         synthetic
     }
 

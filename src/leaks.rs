@@ -79,15 +79,13 @@ impl Audit {
         }
     }
 
-    /// Reports spans evicted while open: counted under `flag`, exported closed under
-    /// `close`.
-    pub(crate) fn evicted(&self, evicted: Vec<Ended>, now: SystemTime, out: &mut Vec<Synthetic>) {
-        for e in evicted {
-            if self.close_policy() {
-                self.synthesize(e, now, STALE_STATUS, Some(FindingCode::Stale), out, 0);
-            } else {
-                findings::count_only(self.metrics.as_ref(), FindingCode::Stale, e.role);
-            }
+    /// Reports a span evicted while open: counted under `flag`, exported closed under
+    /// `close` (with its open children, closed as unclosed).
+    pub(crate) fn evicted(&self, evicted: Ended, now: SystemTime, out: &mut Vec<Synthetic>) {
+        if self.close_policy() {
+            self.synthesize(evicted, now, STALE_STATUS, Some(FindingCode::Stale), out, 0);
+        } else {
+            findings::count_only(self.metrics.as_ref(), FindingCode::Stale, evicted.role);
         }
     }
 

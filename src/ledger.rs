@@ -279,10 +279,12 @@ pub(crate) struct Ledger {
     capacity: usize,
     order: Mutex<StartOrder>,
     recent: BoundedMemory<Recent>,
+    /// Evicted spans are exported closed (leak policy `close`).
+    close_on_evict: bool,
 }
 
 impl Ledger {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, close_on_evict: bool) -> Self {
         let capacity = capacity.max(1);
         Ledger {
             spans: DashMap::with_hasher(BuildIdHasher::default()),
@@ -290,6 +292,7 @@ impl Ledger {
             capacity,
             order: Mutex::new(StartOrder::default()),
             recent: BoundedMemory::new(capacity),
+            close_on_evict,
         }
     }
 
@@ -309,23 +312,30 @@ impl Ledger {
         self.spans.contains_key(&id)
     }
 
-    /// Evicts, oldest first, open spans started before `min_start_nanos` and, while the
-    /// ledger is full, the oldest open spans; at most a fixed number per call. Returns
-    /// what they held. Never waits: when another thread is evicting, it returns nothing.
-    /// `min_start_nanos` is called at most once, and only when a span's age matters.
-    pub(crate) fn evict_due(&self, min_start_nanos: impl FnOnce() -> u64) -> Vec<Ended> {
-        let mut evicted = Vec::new();
+    /// Evicts, oldest first, open spans tracked since before `min_start_nanos` and, when
+    /// `make_room` (the ledger must take one more) or the ledger holds more than its
+    /// capacity, the oldest open spans; at most a fixed number per call. Each evicted
+    /// span is handed to `on_evict` before the next is evicted, so that a parent's
+    /// report still finds its open children. Never waits: when another thread is
+    /// evicting, it does nothing. `min_start_nanos` is called at most once, and only
+    /// when a span's age matters.
+    pub(crate) fn evict_due(
+        &self,
+        min_start_nanos: impl FnOnce() -> u64,
+        make_room: bool,
+        mut on_evict: impl FnMut(Ended),
+    ) {
         let Some(mut order) = self.order.try_lock() else {
-            return evicted;
+            return;
         };
         let mut limit = None;
         let mut min_start_nanos = Some(min_start_nanos);
-        let mut discards = 0;
-        while evicted.len() < EVICTIONS_PER_CALL && discards < DISCARDS_PER_CALL {
+        let (mut evictions, mut discards) = (0, 0);
+        while evictions < EVICTIONS_PER_CALL && discards < DISCARDS_PER_CALL {
             let Some(&(id, start)) = order.queue.front() else {
                 break;
             };
-            let full = self.len() >= self.capacity;
+            let full = self.len() > self.capacity || (make_room && self.len() >= self.capacity);
             if !full {
                 let limit = *limit.get_or_insert_with(|| min_start_nanos.take().map_or(0, |f| f()));
                 if start >= limit {
@@ -333,8 +343,11 @@ impl Ledger {
                 }
             }
             order.queue.pop_front();
-            match self.evict(id, start) {
-                Some(ended) => evicted.push(ended),
+            match self.evict(id, start, full) {
+                Some(ended) => {
+                    evictions += 1;
+                    on_evict(ended);
+                }
                 None => discards += 1,
             }
         }
@@ -347,26 +360,26 @@ impl Ledger {
                     .is_some_and(|e| matches!(e.fate, Fate::Open | Fate::Closed))
             });
         }
-        evicted
     }
 
-    /// Evicts every open span (at shutdown).
-    pub(crate) fn evict_all(&self) -> Vec<Ended> {
+    /// Evicts every open span (at shutdown), oldest first, each handed to `on_evict`
+    /// before the next is evicted.
+    pub(crate) fn evict_all(&self, mut on_evict: impl FnMut(Ended)) {
         let queue = std::mem::take(&mut self.order.lock().queue);
-        queue
-            .into_iter()
-            .filter_map(|(id, start)| self.evict(id, start))
-            .collect()
+        for (id, start) in queue {
+            if let Some(ended) = self.evict(id, start, false) {
+                on_evict(ended);
+            }
+        }
     }
 
     /// Evicts `id` if it is open and still the span that started at `start`. An entry
     /// the audit closed, whose real end never came, goes without a finding; so does a
     /// tombstone at the front of a full ledger (it has ended; its open children are the
     /// ones that will be reported).
-    fn evict(&self, id: u64, start: u64) -> Option<Ended> {
+    fn evict(&self, id: u64, start: u64, full: bool) -> Option<Ended> {
         let (_, mut entry) = self.spans.remove_if(&id, |_, e| {
-            e.start_nanos == start
-                && (matches!(e.fate, Fate::Open | Fate::Closed) || self.len() >= self.capacity)
+            e.start_nanos == start && (matches!(e.fate, Fate::Open | Fate::Closed) || full)
         })?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         if entry.fate != Fate::Open {
@@ -374,7 +387,13 @@ impl Ledger {
         }
         let ended = take_ended(&mut entry);
         self.detach(id, ended.parent);
-        self.leave(id, &ended, Fate::Evicted);
+        // Under `close` the audit exports it closed: its real end must not be exported.
+        let fate = if self.close_on_evict {
+            Fate::Closed
+        } else {
+            Fate::Evicted
+        };
+        self.leave(id, &ended, fate);
         Some(ended)
     }
 
@@ -755,7 +774,7 @@ mod tests {
 
     #[test]
     fn contributions_reach_every_ancestor_and_tombstones_go() {
-        let l = Ledger::new(100);
+        let l = Ledger::new(100, false);
         assert!(start(&l, 1, None, Role::Invocation));
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
@@ -797,7 +816,7 @@ mod tests {
 
     #[test]
     fn own_usage_stops_at_the_invocation() {
-        let l = Ledger::new(100);
+        let l = Ledger::new(100, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
@@ -828,12 +847,13 @@ mod tests {
 
     #[test]
     fn capacity_evicts_the_oldest_open_span() {
-        let l = Ledger::new(2);
+        let l = Ledger::new(2, false);
         assert!(start(&l, 1, None, Role::Invocation));
         assert!(start(&l, 2, Some(1), Role::Step));
         // Full: the new span is refused until room is made.
         assert!(!start(&l, 3, Some(2), Role::Generation));
-        let evicted = l.evict_due(|| 0);
+        let mut evicted = Vec::new();
+        l.evict_due(|| 0, true, |e| evicted.push(e));
         assert_eq!(evicted.len(), 1);
         assert_eq!(evicted[0].role, Role::Invocation);
         assert!(start(&l, 3, Some(2), Role::Generation));
@@ -844,24 +864,29 @@ mod tests {
 
     #[test]
     fn age_evicts_spans_started_before_the_limit() {
-        let l = Ledger::new(100);
+        let l = Ledger::new(100, false);
         for id in 1..=20 {
             start(&l, id, None, Role::Invocation);
         }
         // Spans 1..=10 are too old; at most EVICTIONS_PER_CALL go per call.
-        let first = l.evict_due(|| 11);
-        assert_eq!(first.len(), EVICTIONS_PER_CALL);
-        let second = l.evict_due(|| 11);
-        assert_eq!(second.len(), 10 - EVICTIONS_PER_CALL);
-        assert!(l.evict_due(|| 11).is_empty());
+        let evict = || {
+            let mut n = 0;
+            l.evict_due(|| 11, false, |_| n += 1);
+            n
+        };
+        assert_eq!(evict(), EVICTIONS_PER_CALL);
+        assert_eq!(evict(), 10 - EVICTIONS_PER_CALL);
+        assert_eq!(evict(), 0);
         assert_eq!(l.len(), 10);
-        assert_eq!(l.evict_all().len(), 10);
+        let mut n = 0;
+        l.evict_all(|_| n += 1);
+        assert_eq!(n, 10);
         assert_eq!(l.len(), 0);
     }
 
     #[test]
     fn late_starts_and_overlapping_steps_are_noted() {
-        let l = Ledger::new(100);
+        let l = Ledger::new(100, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
@@ -881,7 +906,7 @@ mod tests {
 
     #[test]
     fn closing_marks_the_real_end() {
-        let l = Ledger::new(10);
+        let l = Ledger::new(10, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         let inv = tracked(l.end(1));
@@ -898,7 +923,7 @@ mod tests {
 
     #[test]
     fn ending_twice_is_untracked_the_second_time() {
-        let l = Ledger::new(10);
+        let l = Ledger::new(10, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         assert!(matches!(l.end(1), Ending::Tracked(_)));

@@ -290,7 +290,10 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 Arc::new(prices)
             }
         };
-        let ledger = Ledger::new(settings.max_tracked_spans);
+        let ledger = Ledger::new(
+            settings.max_tracked_spans,
+            settings.leak_policy == LeakPolicy::Close,
+        );
         let responses = ResponseOwners::new(settings.max_tracked_spans);
         let metrics = self
             .meter_provider

@@ -258,3 +258,117 @@ impl Harness {
         scopes
     }
 }
+
+/// Every data point of a metric read from any meter provider and in-memory exporter
+/// (for pipelines built by hand), as [`Harness::metric`] does.
+pub fn metric_points(
+    meter_provider: &SdkMeterProvider,
+    exporter: &InMemoryMetricExporter,
+    name: &str,
+) -> Vec<(Vec<(String, String)>, f64)> {
+    meter_provider.force_flush().expect("flush");
+    let all = exporter.get_finished_metrics().expect("metrics");
+    let mut points = Vec::new();
+    if let Some(last) = all.last() {
+        for scope in last.scope_metrics() {
+            for metric in scope.metrics().filter(|m| m.name() == name) {
+                collect_points(metric.data(), &mut points);
+            }
+        }
+    }
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    points
+}
+
+/// A finding count: (code, role, repaired, count).
+pub type FindingCount = (String, String, bool, u64);
+
+/// The points of `genai_audit.findings` as (code, role, repaired, count), sorted;
+/// points that count nothing are left out.
+pub fn finding_counts(points: &[(Vec<(String, String)>, f64)]) -> Vec<FindingCount> {
+    let mut counts: Vec<FindingCount> = points
+        .iter()
+        .filter(|(_, v)| *v != 0.0)
+        .map(|(attrs, v)| {
+            let get = |key: &str| {
+                attrs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("finding point without {key}: {attrs:?}"))
+            };
+            assert_eq!(attrs.len(), 3, "unexpected attributes: {attrs:?}");
+            (
+                get("genai_audit.finding"),
+                get("genai_audit.role"),
+                get("genai_audit.repaired") == "true",
+                *v as u64,
+            )
+        })
+        .collect();
+    counts.sort();
+    counts
+}
+
+/// Expected finding counts, sorted like [`finding_counts`].
+pub fn expect_counts(expected: &[(&str, &str, bool, u64)]) -> Vec<FindingCount> {
+    let mut v: Vec<FindingCount> = expected
+        .iter()
+        .map(|(c, r, rep, n)| (c.to_string(), r.to_string(), *rep, *n))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The value of a metric without attributes (e.g. `genai_audit.spans.tracked`).
+pub fn single_value(points: &[(Vec<(String, String)>, f64)]) -> f64 {
+    match points {
+        [(attrs, v)] if attrs.is_empty() => *v,
+        other => panic!("expected one point without attributes: {other:?}"),
+    }
+}
+
+impl Harness {
+    /// `genai_audit.findings` as (code, role, repaired, count), sorted.
+    pub fn finding_counts(&self) -> Vec<FindingCount> {
+        finding_counts(&self.metric("genai_audit.findings"))
+    }
+
+    /// The current value of `genai_audit.spans.tracked`.
+    pub fn tracked_spans(&self) -> i64 {
+        single_value(&self.metric("genai_audit.spans.tracked")) as i64
+    }
+
+    /// Every exported span with this span id (a span must be exported at most once).
+    pub fn exported_with_id(&self, id: opentelemetry::trace::SpanId) -> Vec<SpanData> {
+        self.exporter
+            .get_finished_spans()
+            .expect("exporter")
+            .into_iter()
+            .filter(|s| s.span_context.span_id() == id)
+            .collect()
+    }
+}
+
+/// The names of the `genai_audit.*` keys on a span, sorted.
+pub fn audit_keys(span: &SpanData) -> Vec<String> {
+    let mut keys: Vec<String> = span
+        .attributes
+        .iter()
+        .map(|kv| kv.key.to_string())
+        .filter(|k| k.starts_with("genai_audit."))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A string array attribute as a `Vec<String>` (panics on another type).
+pub fn string_array(span: &SpanData, key: &str) -> Vec<String> {
+    match value(span, key) {
+        Some(Value::Array(opentelemetry::Array::String(v))) => {
+            v.iter().map(|s| s.to_string()).collect()
+        }
+        other => panic!("{}: {key} is not a string array: {other:?}", span.name),
+    }
+}

@@ -1,0 +1,61 @@
+//! Bounded memory (DESIGN §9): one million recognised spans started and never ended,
+//! with at most 10 000 tracked. The tracked count never exceeds the bound, and every
+//! span pushed out by it is counted `stale`, the rest at shutdown.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{expect_counts, Harness};
+use genai_audit::LeakPolicy;
+use opentelemetry::trace::Tracer;
+
+const SPANS: u64 = 1_000_000;
+const CAPACITY: u64 = 10_000;
+
+#[test]
+fn a_million_leaked_spans_never_track_more_than_the_capacity() {
+    let h = Harness::with(|b| {
+        b.leak_policy(LeakPolicy::Flag)
+            .with_max_tracked_spans(CAPACITY as usize)
+    });
+    let tracer = h.tracer();
+    let began = Instant::now();
+    let mut checkpoints = Vec::new();
+    for n in 1..=SPANS {
+        // A recognised root that never ends. Forgetting it costs no memory of its own
+        // (a static name, no attributes), so a million of them fit in a test.
+        std::mem::forget(tracer.start("invoke_agent leaked"));
+        if n == 1 || n == CAPACITY - 1 || n == CAPACITY || n == CAPACITY + 1 || n % 100_000 == 0 {
+            let tracked = h.tracked_spans();
+            let stale: u64 = h.finding_counts().iter().map(|c| c.3).sum();
+            assert!(
+                tracked <= CAPACITY as i64,
+                "{tracked} tracked after {n} spans"
+            );
+            checkpoints.push((n, tracked, stale));
+        }
+    }
+    let expected: Vec<(u64, i64, u64)> = [1, CAPACITY - 1, CAPACITY, CAPACITY + 1]
+        .into_iter()
+        .chain((1..=10).map(|k| k * 100_000))
+        .map(|n| (n, n.min(CAPACITY) as i64, n.saturating_sub(CAPACITY)))
+        .collect();
+    assert_eq!(checkpoints, expected);
+    assert_eq!(
+        h.finding_counts(),
+        expect_counts(&[("stale", "invocation", false, SPANS - CAPACITY)])
+    );
+    assert!(h.exporter.get_finished_spans().unwrap().is_empty());
+
+    h.provider.shutdown().unwrap();
+    assert_eq!(
+        h.finding_counts(),
+        expect_counts(&[("stale", "invocation", false, SPANS)])
+    );
+    assert_eq!(h.tracked_spans(), 0);
+    eprintln!(
+        "{SPANS} leaked spans with {CAPACITY} tracked at most: {:.1?}",
+        began.elapsed()
+    );
+}
