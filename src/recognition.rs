@@ -306,11 +306,13 @@ fn name_role(name: &str) -> Option<Role> {
         Some(Role::Invocation)
     } else if name == "react step" {
         Some(Role::Step)
-    } else if ["chat ", "text_completion ", "generate_content "]
+    } else if ["chat", "text_completion", "generate_content"]
         .iter()
-        .any(|p| name.starts_with(p))
+        .any(|op| operation_name(name, op))
     {
         Some(Role::Generation)
+    } else if operation_name(name, "embeddings") {
+        Some(Role::Embedding)
     } else if name.starts_with("execute_tool") {
         Some(Role::Tool)
     } else {
@@ -318,9 +320,32 @@ fn name_role(name: &str) -> Option<Role> {
     }
 }
 
+/// Whether a span name is an OpenTelemetry GenAI operation name: `{operation} {model}`,
+/// or the bare `{operation}` the conventions use when the model is not known (rig names
+/// its model-call spans `chat`, for example).
+fn operation_name(name: &str, operation: &str) -> bool {
+    name.strip_prefix(operation)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_operation_names_are_recognised() {
+        assert_eq!(name_role("chat"), Some(Role::Generation));
+        assert_eq!(name_role("chat gpt-4o"), Some(Role::Generation));
+        assert_eq!(name_role("generate_content"), Some(Role::Generation));
+        assert_eq!(
+            name_role("embeddings text-embedding-3-small"),
+            Some(Role::Embedding)
+        );
+        assert_eq!(name_role("embeddings"), Some(Role::Embedding));
+        assert_eq!(name_role("chatbot"), None);
+        assert_eq!(name_role("chat_history"), None);
+        assert_eq!(name_role("embeddingsx"), None);
+    }
 
     fn kv(k: &'static str, v: &'static str) -> KeyValue {
         KeyValue::new(k, v)
@@ -469,7 +494,8 @@ mod tests {
             Role::Generation
         );
         assert_eq!(builtin_role("execute_tool read", &[]), Role::Tool);
-        assert_eq!(builtin_role("chat", &[]), Role::Other);
+        assert_eq!(builtin_role("chat", &[]), Role::Generation);
+        assert_eq!(builtin_role("chatter", &[]), Role::Other);
         assert_eq!(builtin_role("GET /index", &[]), Role::Other);
     }
 
