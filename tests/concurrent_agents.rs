@@ -51,7 +51,9 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 
-use common::{findings_of, value, Harness};
+use common::{
+    expect_counts, findings_of, i64_of, occurrences, reported_of, str_of, value, Harness,
+};
 use genai_audit::ContaminationPolicy;
 use opentelemetry::trace::{Span, SpanId, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, Value};
@@ -140,6 +142,25 @@ struct Running {
 }
 
 impl Running {
+    fn new(k: u64, cx: Context) -> Self {
+        Running {
+            k,
+            cx,
+            step: None,
+            step_no: 0,
+            call_no: 0,
+            own: Own::default(),
+        }
+    }
+
+    /// Counts a new step; returns its position.
+    fn next_step(&mut self) -> i64 {
+        self.step_no += 1;
+        self.call_no = 0;
+        self.own.steps += 1;
+        self.step_no
+    }
+
     fn conversation(&self) -> String {
         conversation(self.k)
     }
@@ -254,21 +275,12 @@ impl CorrectAgent {
         let t = &self.tracer;
         match action {
             Action::Begin(k) => {
-                *run = Some(Running {
-                    k,
-                    cx: start_invocation(t, k),
-                    step: None,
-                    step_no: 0,
-                    call_no: 0,
-                    own: Own::default(),
-                });
+                *run = Some(Running::new(k, start_invocation(t, k)));
             }
             Action::StepStart => {
                 let r = run.as_mut().expect("running");
-                r.step_no += 1;
-                r.call_no = 0;
-                r.own.steps += 1;
-                r.step = Some(start_step(t, &r.cx, r.step_no));
+                let position = r.next_step();
+                r.step = Some(start_step(t, &r.cx, position));
             }
             Action::Llm => {
                 let r = run.as_mut().expect("running");
@@ -329,18 +341,13 @@ fn check_correct(h: &Harness, workers: usize, done: BTreeMap<u64, Own>, what: &s
             span.name
         );
         assert!(
-            span.attributes
-                .iter()
-                .all(|kv| !kv.key.as_str().starts_with("genai_audit.reported.")),
+            reported_of(span).is_empty(),
             "{what}: {} repaired",
             span.name
         );
         if let Some(Value::I64(k)) = value(span, "test.invocation") {
             let own = &done[&(k as u64)];
-            let int = |key| match value(span, key) {
-                Some(Value::I64(v)) => v,
-                other => panic!("{what}: invocation {k}: {key} = {other:?}"),
-            };
+            let int = |key| i64_of(span, key);
             assert_eq!(
                 (
                     int("genai_audit.total.input_tokens"),
@@ -524,22 +531,13 @@ impl BuggyAgent {
                 sh.usage = (0, 0);
                 sh.round = 0;
                 sh.conversation = conversation(k);
-                *run = Some(Running {
-                    k,
-                    cx,
-                    step: None,
-                    step_no: 0,
-                    call_no: 0,
-                    own: Own::default(),
-                });
+                *run = Some(Running::new(k, cx));
             }
             Action::StepStart => {
                 let r = run.as_mut().expect("running");
                 sh.end_current_step();
                 sh.round += 1;
-                r.step_no += 1;
-                r.call_no = 0;
-                r.own.steps += 1;
+                r.next_step();
                 let step = start_step(t, &r.cx, sh.round);
                 let id = span_id(&step);
                 let findings = if sh.round != r.step_no {
@@ -679,16 +677,22 @@ impl Turns {
     }
 }
 
+/// What worker `w` of the buggy agent does: its plan, without step ends (the buggy
+/// agent has no step-end hook).
+fn buggy_plan(w: usize) -> Vec<Action> {
+    plan(w)
+        .into_iter()
+        .filter(|a| *a != Action::StepEnd)
+        .collect()
+}
+
 fn run_buggy_threads(agent: &BuggyAgent, workers: usize) {
     let turns = Turns::new(workers, SEED ^ workers as u64);
     std::thread::scope(|s| {
         for w in 0..workers {
             let (agent, turns) = (agent, &turns);
             s.spawn(move || {
-                let actions: Vec<_> = plan(w)
-                    .into_iter()
-                    .filter(|a| *a != Action::StepEnd)
-                    .collect();
+                let actions = buggy_plan(w);
                 let mut run = None;
                 for (i, action) in actions.iter().enumerate() {
                     turns.wait(w);
@@ -707,10 +711,7 @@ fn run_buggy_tasks(rt: &tokio::runtime::Runtime, agent: Arc<BuggyAgent>, workers
             .map(|w| {
                 let (agent, turns) = (agent.clone(), turns.clone());
                 tokio::spawn(async move {
-                    let actions: Vec<_> = plan(w)
-                        .into_iter()
-                        .filter(|a| *a != Action::StepEnd)
-                        .collect();
+                    let actions = buggy_plan(w);
                     let mut run = None;
                     for (i, action) in actions.iter().enumerate() {
                         while !turns.is_mine(w) {
@@ -726,20 +727,6 @@ fn run_buggy_tasks(rt: &tokio::runtime::Runtime, agent: Arc<BuggyAgent>, workers
             task.await.expect("task");
         }
     });
-}
-
-fn int(span: &SpanData, key: &str) -> i64 {
-    match value(span, key) {
-        Some(Value::I64(v)) => v,
-        other => panic!("{}: {key} = {other:?}", span.name),
-    }
-}
-
-fn string(span: &SpanData, key: &str) -> String {
-    match value(span, key) {
-        Some(Value::String(v)) => v.to_string(),
-        other => panic!("{}: {key} = {other:?}", span.name),
-    }
 }
 
 /// Compares what the processor exported with the buggy agent's record; returns the
@@ -761,7 +748,7 @@ fn check_buggy(
     assert_eq!(spans.len(), record.spans.len(), "{what}: spans exported");
 
     // Findings on every span, and the metric.
-    let mut metric: BTreeMap<(String, String, bool), u64> = BTreeMap::new();
+    let mut metric: BTreeMap<(&str, &str, bool), u64> = BTreeMap::new();
     let mut by_code: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (id, (role, findings)) in &record.spans {
         let span = spans
@@ -773,38 +760,26 @@ fn check_buggy(
             "{what}: findings on {} {id}",
             span.name
         );
-        assert_eq!(string(span, "genai_audit.role"), *role, "{what}");
+        assert_eq!(str_of(span, "genai_audit.role"), *role, "{what}");
         for code in findings {
             let repaired = repair
                 && matches!(
                     *code,
                     "usage_mismatch" | "foreign_response" | "round_mismatch"
                 );
-            *metric
-                .entry((code.to_string(), role.to_string(), repaired))
-                .or_default() += 1;
+            *metric.entry((code, role, repaired)).or_default() += 1;
             *by_code.entry(code).or_default() += 1;
         }
     }
-    let mut actual = BTreeMap::new();
-    for (attrs, value) in h.metric("genai_audit.findings") {
-        let get = |key: &str| {
-            attrs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        actual.insert(
-            (
-                get("genai_audit.finding"),
-                get("genai_audit.role"),
-                get("genai_audit.repaired") == "true",
-            ),
-            value as u64,
-        );
-    }
-    assert_eq!(actual, metric, "{what}: genai_audit.findings metric");
+    let metric: Vec<_> = metric
+        .into_iter()
+        .map(|((code, role, repaired), n)| (code, role, repaired, n))
+        .collect();
+    assert_eq!(
+        h.metrics.all_finding_counts(),
+        expect_counts(&metric),
+        "{what}: genai_audit.findings metric"
+    );
 
     // Reported originals: exactly those the record implies.
     let mut expected_reported: HashMap<(SpanId, String), Value> = HashMap::new();
@@ -815,15 +790,15 @@ fn check_buggy(
     for inv in &record.invocations {
         let span = &spans[&inv.span];
         let what = format!("{what}: invocation {}", inv.k);
-        assert_eq!(int(span, "test.invocation"), inv.k as i64, "{what}");
+        assert_eq!(i64_of(span, "test.invocation"), inv.k as i64, "{what}");
         // Rolling up the tree gives the truth, whatever the agent reported.
         assert_eq!(
             (
-                int(span, "genai_audit.total.input_tokens"),
-                int(span, "genai_audit.total.output_tokens"),
-                int(span, "genai_audit.total.generations"),
-                int(span, "genai_audit.total.tool_calls"),
-                int(span, "genai_audit.steps"),
+                i64_of(span, "genai_audit.total.input_tokens"),
+                i64_of(span, "genai_audit.total.output_tokens"),
+                i64_of(span, "genai_audit.total.generations"),
+                i64_of(span, "genai_audit.total.tool_calls"),
+                i64_of(span, "genai_audit.steps"),
             ),
             (
                 inv.own.input,
@@ -852,8 +827,8 @@ fn check_buggy(
         }
         assert_eq!(
             (
-                int(span, "gen_ai.usage.input_tokens"),
-                int(span, "gen_ai.usage.output_tokens")
+                i64_of(span, "gen_ai.usage.input_tokens"),
+                i64_of(span, "gen_ai.usage.output_tokens")
             ),
             usage,
             "{what}: usage"
@@ -874,8 +849,8 @@ fn check_buggy(
         }
         assert_eq!(
             (
-                string(span, "gen_ai.response.id"),
-                string(span, "gen_ai.response.model")
+                str_of(span, "gen_ai.response.id"),
+                str_of(span, "gen_ai.response.model")
             ),
             response,
             "{what}: response"
@@ -886,30 +861,23 @@ fn check_buggy(
             "gen_ai.response.id",
             "gen_ai.response.model",
         ] {
-            let n = span
-                .attributes
-                .iter()
-                .filter(|kv| kv.key.as_str() == key)
-                .count();
-            assert_eq!(n, 1, "{what}: {key} once");
+            assert_eq!(occurrences(span, key), 1, "{what}: {key} once");
         }
     }
     for step in &record.steps {
         let span = &spans[&step.span];
-        assert_eq!(int(span, "genai_audit.step.index"), step.index, "{what}");
+        assert_eq!(i64_of(span, "genai_audit.step.index"), step.index, "{what}");
         let mut round = step.round;
         if repair && step.round != step.index {
             round = step.index;
             reported_key(step.span, "gen_ai.react.round", step.round.into());
         }
-        assert_eq!(int(span, "gen_ai.react.round"), round, "{what}: round");
+        assert_eq!(i64_of(span, "gen_ai.react.round"), round, "{what}: round");
     }
     let mut actual_reported = HashMap::new();
     for (id, span) in &spans {
-        for kv in &span.attributes {
-            if kv.key.as_str().starts_with("genai_audit.reported.") {
-                actual_reported.insert((*id, kv.key.as_str().to_owned()), kv.value.clone());
-            }
+        for (key, value) in reported_of(span) {
+            actual_reported.insert((*id, key), value);
         }
     }
     assert_eq!(
@@ -936,50 +904,45 @@ fn assert_every_symptom(by_code: &BTreeMap<&'static str, u64>, what: &str) {
     }
 }
 
-#[test]
-fn buggy_agent_shared_by_threads_gives_exactly_the_findings_it_caused() {
+/// Runs the buggy agent with `h`'s tracer on `workers` threads, or on as many tokio
+/// tasks on `tasks`; returns its record.
+fn run_buggy(h: &Harness, workers: usize, tasks: Option<&tokio::runtime::Runtime>) -> Record {
+    let agent = Arc::new(BuggyAgent {
+        tracer: h.tracer(),
+        shared: Mutex::new(Shared::default()),
+    });
+    match tasks {
+        Some(rt) => run_buggy_tasks(rt, agent.clone(), workers),
+        None => run_buggy_threads(&agent, workers),
+    }
+    let agent = Arc::into_inner(agent).expect("workers are done");
+    agent.shared.into_inner().expect("agent lock").record
+}
+
+/// Runs the buggy agent under each worker count and policy, on threads or on tasks,
+/// and checks each run's findings against its record.
+fn check_buggy_runs(tasks: Option<&tokio::runtime::Runtime>) {
+    let on = if tasks.is_some() { "tasks" } else { "threads" };
     for workers in WORKER_COUNTS {
         for policy in POLICIES {
             let h = Harness::with(|b| b.contamination_policy(policy));
-            let agent = BuggyAgent {
-                tracer: h.tracer(),
-                shared: Mutex::new(Shared::default()),
-            };
-            run_buggy_threads(&agent, workers);
-            let shared = agent.shared.into_inner().expect("agent lock");
-            assert_eq!(
-                shared.record.invocations.len(),
-                workers * INVOCATIONS_PER_WORKER
-            );
-            let what = format!("{workers} threads, {policy:?}");
-            let by_code = check_buggy(&h, &shared.record, policy, &what);
+            let record = run_buggy(&h, workers, tasks);
+            assert_eq!(record.invocations.len(), workers * INVOCATIONS_PER_WORKER);
+            let what = format!("{workers} {on}, {policy:?}");
+            let by_code = check_buggy(&h, &record, policy, &what);
             assert_every_symptom(&by_code, &what);
         }
     }
 }
 
 #[test]
+fn buggy_agent_shared_by_threads_gives_exactly_the_findings_it_caused() {
+    check_buggy_runs(None);
+}
+
+#[test]
 fn buggy_agent_shared_by_tokio_tasks_gives_exactly_the_findings_it_caused() {
-    let rt = runtime();
-    for workers in WORKER_COUNTS {
-        for policy in POLICIES {
-            let h = Harness::with(|b| b.contamination_policy(policy));
-            let agent = Arc::new(BuggyAgent {
-                tracer: h.tracer(),
-                shared: Mutex::new(Shared::default()),
-            });
-            run_buggy_tasks(&rt, agent.clone(), workers);
-            let agent = Arc::into_inner(agent).expect("tasks are done");
-            let shared = agent.shared.into_inner().expect("agent lock");
-            assert_eq!(
-                shared.record.invocations.len(),
-                workers * INVOCATIONS_PER_WORKER
-            );
-            let what = format!("{workers} tasks, {policy:?}");
-            let by_code = check_buggy(&h, &shared.record, policy, &what);
-            assert_every_symptom(&by_code, &what);
-        }
-    }
+    check_buggy_runs(Some(&runtime()));
 }
 
 /// The schedule is deterministic: the same workers give the same record twice, on
@@ -1004,19 +967,8 @@ fn buggy_schedule_is_deterministic() {
     let rt = runtime();
     for workers in WORKER_COUNTS {
         let mut runs = Vec::new();
-        for on_tasks in [false, false, true] {
-            let h = Harness::new();
-            let agent = Arc::new(BuggyAgent {
-                tracer: h.tracer(),
-                shared: Mutex::new(Shared::default()),
-            });
-            if on_tasks {
-                run_buggy_tasks(&rt, agent.clone(), workers);
-            } else {
-                run_buggy_threads(&agent, workers);
-            }
-            let agent = Arc::into_inner(agent).expect("done");
-            runs.push(summary(&agent.shared.into_inner().expect("lock").record));
+        for tasks in [None, None, Some(&rt)] {
+            runs.push(summary(&run_buggy(&Harness::new(), workers, tasks)));
         }
         assert_eq!(runs[0], runs[1], "{workers} workers: threads twice");
         assert_eq!(runs[0], runs[2], "{workers} workers: threads and tasks");

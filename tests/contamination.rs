@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{findings_of, Harness, Replayed};
+use common::{expect_counts, findings_of, reported_of, Harness, Replayed};
 use genai_audit::ContaminationPolicy;
 use opentelemetry::Value;
 
@@ -28,6 +28,33 @@ macro_rules! script {
 
 const FLAG: ContaminationPolicy = ContaminationPolicy::Flag;
 const REPAIR: ContaminationPolicy = ContaminationPolicy::Repair;
+
+/// Expected findings by label, shared by the `flag` and `repair` runs of a script.
+type Findings = &'static [(&'static str, &'static [&'static str])];
+
+const SHARED_COUNTERS_FINDINGS: Findings = &[
+    ("inv_a", &["usage_mismatch", "foreign_response"]),
+    ("inv_b", &["usage_mismatch"]),
+];
+
+const DUPLICATE_ROUNDS_FINDINGS: Findings = &[
+    ("step_1b", &["overlapping_step", "round_mismatch"]),
+    ("step_2a", &["round_mismatch"]),
+    ("step_2b", &["overlapping_step", "round_mismatch"]),
+];
+
+/// The steps of `duplicate_rounds` and their positions.
+const DUPLICATE_ROUNDS_POSITIONS: [(&str, i64); 4] = [
+    ("step_1a", 1),
+    ("step_1b", 2),
+    ("step_2a", 3),
+    ("step_2b", 4),
+];
+
+const SKIPPED_ROUNDS_FINDINGS: Findings = &[
+    ("step_2", &["round_mismatch"]),
+    ("step_3", &["round_mismatch"]),
+];
 
 fn run(script: &str, policy: ContaminationPolicy) -> (Harness, Replayed) {
     let h = Harness::with(|b| b.contamination_policy(policy));
@@ -52,55 +79,21 @@ fn assert_findings(r: &Replayed, expected: &[(&str, &[&str])]) {
     }
 }
 
-/// The `genai_audit.findings` metric as (code, role, repaired) → count.
-fn finding_counts(h: &Harness) -> BTreeMap<(String, String, bool), u64> {
-    let mut counts = BTreeMap::new();
-    for (attrs, value) in h.metric("genai_audit.findings") {
-        let get = |key: &str| {
-            attrs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("metric point without {key}: {attrs:?}"))
-        };
-        let repaired = match get("genai_audit.repaired").as_str() {
-            "true" => true,
-            "false" => false,
-            other => panic!("genai_audit.repaired = {other}"),
-        };
-        assert_eq!(attrs.len(), 3, "unexpected metric attributes {attrs:?}");
-        counts.insert(
-            (
-                get("genai_audit.finding"),
-                get("genai_audit.role"),
-                repaired,
-            ),
-            value as u64,
-        );
-    }
-    counts
-}
-
 fn assert_metric(h: &Harness, expected: &[(&str, &str, bool, u64)]) {
-    let want: BTreeMap<_, _> = expected
-        .iter()
-        .map(|(code, role, repaired, n)| ((code.to_string(), role.to_string(), *repaired), *n))
-        .collect();
-    assert_eq!(finding_counts(h), want, "genai_audit.findings metric");
+    assert_eq!(
+        h.metrics.all_finding_counts(),
+        expect_counts(expected),
+        "genai_audit.findings metric"
+    );
 }
 
 /// Every `genai_audit.reported.*` attribute of every span, by (label, key).
 fn reported(r: &Replayed) -> BTreeMap<(String, String), Value> {
     let mut out = BTreeMap::new();
     for (label, span) in &r.spans {
-        for kv in &span.attributes {
-            if kv.key.as_str().starts_with("genai_audit.reported.") {
-                let previous = out.insert(
-                    (label.clone(), kv.key.as_str().to_owned()),
-                    kv.value.clone(),
-                );
-                assert!(previous.is_none(), "{label}: {} twice", kv.key);
-            }
+        for (key, value) in reported_of(span) {
+            let previous = out.insert((label.clone(), key.clone()), value);
+            assert!(previous.is_none(), "{label}: {key} twice");
         }
     }
     out
@@ -119,16 +112,6 @@ fn assert_reported(r: &Replayed, expected: &[(&str, &str, Value)]) {
     assert_eq!(reported(r), want, "genai_audit.reported.* attributes");
 }
 
-/// How many times `key` appears on a span (the SDK does not deduplicate; the
-/// processor must replace, not add).
-fn occurrences(r: &Replayed, label: &str, key: &str) -> usize {
-    r.span(label)
-        .attributes
-        .iter()
-        .filter(|kv| kv.key.as_str() == key)
-        .count()
-}
-
 fn assert_usage(r: &Replayed, label: &str, input: i64, output: i64) {
     assert_eq!(
         (
@@ -139,12 +122,12 @@ fn assert_usage(r: &Replayed, label: &str, input: i64, output: i64) {
         "reported usage of {label}"
     );
     assert_eq!(
-        occurrences(r, label, "gen_ai.usage.input_tokens"),
+        r.occurrences(label, "gen_ai.usage.input_tokens"),
         1,
         "{label}"
     );
     assert_eq!(
-        occurrences(r, label, "gen_ai.usage.output_tokens"),
+        r.occurrences(label, "gen_ai.usage.output_tokens"),
         1,
         "{label}"
     );
@@ -167,8 +150,8 @@ fn assert_totals(r: &Replayed, label: &str, totals: (i64, i64, i64, i64)) {
 fn assert_response(r: &Replayed, label: &str, id: &str, model: &str) {
     assert_eq!(r.string(label, "gen_ai.response.id"), id, "{label}");
     assert_eq!(r.string(label, "gen_ai.response.model"), model, "{label}");
-    assert_eq!(occurrences(r, label, "gen_ai.response.id"), 1, "{label}");
-    assert_eq!(occurrences(r, label, "gen_ai.response.model"), 1, "{label}");
+    assert_eq!(r.occurrences(label, "gen_ai.response.id"), 1, "{label}");
+    assert_eq!(r.occurrences(label, "gen_ai.response.model"), 1, "{label}");
 }
 
 fn round(r: &Replayed, label: &str) -> Option<Value> {
@@ -211,13 +194,7 @@ fn usage_cleared_by_a_sibling_is_repaired_to_the_own_sum() {
 #[test]
 fn agents_reporting_the_sum_of_both_invocations_and_a_last_response_are_flagged() {
     let (h, r) = run(script!("shared_counters"), FLAG);
-    assert_findings(
-        &r,
-        &[
-            ("inv_a", &["usage_mismatch", "foreign_response"]),
-            ("inv_b", &["usage_mismatch"]),
-        ],
-    );
+    assert_findings(&r, SHARED_COUNTERS_FINDINGS);
     // Everything was recognised although the spans started with their names only.
     for (label, role) in [
         ("inv_a", "invocation"),
@@ -249,13 +226,7 @@ fn agents_reporting_the_sum_of_both_invocations_and_a_last_response_are_flagged(
 #[test]
 fn agents_reporting_the_sum_of_both_invocations_and_a_last_response_are_repaired() {
     let (h, r) = run(script!("shared_counters"), REPAIR);
-    assert_findings(
-        &r,
-        &[
-            ("inv_a", &["usage_mismatch", "foreign_response"]),
-            ("inv_b", &["usage_mismatch"]),
-        ],
-    );
+    assert_findings(&r, SHARED_COUNTERS_FINDINGS);
     assert_usage(&r, "inv_a", 24, 8);
     assert_usage(&r, "inv_b", 36, 9);
     // A gets its own last response back; B's was its own all along.
@@ -301,7 +272,7 @@ fn a_step_reporting_two_invocations_usage_is_repaired_under_its_own_key() {
     assert_findings(&r, &[("step_a1", &["usage_mismatch"])]);
     // Only the mismatching count is repaired, under the key the step used.
     assert_eq!(r.i64("step_a1", "gen_ai.usage.prompt_tokens"), 800);
-    assert_eq!(occurrences(&r, "step_a1", "gen_ai.usage.prompt_tokens"), 1);
+    assert_eq!(r.occurrences("step_a1", "gen_ai.usage.prompt_tokens"), 1);
     assert_eq!(r.i64("step_a1", "gen_ai.usage.completion_tokens"), 60);
     assert_eq!(r.attr("step_a1", "gen_ai.usage.input_tokens"), None);
     assert_eq!(r.i64("step_b1", "gen_ai.usage.prompt_tokens"), 900);
@@ -367,20 +338,8 @@ fn a_foreign_response_without_an_own_response_is_flagged_but_not_repaired() {
 #[test]
 fn duplicate_rounds_from_double_registered_hooks_are_flagged() {
     let (h, r) = run(script!("duplicate_rounds"), FLAG);
-    assert_findings(
-        &r,
-        &[
-            ("step_1b", &["overlapping_step", "round_mismatch"]),
-            ("step_2a", &["round_mismatch"]),
-            ("step_2b", &["overlapping_step", "round_mismatch"]),
-        ],
-    );
-    for (label, index) in [
-        ("step_1a", 1),
-        ("step_1b", 2),
-        ("step_2a", 3),
-        ("step_2b", 4),
-    ] {
+    assert_findings(&r, DUPLICATE_ROUNDS_FINDINGS);
+    for (label, index) in DUPLICATE_ROUNDS_POSITIONS {
         assert_eq!(r.i64(label, "genai_audit.step.index"), index, "{label}");
     }
     assert_eq!(r.i64("inv", "genai_audit.steps"), 4);
@@ -401,22 +360,10 @@ fn duplicate_rounds_from_double_registered_hooks_are_flagged() {
 #[test]
 fn duplicate_rounds_are_repaired_to_the_step_positions() {
     let (h, r) = run(script!("duplicate_rounds"), REPAIR);
-    assert_findings(
-        &r,
-        &[
-            ("step_1b", &["overlapping_step", "round_mismatch"]),
-            ("step_2a", &["round_mismatch"]),
-            ("step_2b", &["overlapping_step", "round_mismatch"]),
-        ],
-    );
-    for (label, index) in [
-        ("step_1a", 1),
-        ("step_1b", 2),
-        ("step_2a", 3),
-        ("step_2b", 4),
-    ] {
+    assert_findings(&r, DUPLICATE_ROUNDS_FINDINGS);
+    for (label, index) in DUPLICATE_ROUNDS_POSITIONS {
         assert_eq!(round(&r, label), Some(Value::I64(index)), "{label}");
-        assert_eq!(occurrences(&r, label, "gen_ai.react.round"), 1, "{label}");
+        assert_eq!(r.occurrences(label, "gen_ai.react.round"), 1, "{label}");
     }
     assert_reported(
         &r,
@@ -438,13 +385,7 @@ fn duplicate_rounds_are_repaired_to_the_step_positions() {
 #[test]
 fn skipped_rounds_are_flagged() {
     let (h, r) = run(script!("skipped_rounds"), FLAG);
-    assert_findings(
-        &r,
-        &[
-            ("step_2", &["round_mismatch"]),
-            ("step_3", &["round_mismatch"]),
-        ],
-    );
+    assert_findings(&r, SKIPPED_ROUNDS_FINDINGS);
     assert_eq!(round(&r, "step_2"), Some(Value::I64(3)));
     assert_eq!(round(&r, "step_3"), Some(Value::I64(5)));
     assert_reported(&r, &[]);
@@ -454,13 +395,7 @@ fn skipped_rounds_are_flagged() {
 #[test]
 fn skipped_rounds_are_repaired() {
     let (h, r) = run(script!("skipped_rounds"), REPAIR);
-    assert_findings(
-        &r,
-        &[
-            ("step_2", &["round_mismatch"]),
-            ("step_3", &["round_mismatch"]),
-        ],
-    );
+    assert_findings(&r, SKIPPED_ROUNDS_FINDINGS);
     assert_eq!(round(&r, "step_1"), Some(Value::I64(1)));
     assert_eq!(round(&r, "step_2"), Some(Value::I64(2)));
     assert_eq!(round(&r, "step_3"), Some(Value::I64(3)));

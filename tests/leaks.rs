@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    audit_keys, direct_price, expect_counts, finding_counts, findings_of, metric_points,
-    single_value, string_array, value, FindingCount, Harness,
+    assert_closed_with_open_child, audit_keys, bool_of, direct_price, expect_counts, f64_of,
+    findings_of, i64_of, skewed_clock, skewed_harness, str_of, string_array, value, FindingCount,
+    Harness, Metrics, Recorder, CLOSED_WITH_OPEN_STEP, LATE_ENDS_OF_INVOCATION_AND_STEP,
+    STALE_INVOCATION_AND_STEP,
 };
 use genai_audit::leaks::{STALE_STATUS, UNCLOSED_STATUS};
 use genai_audit::{GenAiAuditProcessor, LeakPolicy};
@@ -19,9 +21,8 @@ use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -38,36 +39,6 @@ fn ms(n: u64) -> u64 {
 // A pipeline built by hand: the audit processor wraps a recording inner processor,
 // and is itself registered through a thin wrapper that keeps the raw spans it is given
 // and lets the test call the audit processor directly.
-
-/// What the inner processor was asked to do, in order.
-#[derive(Debug, Clone)]
-enum Call {
-    End(Box<SpanData>),
-    Shutdown,
-}
-
-/// An inner processor that logs every `on_end` and `shutdown` in a shared Vec.
-#[derive(Debug, Clone, Default)]
-struct Recorder {
-    log: Arc<Mutex<Vec<Call>>>,
-}
-
-impl SpanProcessor for Recorder {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        self.log.lock().unwrap().push(Call::End(Box::new(span)));
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.log.lock().unwrap().push(Call::Shutdown);
-        Ok(())
-    }
-}
 
 /// Registers a shared audit processor, keeping a copy of each raw span it ends.
 #[derive(Debug)]
@@ -98,27 +69,16 @@ impl SpanProcessor for Shared {
 struct Rig {
     provider: SdkTracerProvider,
     audit: Arc<GenAiAuditProcessor<Recorder>>,
-    log: Arc<Mutex<Vec<Call>>>,
+    recorder: Recorder,
     raw: Arc<Mutex<Vec<SpanData>>>,
-    meter_provider: SdkMeterProvider,
-    metric_exporter: InMemoryMetricExporter,
+    metrics: Metrics,
 }
 
 impl Rig {
     fn new(policy: LeakPolicy) -> Rig {
-        let metric_exporter = InMemoryMetricExporter::default();
-        let meter_provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
-            .build();
+        let metrics = Metrics::new();
         let recorder = Recorder::default();
-        let log = recorder.log.clone();
-        let audit = Arc::new(
-            GenAiAuditProcessor::builder(recorder)
-                .with_meter_provider(meter_provider.clone())
-                .with_disabled(false)
-                .leak_policy(policy)
-                .build(),
-        );
+        let audit = Arc::new(metrics.audit(recorder.clone()).leak_policy(policy).build());
         let raw = Arc::new(Mutex::new(Vec::new()));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(Shared {
@@ -129,10 +89,9 @@ impl Rig {
         Rig {
             provider,
             audit,
-            log,
+            recorder,
             raw,
-            meter_provider,
-            metric_exporter,
+            metrics,
         }
     }
 
@@ -140,59 +99,27 @@ impl Rig {
         self.provider.tracer("test")
     }
 
-    fn calls(&self) -> Vec<Call> {
-        self.log.lock().unwrap().clone()
-    }
-
     /// The spans the inner processor received, in order.
     fn ended(&self) -> Vec<SpanData> {
-        self.calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::End(s) => Some(*s),
-                Call::Shutdown => None,
-            })
-            .collect()
+        self.recorder.ended()
     }
 
-    /// The log as short strings: `end:<name>` and `shutdown`.
+    /// The inner processor's log as short strings: `end:<name>` and `shutdown`.
     fn sequence(&self) -> Vec<String> {
-        self.calls()
-            .iter()
-            .map(|c| match c {
-                Call::End(s) => format!("end:{}", s.name),
-                Call::Shutdown => "shutdown".to_owned(),
-            })
-            .collect()
+        self.recorder.sequence()
     }
 
     fn finding_counts(&self) -> Vec<FindingCount> {
-        finding_counts(&metric_points(
-            &self.meter_provider,
-            &self.metric_exporter,
-            "genai_audit.findings",
-        ))
+        self.metrics.finding_counts()
     }
 
     fn tracked_spans(&self) -> i64 {
-        single_value(&metric_points(
-            &self.meter_provider,
-            &self.metric_exporter,
-            "genai_audit.spans.tracked",
-        )) as i64
+        self.metrics.tracked_spans()
     }
-}
 
-/// A clock for the processor: the real time plus an offset in seconds the test moves.
-fn skewed_clock() -> (
-    Arc<AtomicU64>,
-    impl Fn() -> SystemTime + Send + Sync + 'static,
-) {
-    let offset = Arc::new(AtomicU64::new(0));
-    let o = offset.clone();
-    (offset, move || {
-        SystemTime::now() + Duration::from_secs(o.load(Ordering::SeqCst))
-    })
+    fn assert_counts(&self, counts: &[(&str, &str, bool, u64)], tracked: i64) {
+        self.metrics.assert_counts(counts, tracked)
+    }
 }
 
 fn id_of(cx: &Context) -> SpanId {
@@ -211,34 +138,6 @@ fn only(spans: &[SpanData], id: SpanId) -> &SpanData {
         matching.len()
     );
     matching[0]
-}
-
-fn i64_of(span: &SpanData, key: &str) -> i64 {
-    match value(span, key) {
-        Some(Value::I64(v)) => v,
-        other => panic!("{}: {key} is not an integer: {other:?}", span.name),
-    }
-}
-
-fn f64_of(span: &SpanData, key: &str) -> f64 {
-    match value(span, key) {
-        Some(Value::F64(v)) => v,
-        other => panic!("{}: {key} is not a double: {other:?}", span.name),
-    }
-}
-
-fn str_of(span: &SpanData, key: &str) -> String {
-    match value(span, key) {
-        Some(Value::String(v)) => v.to_string(),
-        other => panic!("{}: {key} is not a string: {other:?}", span.name),
-    }
-}
-
-fn bool_of(span: &SpanData, key: &str) -> bool {
-    match value(span, key) {
-        Some(Value::Bool(v)) => v,
-        other => panic!("{}: {key} is not a bool: {other:?}", span.name),
-    }
 }
 
 fn total_keys(span: &SpanData) -> Vec<String> {
@@ -330,14 +229,13 @@ fn flag_reports_the_open_step_and_its_late_end() {
     assert_eq!(i64_of(step, "genai_audit.total.generations"), 1);
     assert_eq!(step.end_time, at(ms(950)));
     assert_eq!(step.status, Status::Unset);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
+    h.assert_counts(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("late_end", "step", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 3);
 }
 
@@ -393,15 +291,14 @@ fn close_exports_the_open_step_once_closed_at_the_invocation_end() {
     step_cx.span().end_with_timestamp(at(ms(950)));
     assert_eq!(h.exported_with_id(id_of(&step_cx)).len(), 1);
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 3);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
+    h.assert_counts(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("closed_by_audit", "step", false, 1),
             ("late_end", "step", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
 }
 
 // ---------------------------------------------------------------------------------
@@ -419,14 +316,13 @@ fn forgotten_and_held_spans_are_stale_at_shutdown_under_flag() {
 
     rig.provider.shutdown().unwrap();
     assert_eq!(rig.sequence(), ["shutdown"]);
-    assert_eq!(
-        rig.finding_counts(),
-        expect_counts(&[
+    rig.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("stale", "tool", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(rig.tracked_spans(), 0);
 
     // The held span is dropped after shutdown: the SDK does not end it any more.
     drop(held);
@@ -494,19 +390,18 @@ fn forgotten_and_held_spans_are_closed_before_the_inner_shutdown_under_close() {
     assert_eq!(forgotten.start_time, at(0));
     assert_eq!(str_of(forgotten, "app.k"), "v");
     assert_eq!(held_span.start_time, at(ms(1)));
-    assert_eq!(
-        rig.finding_counts(),
-        expect_counts(&[
+    rig.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("closed_by_audit", "invocation", false, 1),
             ("stale", "tool", false, 1),
             ("closed_by_audit", "tool", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(rig.tracked_spans(), 0);
 
     drop(held);
-    assert_eq!(rig.calls().len(), 3);
+    assert_eq!(rig.recorder.calls().len(), 3);
 }
 
 /// A forgotten invocation with an open generation under it.
@@ -532,31 +427,20 @@ fn forgotten_invocation_and_child_at_shutdown_under_close() {
     let ended = rig.ended();
     let inv = only(&ended, inv_id);
     let chat = only(&ended, chat_id);
-    assert_eq!(
-        findings_of(inv),
-        ["stale", "closed_by_audit", "unclosed_child"]
-    );
-    assert_eq!(inv.status, Status::error(STALE_STATUS));
+    assert_closed_with_open_child(inv, chat, "chat gpt-4o");
     assert_eq!(i64_of(inv, "genai_audit.leak.unclosed_children"), 1);
-    assert_eq!(
-        string_array(inv, "genai_audit.leak.unclosed_names"),
-        ["chat gpt-4o"]
-    );
-    assert_eq!(findings_of(chat), ["closed_by_audit"]);
     assert_eq!(str_of(chat, "genai_audit.role"), "generation");
-    assert_eq!(chat.status, Status::error(UNCLOSED_STATUS));
     assert_eq!(chat.end_time, inv.end_time);
     assert_eq!(chat.parent_span_id, inv_id);
-    assert_eq!(
-        rig.finding_counts(),
-        expect_counts(&[
+    rig.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("closed_by_audit", "invocation", false, 1),
             ("unclosed_child", "invocation", false, 1),
             ("closed_by_audit", "generation", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(rig.tracked_spans(), 0);
 }
 
 #[test]
@@ -566,14 +450,13 @@ fn forgotten_invocation_and_child_at_shutdown_under_flag() {
     assert_eq!(rig.tracked_spans(), 2);
     rig.provider.shutdown().unwrap();
     assert_eq!(rig.sequence(), ["shutdown"]);
-    assert_eq!(
-        rig.finding_counts(),
-        expect_counts(&[
+    rig.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("stale", "generation", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(rig.tracked_spans(), 0);
 }
 
 // ---------------------------------------------------------------------------------
@@ -792,11 +675,7 @@ fn recognised_child_of_an_ended_invocation_is_a_late_start() {
     assert!(findings_of(chat).is_empty());
     assert_eq!(value(chat, "genai_audit.cumulative.input_tokens"), None);
     assert_eq!(spans.len(), 3);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[("late_start", "step", false, 1)])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(&[("late_start", "step", false, 1)], 0);
 }
 
 #[test]
@@ -866,15 +745,14 @@ fn late_start_under_an_invocation_kept_as_a_tombstone() {
     assert_eq!(i64_of(&late[0], "genai_audit.cumulative.generations"), 2);
     let step = h.exported_with_id(id_of(&step_cx));
     assert_eq!(findings_of(&step[0]), ["late_end"]);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
+    h.assert_counts(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("late_start", "generation", false, 1),
             ("late_end", "step", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
 }
 
 #[test]
@@ -911,11 +789,7 @@ fn late_start_under_an_ended_step_rolls_up_to_the_open_invocation() {
     let step = &h.exported_with_id(id_of(&step_cx))[0];
     assert!(findings_of(step).is_empty());
     assert!(total_keys(step).is_empty());
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[("late_start", "generation", false, 1)])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(&[("late_start", "generation", false, 1)], 0);
 }
 
 // ---------------------------------------------------------------------------------
@@ -949,19 +823,10 @@ fn age_out(
 
 #[test]
 fn age_eviction_counts_the_old_span_stale_under_flag() {
-    let (offset, clock) = skewed_clock();
-    let h = Harness::with(|b| {
-        b.leak_policy(LeakPolicy::Flag)
-            .with_max_span_age(Duration::from_secs(60))
-            .with_clock(clock)
-    });
+    let (h, offset) = skewed_harness(LeakPolicy::Flag);
     let tracer = h.tracer();
     let (old_cx, young_cx, trigger_cx) = age_out(&tracer, &offset, || h.tracked_spans());
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[("stale", "invocation", false, 1)])
-    );
-    assert_eq!(h.tracked_spans(), 2);
+    h.assert_counts(&[("stale", "invocation", false, 1)], 2);
     // Nothing exported for it yet (only the generation).
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 1);
 
@@ -979,21 +844,12 @@ fn age_eviction_counts_the_old_span_stale_under_flag() {
         let span = h.exported_with_id(id_of(cx));
         assert!(findings_of(&span[0]).is_empty());
     }
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[("stale", "invocation", false, 1)])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(&[("stale", "invocation", false, 1)], 0);
 }
 
 #[test]
 fn age_eviction_exports_the_old_span_closed_under_close() {
-    let (offset, clock) = skewed_clock();
-    let h = Harness::with(|b| {
-        b.leak_policy(LeakPolicy::Close)
-            .with_max_span_age(Duration::from_secs(60))
-            .with_clock(clock)
-    });
+    let (h, offset) = skewed_harness(LeakPolicy::Close);
     let tracer = h.tracer();
     let before = SystemTime::now();
     let (old_cx, young_cx, trigger_cx) = age_out(&tracer, &offset, || h.tracked_spans());
@@ -1009,14 +865,13 @@ fn age_eviction_exports_the_old_span_closed_under_close() {
     assert!(old.end_time <= after + Duration::from_secs(61));
     assert_eq!(i64_of(old, "genai_audit.total.generations"), 1);
     assert_eq!(i64_of(old, "genai_audit.total.input_tokens"), 1000);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
+    h.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("closed_by_audit", "invocation", false, 1),
-        ])
+        ],
+        2,
     );
-    assert_eq!(h.tracked_spans(), 2);
 
     // Its real end: dropped, counted as late_end.
     old_cx.span().end();
@@ -1024,15 +879,14 @@ fn age_eviction_exports_the_old_span_closed_under_close() {
     young_cx.span().end();
     trigger_cx.span().end();
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 4);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
+    h.assert_counts(
+        &[
             ("stale", "invocation", false, 1),
             ("closed_by_audit", "invocation", false, 1),
             ("late_end", "invocation", false, 1),
-        ])
+        ],
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
 }
 
 #[test]
@@ -1077,20 +931,9 @@ fn age_out_with_open_step(tracer: &SdkTracer, offset: &AtomicU64) -> (Context, C
 
 #[test]
 fn age_eviction_of_a_parent_with_an_open_step_under_flag() {
-    let (offset, clock) = skewed_clock();
-    let h = Harness::with(|b| {
-        b.leak_policy(LeakPolicy::Flag)
-            .with_max_span_age(Duration::from_secs(60))
-            .with_clock(clock)
-    });
+    let (h, offset) = skewed_harness(LeakPolicy::Flag);
     let (inv_cx, step_cx) = age_out_with_open_step(&h.tracer(), &offset);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("stale", "step", false, 1),
-        ])
-    );
+    assert_eq!(h.finding_counts(), expect_counts(STALE_INVOCATION_AND_STEP));
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 1);
     step_cx.span().end();
     inv_cx.span().end();
@@ -1099,24 +942,12 @@ fn age_eviction_of_a_parent_with_an_open_step_under_flag() {
         assert_eq!(span.len(), 1);
         assert_eq!(findings_of(&span[0]), ["stale"], "{}", span[0].name);
     }
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("stale", "step", false, 1),
-        ])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(STALE_INVOCATION_AND_STEP, 0);
 }
 
 #[test]
 fn age_eviction_closes_the_open_step_with_its_parent_under_close() {
-    let (offset, clock) = skewed_clock();
-    let h = Harness::with(|b| {
-        b.leak_policy(LeakPolicy::Close)
-            .with_max_span_age(Duration::from_secs(60))
-            .with_clock(clock)
-    });
+    let (h, offset) = skewed_harness(LeakPolicy::Close);
     let (inv_cx, step_cx) = age_out_with_open_step(&h.tracer(), &offset);
     let spans = h.exporter.get_finished_spans().unwrap();
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
@@ -1127,42 +958,16 @@ fn age_eviction_closes_the_open_step_with_its_parent_under_close() {
     );
     let inv = only(&spans, id_of(&inv_cx));
     let step = only(&spans, id_of(&step_cx));
-    assert_eq!(
-        findings_of(inv),
-        ["stale", "closed_by_audit", "unclosed_child"]
-    );
-    assert_eq!(inv.status, Status::error(STALE_STATUS));
+    assert_closed_with_open_child(inv, step, "react step");
     assert_eq!(i64_of(inv, "genai_audit.leak.unclosed_children"), 1);
-    assert_eq!(
-        string_array(inv, "genai_audit.leak.unclosed_names"),
-        ["react step"]
-    );
-    assert_eq!(findings_of(step), ["closed_by_audit"]);
-    assert_eq!(step.status, Status::error(UNCLOSED_STATUS));
     assert_eq!(step.end_time, inv.end_time);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("closed_by_audit", "invocation", false, 1),
-            ("unclosed_child", "invocation", false, 1),
-            ("closed_by_audit", "step", false, 1),
-        ])
-    );
+    assert_eq!(h.finding_counts(), expect_counts(CLOSED_WITH_OPEN_STEP));
     // Their real ends: not exported again, counted as late_end.
     step_cx.span().end();
     inv_cx.span().end();
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 3);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("closed_by_audit", "invocation", false, 1),
-            ("unclosed_child", "invocation", false, 1),
-            ("closed_by_audit", "step", false, 1),
-            ("late_end", "invocation", false, 1),
-            ("late_end", "step", false, 1),
-        ])
+    h.assert_counts(
+        &[CLOSED_WITH_OPEN_STEP, LATE_ENDS_OF_INVOCATION_AND_STEP].concat(),
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
 }

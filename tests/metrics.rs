@@ -5,44 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{expect_counts, finding_counts, findings_of, metric_points, value, FindingCount};
+use common::{expect_counts, findings_of, value, FindingCount, Metrics, Recorder};
 use genai_audit::script::TraceScript;
-use genai_audit::{
-    ContaminationPolicy, FindingCode, GenAiAuditProcessor, GenAiAuditProcessorBuilder, LeakPolicy,
-};
+use genai_audit::{ContaminationPolicy, FindingCode, GenAiAuditProcessorBuilder, LeakPolicy};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{Context, Value};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
+use opentelemetry::Value;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 
-/// An inner processor that keeps every span it is given, shutdown or not (the SDK's
-/// in-memory exporter forgets its spans at shutdown).
-#[derive(Debug, Clone, Default)]
-struct Collect {
-    spans: Arc<Mutex<Vec<SpanData>>>,
-}
-
-impl SpanProcessor for Collect {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        self.spans.lock().unwrap().push(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
-type Builder = GenAiAuditProcessorBuilder<Collect>;
+type Builder = GenAiAuditProcessorBuilder<Recorder>;
 
 /// What a replayed script produced.
 struct Run {
@@ -74,20 +45,31 @@ impl Run {
     fn labels(&self) -> Vec<&str> {
         self.spans.iter().map(|(l, _)| l.as_str()).collect()
     }
+
+    /// The finding counts, and the findings of the spans listed (exactly, in order).
+    fn assert_findings(&self, counts: &[(&str, &str, bool, u64)], spans: &[(&str, &[&str])]) {
+        assert_eq!(self.counts, expect_counts(counts), "finding counts");
+        for (label, findings) in spans {
+            assert_eq!(self.findings(label), *findings, "findings of {label}");
+        }
+    }
+
+    /// Attribute values (`None`: absent), each by (label, key).
+    fn assert_attrs(&self, expected: &[(&str, &str, Option<Value>)]) {
+        for (label, key, want) in expected {
+            assert_eq!(self.attr(label, key), *want, "{label}: {key}");
+        }
+    }
 }
 
 /// Replays `script` through a provider whose only processor is the audit processor
-/// (configured by `configure`, metrics on) wrapping [`Collect`]; with `shutdown`, the
+/// (configured by `configure`, metrics on) wrapping a [`Recorder`] (which keeps its
+/// spans after shutdown); with `shutdown`, the
 /// provider is shut down while the script's open spans are still held.
 fn run(script: &str, configure: impl FnOnce(Builder) -> Builder, shutdown: bool) -> Run {
-    let metric_exporter = InMemoryMetricExporter::default();
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
-        .build();
-    let collect = Collect::default();
-    let builder = GenAiAuditProcessor::builder(collect.clone())
-        .with_meter_provider(meter_provider.clone())
-        .with_disabled(false);
+    let metrics = Metrics::new();
+    let recorder = Recorder::default();
+    let builder = metrics.audit(recorder.clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(configure(builder).build())
         .build();
@@ -96,21 +78,15 @@ fn run(script: &str, configure: impl FnOnce(Builder) -> Builder, shutdown: bool)
     if shutdown {
         provider.shutdown().unwrap();
     }
-    let counts = finding_counts(&metric_points(
-        &meter_provider,
-        &metric_exporter,
-        "genai_audit.findings",
-    ));
-    let spans = collect
-        .spans
-        .lock()
-        .unwrap()
-        .iter()
+    let counts = metrics.finding_counts();
+    let spans = recorder
+        .ended()
+        .into_iter()
         .map(|s| {
             let label = replay
                 .label_of(s.span_context.span_id())
                 .expect("every exported span comes from the script");
-            (label.to_owned(), s.clone())
+            (label.to_owned(), s)
         })
         .collect();
     if shutdown {
@@ -271,241 +247,233 @@ const MANY: &str = r#"
 #[test]
 fn unclosed_child() {
     let r = run(OPEN_STEP, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("unclosed_child", "invocation", false, 1)])
+    r.assert_findings(
+        &[("unclosed_child", "invocation", false, 1)],
+        &[("inv", &["unclosed_child"])],
     );
     assert_eq!(r.labels(), ["inv"]);
-    assert_eq!(r.findings("inv"), ["unclosed_child"]);
 }
 
 #[test]
 fn closed_by_audit() {
     let r = run(OPEN_STEP, close, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("closed_by_audit", "step", false, 1),
-        ])
+        ],
+        &[("step", &["closed_by_audit"]), ("inv", &["unclosed_child"])],
     );
     assert_eq!(r.labels(), ["step", "inv"]);
-    assert_eq!(r.findings("step"), ["closed_by_audit"]);
-    assert_eq!(r.findings("inv"), ["unclosed_child"]);
 }
 
 #[test]
 fn late_end() {
     let r = run(LATE_STEP, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("late_end", "step", false, 1),
-        ])
+        ],
+        &[("inv", &["unclosed_child"]), ("step", &["late_end"])],
     );
-    assert_eq!(r.findings("inv"), ["unclosed_child"]);
-    assert_eq!(r.findings("step"), ["late_end"]);
 }
 
 #[test]
 fn late_end_of_a_span_the_audit_closed_is_counted_only() {
     let r = run(LATE_STEP, close, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("closed_by_audit", "step", false, 1),
             ("late_end", "step", false, 1),
-        ])
+        ],
+        &[("step", &["closed_by_audit"])],
     );
     assert_eq!(r.labels(), ["step", "inv"]);
-    assert_eq!(r.findings("step"), ["closed_by_audit"]);
 }
 
 #[test]
 fn late_start() {
     let r = run(LATE_START, flag, false);
-    assert_eq!(r.counts, expect_counts(&[("late_start", "step", false, 1)]));
-    assert!(r.findings("inv").is_empty());
-    assert_eq!(r.findings("step"), ["late_start"]);
+    r.assert_findings(
+        &[("late_start", "step", false, 1)],
+        &[("inv", &[]), ("step", &["late_start"])],
+    );
 }
 
 #[test]
 fn stale() {
     let r = run(NEVER_ENDS, flag, true);
-    assert_eq!(r.counts, expect_counts(&[("stale", "tool", false, 1)]));
+    r.assert_findings(&[("stale", "tool", false, 1)], &[]);
     assert!(r.spans.is_empty());
 }
 
 #[test]
 fn stale_under_close() {
     let r = run(NEVER_ENDS, close, true);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("stale", "tool", false, 1),
             ("closed_by_audit", "tool", false, 1),
-        ])
+        ],
+        &[("tool", &["stale", "closed_by_audit"])],
     );
-    assert_eq!(r.findings("tool"), ["stale", "closed_by_audit"]);
 }
 
 #[test]
 fn usage_mismatch() {
     let r = run(USAGE, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("usage_mismatch", "invocation", false, 1),
             ("usage_mismatch", "step", false, 1),
-        ])
+        ],
+        &[
+            ("inv", &["usage_mismatch"]),
+            ("step", &["usage_mismatch"]),
+            ("g1", &[]),
+        ],
     );
-    assert_eq!(r.findings("inv"), ["usage_mismatch"]);
-    assert_eq!(r.findings("step"), ["usage_mismatch"]);
-    assert!(r.findings("g1").is_empty());
     // Flag changes nothing.
-    assert_eq!(
-        r.attr("step", "gen_ai.usage.input_tokens"),
-        Some(Value::I64(999))
-    );
-    assert_eq!(
-        r.attr("step", "genai_audit.reported.gen_ai.usage.input_tokens"),
-        None
-    );
+    r.assert_attrs(&[
+        ("step", "gen_ai.usage.input_tokens", Some(Value::I64(999))),
+        (
+            "step",
+            "genai_audit.reported.gen_ai.usage.input_tokens",
+            None,
+        ),
+    ]);
 }
 
 #[test]
 fn usage_mismatch_repaired() {
     let r = run(USAGE, repair, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("usage_mismatch", "invocation", true, 1),
             ("usage_mismatch", "step", true, 1),
-        ])
+        ],
+        &[("inv", &["usage_mismatch"]), ("step", &["usage_mismatch"])],
     );
-    assert_eq!(r.findings("inv"), ["usage_mismatch"]);
-    assert_eq!(r.findings("step"), ["usage_mismatch"]);
     // Each mismatching key becomes the own sum; the original is kept.
-    assert_eq!(
-        r.attr("step", "gen_ai.usage.input_tokens"),
-        Some(Value::I64(100))
-    );
-    assert_eq!(
-        r.attr("step", "genai_audit.reported.gen_ai.usage.input_tokens"),
-        Some(Value::I64(999))
-    );
-    assert_eq!(
-        r.attr("step", "gen_ai.usage.output_tokens"),
-        Some(Value::I64(10))
-    );
-    assert_eq!(
-        r.attr("step", "genai_audit.reported.gen_ai.usage.output_tokens"),
-        None
-    );
-    assert_eq!(
-        r.attr("inv", "gen_ai.usage.output_tokens"),
-        Some(Value::I64(10))
-    );
-    assert_eq!(
-        r.attr("inv", "genai_audit.reported.gen_ai.usage.output_tokens"),
-        Some(Value::I64(77))
-    );
-    assert_eq!(
-        r.attr("inv", "gen_ai.usage.input_tokens"),
-        Some(Value::I64(100))
-    );
-    assert_eq!(
-        r.attr("inv", "genai_audit.reported.gen_ai.usage.input_tokens"),
-        None
-    );
+    r.assert_attrs(&[
+        ("step", "gen_ai.usage.input_tokens", Some(Value::I64(100))),
+        (
+            "step",
+            "genai_audit.reported.gen_ai.usage.input_tokens",
+            Some(Value::I64(999)),
+        ),
+        ("step", "gen_ai.usage.output_tokens", Some(Value::I64(10))),
+        (
+            "step",
+            "genai_audit.reported.gen_ai.usage.output_tokens",
+            None,
+        ),
+        ("inv", "gen_ai.usage.output_tokens", Some(Value::I64(10))),
+        (
+            "inv",
+            "genai_audit.reported.gen_ai.usage.output_tokens",
+            Some(Value::I64(77)),
+        ),
+        ("inv", "gen_ai.usage.input_tokens", Some(Value::I64(100))),
+        (
+            "inv",
+            "genai_audit.reported.gen_ai.usage.input_tokens",
+            None,
+        ),
+    ]);
 }
 
 #[test]
 fn foreign_response() {
     let r = run(FOREIGN, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("foreign_response", "invocation", false, 1)])
+    r.assert_findings(
+        &[("foreign_response", "invocation", false, 1)],
+        &[("b", &["foreign_response"]), ("a", &[])],
     );
-    assert_eq!(r.findings("b"), ["foreign_response"]);
-    assert!(r.findings("a").is_empty());
-    assert_eq!(r.attr("b", "gen_ai.response.id"), Some("resp-a".into()));
+    r.assert_attrs(&[("b", "gen_ai.response.id", Some("resp-a".into()))]);
 }
 
 #[test]
 fn foreign_response_repaired() {
     let r = run(FOREIGN, repair, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("foreign_response", "invocation", true, 1)])
+    r.assert_findings(
+        &[("foreign_response", "invocation", true, 1)],
+        &[("b", &["foreign_response"]), ("a", &[])],
     );
-    assert_eq!(r.findings("b"), ["foreign_response"]);
-    assert!(r.findings("a").is_empty());
-    assert_eq!(r.attr("b", "gen_ai.response.id"), Some("resp-b".into()));
-    assert_eq!(
-        r.attr("b", "gen_ai.response.model"),
-        Some("gpt-4o-mini-2024-07-18".into())
-    );
-    assert_eq!(
-        r.attr("b", "genai_audit.reported.gen_ai.response.id"),
-        Some("resp-a".into())
-    );
-    assert_eq!(
-        r.attr("b", "genai_audit.reported.gen_ai.response.model"),
-        Some("gpt-4o-2024-08-06".into())
-    );
-    assert_eq!(r.attr("a", "gen_ai.response.id"), Some("resp-a".into()));
+    r.assert_attrs(&[
+        ("b", "gen_ai.response.id", Some("resp-b".into())),
+        (
+            "b",
+            "gen_ai.response.model",
+            Some("gpt-4o-mini-2024-07-18".into()),
+        ),
+        (
+            "b",
+            "genai_audit.reported.gen_ai.response.id",
+            Some("resp-a".into()),
+        ),
+        (
+            "b",
+            "genai_audit.reported.gen_ai.response.model",
+            Some("gpt-4o-2024-08-06".into()),
+        ),
+        ("a", "gen_ai.response.id", Some("resp-a".into())),
+    ]);
 }
 
 #[test]
 fn foreign_response_without_an_own_response_is_not_repaired() {
     let r = run(FOREIGN_NO_OWN, repair, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("foreign_response", "invocation", false, 1)])
+    r.assert_findings(
+        &[("foreign_response", "invocation", false, 1)],
+        &[("b", &["foreign_response"])],
     );
-    assert_eq!(r.findings("b"), ["foreign_response"]);
-    assert_eq!(r.attr("b", "gen_ai.response.id"), Some("resp-a".into()));
-    assert_eq!(r.attr("b", "genai_audit.reported.gen_ai.response.id"), None);
+    r.assert_attrs(&[
+        ("b", "gen_ai.response.id", Some("resp-a".into())),
+        ("b", "genai_audit.reported.gen_ai.response.id", None),
+    ]);
 }
 
 #[test]
 fn round_mismatch() {
     let r = run(ROUNDS, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("round_mismatch", "step", false, 1)])
+    r.assert_findings(
+        &[("round_mismatch", "step", false, 1)],
+        &[("s1", &["round_mismatch"]), ("s2", &[])],
     );
-    assert_eq!(r.findings("s1"), ["round_mismatch"]);
-    assert!(r.findings("s2").is_empty());
-    assert_eq!(r.attr("s1", "gen_ai.react.round"), Some(Value::I64(2)));
+    r.assert_attrs(&[("s1", "gen_ai.react.round", Some(Value::I64(2)))]);
 }
 
 #[test]
 fn round_mismatch_repaired() {
     let r = run(ROUNDS, repair, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("round_mismatch", "step", true, 1)])
+    r.assert_findings(
+        &[("round_mismatch", "step", true, 1)],
+        &[("s1", &["round_mismatch"])],
     );
-    assert_eq!(r.findings("s1"), ["round_mismatch"]);
-    assert_eq!(r.attr("s1", "gen_ai.react.round"), Some(Value::I64(1)));
-    assert_eq!(
-        r.attr("s1", "genai_audit.reported.gen_ai.react.round"),
-        Some(Value::I64(2))
-    );
-    assert_eq!(r.attr("s2", "gen_ai.react.round"), Some("2".into()));
-    assert_eq!(
-        r.attr("s2", "genai_audit.reported.gen_ai.react.round"),
-        None
-    );
+    r.assert_attrs(&[
+        ("s1", "gen_ai.react.round", Some(Value::I64(1))),
+        (
+            "s1",
+            "genai_audit.reported.gen_ai.react.round",
+            Some(Value::I64(2)),
+        ),
+        ("s2", "gen_ai.react.round", Some("2".into())),
+        ("s2", "genai_audit.reported.gen_ai.react.round", None),
+    ]);
 }
+
+/// A configuration of the processor.
+type Configure = fn(Builder) -> Builder;
+
+/// Both contamination policies: neither repairs these codes.
+const FLAG_AND_REPAIR: [(Configure, &str); 2] = [(flag, "flag"), (repair, "repair")];
 
 #[test]
 fn overlapping_step() {
-    for (policy, name) in [(flag as fn(Builder) -> Builder, "flag"), (repair, "repair")] {
+    for (policy, name) in FLAG_AND_REPAIR {
         let r = run(OVERLAP, policy, false);
         assert_eq!(
             r.counts,
@@ -519,7 +487,7 @@ fn overlapping_step() {
 
 #[test]
 fn identity_mismatch() {
-    for (policy, name) in [(flag as fn(Builder) -> Builder, "flag"), (repair, "repair")] {
+    for (policy, name) in FLAG_AND_REPAIR {
         let r = run(IDENTITY, policy, false);
         // Never repaired.
         assert_eq!(
@@ -541,27 +509,28 @@ fn identity_mismatch() {
 #[test]
 fn invalid_usage() {
     let r = run(INVALID, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[("invalid_usage", "generation", false, 2)])
+    r.assert_findings(
+        &[("invalid_usage", "generation", false, 2)],
+        &[
+            ("g1", &["invalid_usage"]),
+            ("g2", &["invalid_usage"]),
+            ("inv", &[]),
+        ],
     );
-    assert_eq!(r.findings("g1"), ["invalid_usage"]);
-    assert_eq!(r.findings("g2"), ["invalid_usage"]);
-    assert!(r.findings("inv").is_empty());
 }
 
 #[test]
 fn several_findings_on_one_span() {
     let r = run(MANY, flag, false);
-    assert_eq!(
-        r.counts,
-        expect_counts(&[
+    r.assert_findings(
+        &[
             ("unclosed_child", "invocation", false, 1),
             ("overlapping_step", "step", false, 1),
             ("late_end", "step", false, 2),
             ("usage_mismatch", "step", false, 1),
             ("round_mismatch", "step", false, 1),
-        ])
+        ],
+        &[("s1", &["late_end"]), ("inv", &["unclosed_child"])],
     );
     let mut s2 = r.findings("s2");
     s2.sort();
@@ -574,12 +543,11 @@ fn several_findings_on_one_span() {
             "usage_mismatch"
         ]
     );
-    assert_eq!(r.findings("s1"), ["late_end"]);
-    assert_eq!(r.findings("inv"), ["unclosed_child"]);
-    assert_eq!(
-        r.attr("inv", "genai_audit.leak.unclosed_children"),
-        Some(Value::I64(2))
-    );
+    r.assert_attrs(&[(
+        "inv",
+        "genai_audit.leak.unclosed_children",
+        Some(Value::I64(2)),
+    )]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -587,13 +555,7 @@ fn several_findings_on_one_span() {
 
 /// Every scenario above: (name, configuration, script, shutdown, every finding is on
 /// an exported span).
-type Scenario = (
-    &'static str,
-    fn(Builder) -> Builder,
-    &'static str,
-    bool,
-    bool,
-);
+type Scenario = (&'static str, Configure, &'static str, bool, bool);
 
 fn scenarios() -> Vec<Scenario> {
     vec![

@@ -6,11 +6,9 @@ mod common;
 mod http_support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 
-use common::direct_price;
+use common::{direct_price, run_example};
 use http_support::{Request, Response, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -18,55 +16,9 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-/// The example binary, next to this test's own directory:
-/// `target/<profile>/deps/<test>` → `target/<profile>/examples/otlp`. As for the
-/// replay example, `cargo build --example otlp` runs first (a no-op when up to date),
-/// so the test never runs a stale binary.
-fn example_binary() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let test_exe = std::env::current_exe().expect("test executable path");
-        let deps = test_exe.parent().expect("deps directory");
-        let profile_dir = deps.parent().expect("profile directory");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("otlp{}", std::env::consts::EXE_SUFFIX));
-
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--example", "otlp"]);
-        match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let output = build.output().expect("run cargo build --example otlp");
-        assert!(
-            output.status.success(),
-            "cargo build --example otlp failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(binary.is_file(), "{} not found", binary.display());
-        binary
-    })
-}
-
 /// Runs the example with only the given `OTEL_*` / `GENAI_AUDIT_*` variables set.
-fn run_example(env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(example_binary());
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("OTEL_") || key.starts_with("GENAI_AUDIT_") {
-            command.env_remove(key.as_ref());
-        }
-    }
-    command.envs(env.iter().copied());
-    command.output().expect("run the otlp example")
+fn run_otlp_example(env: &[(&str, &str)]) -> Output {
+    run_example("otlp", &[], env, None)
 }
 
 fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
@@ -112,7 +64,7 @@ fn the_example_exports_the_enriched_trace_over_otlp_http() {
         body: Vec::new(),
     });
     let endpoint = receiver.url();
-    let output = run_example(&[
+    let output = run_otlp_example(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         (
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -251,7 +203,7 @@ fn the_example_reports_a_failed_export() {
         body: b"bad request".to_vec(),
     });
     let traces_endpoint = format!("{}/custom/traces", receiver.url());
-    let output = run_example(&[(
+    let output = run_otlp_example(&[(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         traces_endpoint.as_str(),
     )]);

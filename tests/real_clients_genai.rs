@@ -90,18 +90,7 @@ fn start_ns(span: &SpanData) -> u64 {
 
 /// The price of a call with cache reads, computed directly with genai-prices.
 fn price_with_cache(input: u64, cache_read: u64, output: u64, start: SystemTime) -> f64 {
-    use genai_prices::{PriceRequest, UsageKey};
-    let usage = genai_prices::Usage::from([
-        (UsageKey::INPUT_TOKENS, input as f64),
-        (UsageKey::CACHE_READ_TOKENS, cache_read as f64),
-        (UsageKey::OUTPUT_TOKENS, output as f64),
-    ]);
-    let request = PriceRequest::new(RESPONSE_MODEL, &usage)
-        .with_timestamp(start)
-        .with_provider_id("openai");
-    genai_prices::calculate(&request)
-        .expect("the model is in the price data")
-        .total_price
+    common::price_with_cache("openai", RESPONSE_MODEL, input, cache_read, output, start)
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod rig_support;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use common::{findings_of, value, Harness};
+use common::{dump, f64_of, findings_of, i64_of, occurrences, value, Harness};
 use opentelemetry::trace::SpanId;
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
@@ -26,24 +26,10 @@ use rig_agent::AgentBuilder;
 use rig_core::completion::Usage;
 use rig_core::test_utils::{MockCompletionModel, MockTurn};
 use rig_support::{
-    dump, ns, occurrences, otel_dispatch, price_with_cache, prompt, response_ids, run_usage,
-    string, wire, Add, ByRun, MODEL,
+    ns, otel_dispatch, price_with_cache, prompt, response_ids, run_usage, string, wire, Add, ByRun,
+    MODEL,
 };
 use tracing::instrument::WithSubscriber;
-
-fn i64_of(span: &SpanData, key: &str) -> i64 {
-    match value(span, key) {
-        Some(Value::I64(v)) => v,
-        other => panic!("{key} is not an integer: {other:?}\n{}", dump(span)),
-    }
-}
-
-fn f64_of(span: &SpanData, key: &str) -> f64 {
-    match value(span, key) {
-        Some(Value::F64(v)) => v,
-        other => panic!("{key} is not a double: {other:?}\n{}", dump(span)),
-    }
-}
 
 fn role(span: &SpanData) -> Option<Value> {
     value(span, "genai_audit.role")
@@ -152,8 +138,8 @@ fn tool_using_agent_is_recognised_priced_and_rolled_up() {
     );
 
     // Each generation priced on its own, at its start time.
-    let cost1 = price_with_cache(MODEL, 1200, 0, 45, chat1.start_time);
-    let cost2 = price_with_cache(MODEL, 1300, 1024, 12, chat2.start_time);
+    let cost1 = price_with_cache(1200, 0, 45, chat1.start_time);
+    let cost2 = price_with_cache(1300, 1024, 12, chat2.start_time);
     assert!(cost1 > 0.0 && cost2 > 0.0);
     for (chat, cost) in [(chat1, cost1), (chat2, cost2)] {
         assert_eq!(f64_of(chat, "genai_audit.cost_usd"), cost, "{}", dump(chat));
@@ -320,8 +306,8 @@ fn fifty_concurrent_runs_of_one_agent_keep_exact_totals() {
         assert_eq!(role(tool), Some(string("tool")));
         assert_eq!(role(chat2), Some(string("generation")));
 
-        let cost1 = price_with_cache(MODEL, first.0, 0, first.1, chat1.start_time);
-        let cost2 = price_with_cache(MODEL, second.0, 0, second.1, chat2.start_time);
+        let cost1 = price_with_cache(first.0, 0, first.1, chat1.start_time);
+        let cost2 = price_with_cache(second.0, 0, second.1, chat2.start_time);
         assert_eq!(f64_of(chat1, "genai_audit.cost_usd"), cost1);
         assert_eq!(f64_of(chat2, "genai_audit.cost_usd"), cost2);
         assert_eq!(
@@ -421,7 +407,7 @@ fn a_run_inside_a_caller_span_adopts_it() {
 
     // Under a plain span: the chat is priced, but there is no invocation to roll up
     // into, and rig wrote no usage on the adopted span.
-    let cost1 = price_with_cache(MODEL, 100, 0, 20, chat1.start_time);
+    let cost1 = price_with_cache(100, 0, 20, chat1.start_time);
     assert_eq!(role(chat1), Some(string("generation")));
     assert_eq!(f64_of(chat1, "genai_audit.cost_usd"), cost1);
     assert_eq!(value(chat1, "genai_audit.cumulative.input_tokens"), None);
@@ -430,7 +416,7 @@ fn a_run_inside_a_caller_span_adopts_it() {
     assert_eq!(value(plain, "gen_ai.usage.input_tokens"), None);
 
     // Under a span that is an invocation: the usual rollups.
-    let cost2 = price_with_cache(MODEL, 110, 0, 30, chat2.start_time);
+    let cost2 = price_with_cache(110, 0, 30, chat2.start_time);
     assert_eq!(role(invocation), Some(string("invocation")));
     assert_eq!(f64_of(chat2, "genai_audit.cost_usd"), cost2);
     assert_eq!(i64_of(chat2, "genai_audit.cumulative.input_tokens"), 110);

@@ -21,15 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
-use common::{findings_of, Harness};
-use genai_audit::{GenAiAuditProcessor, LeakPolicy};
+use common::{dump, expect_counts, findings_of, Counts, FindingCount, Harness, Metrics};
+use genai_audit::LeakPolicy;
 use opentelemetry::trace::{Span as _, SpanId, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData, SpanProcessor};
 use rig_agent::{Agent, AgentBuilder};
-use rig_support::{dump, otel_dispatch, prompt, string, wire, Add, ByRun};
+use rig_support::{otel_dispatch, prompt, string, wire, Add, ByRun};
 
 /// What the inner processor was given.
 #[derive(Debug, Default)]
@@ -106,15 +105,11 @@ struct Fixture {
 }
 
 fn fixture(policy: LeakPolicy, clock: &TestClock, max_age: Duration) -> Fixture {
-    let metric_exporter = InMemoryMetricExporter::default();
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
-        .build();
+    let metrics = Metrics::new();
     let recorder = Recorder::default();
     let clock = clock.clone();
-    let audit = GenAiAuditProcessor::builder(recorder.clone())
-        .with_meter_provider(meter_provider.clone())
-        .with_disabled(false)
+    let audit = metrics
+        .audit(recorder.clone())
         .leak_policy(policy)
         .with_max_span_age(max_age)
         .with_clock(move || clock.now())
@@ -132,8 +127,7 @@ fn fixture(policy: LeakPolicy, clock: &TestClock, max_age: Duration) -> Fixture 
         h: Harness {
             provider,
             exporter: InMemorySpanExporter::default(),
-            meter_provider,
-            metric_exporter,
+            metrics,
         },
         recorder,
         dispatch,
@@ -191,27 +185,18 @@ impl Fixture {
         self.recorder.0.lock().unwrap().ended_after_shutdown
     }
 
-    /// `(finding, role)` → count, from the `genai_audit.findings` metric.
-    fn findings_metric(&self) -> Vec<(String, String, String, f64)> {
-        self.h
-            .metric("genai_audit.findings")
-            .into_iter()
-            .map(|(attrs, count)| {
-                let get = |key: &str| {
-                    attrs
-                        .iter()
-                        .find(|(k, _)| k == key)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                (
-                    get("genai_audit.finding"),
-                    get("genai_audit.role"),
-                    get("genai_audit.repaired"),
-                    count,
-                )
-            })
-            .collect()
+    /// `genai_audit.findings` as (code, role, repaired, count), sorted.
+    fn findings_metric(&self) -> Vec<FindingCount> {
+        self.h.metrics.all_finding_counts()
+    }
+
+    /// Every ended span but the leaked ones has no finding.
+    fn assert_no_findings_but_on(&self, leaked: &[SpanId]) {
+        for span in self.ended() {
+            if !leaked.contains(&span.span_context.span_id()) {
+                assert_eq!(findings_of(&span), Vec::<String>::new(), "{}", dump(&span));
+            }
+        }
     }
 }
 
@@ -294,9 +279,19 @@ fn assert_run_closed(f: &Fixture, invocation: &SpanData, chat: &SpanData, at: Sy
     );
 }
 
-fn metric_point(finding: &str, role: &str, count: f64) -> (String, String, String, f64) {
-    (finding.into(), role.into(), "false".into(), count)
-}
+/// A forgotten run (an invocation and its chat) counted stale under `flag`.
+const STALE_RUN: Counts = &[
+    ("stale", "generation", false, 1),
+    ("stale", "invocation", false, 1),
+];
+
+/// A forgotten run evicted and closed under `close`.
+const CLOSED_RUN: Counts = &[
+    ("closed_by_audit", "generation", false, 1),
+    ("closed_by_audit", "invocation", false, 1),
+    ("stale", "invocation", false, 1),
+    ("unclosed_child", "invocation", false, 1),
+];
 
 #[test]
 fn a_forgotten_run_is_counted_stale_at_shutdown_under_flag() {
@@ -326,13 +321,7 @@ fn a_forgotten_run_is_counted_stale_at_shutdown_under_flag() {
     for span in &ended {
         assert_eq!(findings_of(span), Vec::<String>::new(), "{}", dump(span));
     }
-    assert_eq!(
-        f.findings_metric(),
-        [
-            metric_point("stale", "generation", 1.0),
-            metric_point("stale", "invocation", 1.0),
-        ]
-    );
+    assert_eq!(f.findings_metric(), expect_counts(STALE_RUN));
 }
 
 #[test]
@@ -358,20 +347,8 @@ fn a_forgotten_run_is_closed_at_shutdown_under_close() {
         invocation.span_context.span_id(),
         chat.span_context.span_id(),
     ];
-    for span in f.ended() {
-        if !leaked_ids.contains(&span.span_context.span_id()) {
-            assert_eq!(findings_of(&span), Vec::<String>::new(), "{}", dump(&span));
-        }
-    }
-    assert_eq!(
-        f.findings_metric(),
-        [
-            metric_point("closed_by_audit", "generation", 1.0),
-            metric_point("closed_by_audit", "invocation", 1.0),
-            metric_point("stale", "invocation", 1.0),
-            metric_point("unclosed_child", "invocation", 1.0),
-        ]
-    );
+    f.assert_no_findings_but_on(&leaked_ids);
+    assert_eq!(f.findings_metric(), expect_counts(CLOSED_RUN));
 }
 
 /// Starts recognised spans (invocations, at the clock's time, ended at once) until
@@ -415,15 +392,7 @@ fn a_forgotten_run_is_evicted_by_age_under_close() {
             assert_eq!(findings_of(&span), Vec::<String>::new(), "{}", dump(&span));
         }
     }
-    assert_eq!(
-        f.findings_metric(),
-        [
-            metric_point("closed_by_audit", "generation", 1.0),
-            metric_point("closed_by_audit", "invocation", 1.0),
-            metric_point("stale", "invocation", 1.0),
-            metric_point("unclosed_child", "invocation", 1.0),
-        ]
-    );
+    assert_eq!(f.findings_metric(), expect_counts(CLOSED_RUN));
 
     // Nothing is left to evict at shutdown.
     let before = f.ended().len();
@@ -440,11 +409,7 @@ fn a_forgotten_run_is_counted_stale_by_age_under_flag() {
     clock.set(Duration::from_secs(3600));
 
     start_spans_until(&f, &clock, || {
-        f.findings_metric()
-            == [
-                metric_point("stale", "generation", 1.0),
-                metric_point("stale", "invocation", 1.0),
-            ]
+        f.findings_metric() == expect_counts(STALE_RUN)
     });
     // Counted, not exported: only the probes reached the inner processor.
     for span in f.ended() {
@@ -453,11 +418,5 @@ fn a_forgotten_run_is_counted_stale_by_age_under_flag() {
     }
     // Evicted once: shutdown counts nothing more.
     f.h.provider.shutdown().expect("shutdown");
-    assert_eq!(
-        f.findings_metric(),
-        [
-            metric_point("stale", "generation", 1.0),
-            metric_point("stale", "invocation", 1.0),
-        ]
-    );
+    assert_eq!(f.findings_metric(), expect_counts(STALE_RUN));
 }

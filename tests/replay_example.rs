@@ -1,12 +1,13 @@
 //! Runs the `replay` example binary on recorded and malformed trace scripts.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+mod common;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::run_example;
 use genai_audit::script::{Event, TraceScript};
 use serde_json::Value;
 
@@ -35,66 +36,8 @@ fn trace_path(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The example binary, next to this test's own directory:
-/// `target/<profile>/deps/<test>` → `target/<profile>/examples/replay`.
-///
-/// A `cargo test --test replay_example` run does not build examples, so this runs
-/// `cargo build --example replay` for the same profile first: it builds the binary
-/// when it is missing and rebuilds it when the crate changed since (a no-op when it
-/// is up to date), so the test never runs a stale example.
-fn example_binary() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let test_exe = std::env::current_exe().expect("test executable path");
-        let deps = test_exe.parent().expect("deps directory");
-        let profile_dir = deps.parent().expect("profile directory");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("replay{}", std::env::consts::EXE_SUFFIX));
-
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--example", "replay"]);
-        match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let output = build.output().expect("run cargo build --example replay");
-        assert!(
-            output.status.success(),
-            "cargo build --example replay failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(binary.is_file(), "{} not found", binary.display());
-        binary
-    })
-}
-
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(example_binary())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the replay example");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child
-        .wait_with_output()
-        .expect("wait for the replay example")
+    run_example("replay", args, &[], stdin)
 }
 
 /// What the script says about one span.

@@ -7,26 +7,14 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use common::{expect_counts, findings_of, string_array, Harness};
-use genai_audit::leaks::{STALE_STATUS, UNCLOSED_STATUS};
+use common::{
+    assert_closed_with_open_child, expect_counts, findings_of, skewed_harness, Harness,
+    CLOSED_WITH_OPEN_STEP, LATE_ENDS_OF_INVOCATION_AND_STEP, STALE_INVOCATION_AND_STEP,
+};
 use genai_audit::LeakPolicy;
-use opentelemetry::trace::Status;
 use opentelemetry_sdk::trace::SpanData;
 use tracing_subscriber::layer::SubscriberExt;
-
-fn skewed_harness(policy: LeakPolicy) -> (Harness, Arc<AtomicU64>) {
-    let offset = Arc::new(AtomicU64::new(0));
-    let o = offset.clone();
-    let h = Harness::with(|b| {
-        b.leak_policy(policy)
-            .with_max_span_age(Duration::from_secs(60))
-            .with_clock(move || SystemTime::now() + Duration::from_secs(o.load(Ordering::SeqCst)))
-    });
-    (h, offset)
-}
 
 fn names(h: &Harness) -> Vec<String> {
     h.exporter
@@ -99,13 +87,7 @@ fn leaked_tracing_step_keeps_its_invocation_open_until_evicted_as_stale() {
     let mut leaked = Vec::new();
     leak_a_step(&h, &offset, &mut leaked);
 
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("stale", "step", false, 1),
-        ])
-    );
+    assert_eq!(h.finding_counts(), expect_counts(STALE_INVOCATION_AND_STEP));
     // The second invocation ended normally; nothing else was exported.
     assert_eq!(names(&h), ["chat gpt-4o", "invoke_agent coder"]);
     assert!(findings_of(&exported(&h, "invoke_agent coder")[0]).is_empty());
@@ -127,14 +109,7 @@ fn leaked_tracing_step_keeps_its_invocation_open_until_evicted_as_stale() {
     assert_eq!(findings_of(&spans[2]), ["stale"]);
     assert_eq!(findings_of(&spans[3]), ["stale"]);
     assert_eq!(spans[2].parent_span_id, spans[3].span_context.span_id());
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("stale", "step", false, 1),
-        ])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(STALE_INVOCATION_AND_STEP, 0);
 }
 
 #[test]
@@ -157,44 +132,18 @@ fn leaked_tracing_step_is_exported_closed_under_close() {
         ]
     );
     let (step, evicted, second) = (&spans[1], &spans[2], &spans[3]);
-    assert_eq!(
-        findings_of(evicted),
-        ["stale", "closed_by_audit", "unclosed_child"]
-    );
-    assert_eq!(evicted.status, Status::error(STALE_STATUS));
-    assert_eq!(
-        string_array(evicted, "genai_audit.leak.unclosed_names"),
-        ["react step"]
-    );
-    assert_eq!(findings_of(step), ["closed_by_audit"]);
-    assert_eq!(step.status, Status::error(UNCLOSED_STATUS));
+    assert_closed_with_open_child(evicted, step, "react step");
     assert_eq!(step.parent_span_id, evicted.span_context.span_id());
     assert!(findings_of(second).is_empty());
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("closed_by_audit", "invocation", false, 1),
-            ("unclosed_child", "invocation", false, 1),
-            ("closed_by_audit", "step", false, 1),
-        ])
-    );
+    assert_eq!(h.finding_counts(), expect_counts(CLOSED_WITH_OPEN_STEP));
 
     // The real ends come when the leaked step closes: not exported, counted.
     drop(leaked);
     assert_eq!(h.exporter.get_finished_spans().unwrap().len(), 4);
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("closed_by_audit", "invocation", false, 1),
-            ("unclosed_child", "invocation", false, 1),
-            ("closed_by_audit", "step", false, 1),
-            ("late_end", "invocation", false, 1),
-            ("late_end", "step", false, 1),
-        ])
+    h.assert_counts(
+        &[CLOSED_WITH_OPEN_STEP, LATE_ENDS_OF_INVOCATION_AND_STEP].concat(),
+        0,
     );
-    assert_eq!(h.tracked_spans(), 0);
 }
 
 #[test]
@@ -213,12 +162,5 @@ fn forgotten_tracing_step_is_stale_at_shutdown() {
     assert!(h.exporter.get_finished_spans().unwrap().is_empty());
     assert_eq!(h.tracked_spans(), 2);
     h.provider.shutdown().unwrap();
-    assert_eq!(
-        h.finding_counts(),
-        expect_counts(&[
-            ("stale", "invocation", false, 1),
-            ("stale", "step", false, 1),
-        ])
-    );
-    assert_eq!(h.tracked_spans(), 0);
+    h.assert_counts(STALE_INVOCATION_AND_STEP, 0);
 }

@@ -5,15 +5,23 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use genai_audit::leaks::{STALE_STATUS, UNCLOSED_STATUS};
 use genai_audit::script::{Replay, TraceScript};
-use genai_audit::{GenAiAuditProcessor, GenAiAuditProcessorBuilder};
-use opentelemetry::trace::TracerProvider;
-use opentelemetry::{KeyValue, Value};
+use genai_audit::{GenAiAuditProcessor, GenAiAuditProcessorBuilder, LeakPolicy};
+use opentelemetry::trace::{Status, TracerProvider};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
-    InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor, SpanData,
+    InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor, Span, SpanData, SpanProcessor,
 };
 
 pub type Builder = GenAiAuditProcessorBuilder<SimpleSpanProcessor<InMemorySpanExporter>>;
@@ -21,8 +29,7 @@ pub type Builder = GenAiAuditProcessorBuilder<SimpleSpanProcessor<InMemorySpanEx
 pub struct Harness {
     pub provider: SdkTracerProvider,
     pub exporter: InMemorySpanExporter,
-    pub meter_provider: SdkMeterProvider,
-    pub metric_exporter: InMemoryMetricExporter,
+    pub metrics: Metrics,
 }
 
 impl Harness {
@@ -33,22 +40,16 @@ impl Harness {
     }
 
     pub fn with(configure: impl FnOnce(Builder) -> Builder) -> Self {
-        let metric_exporter = InMemoryMetricExporter::default();
-        let meter_provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
-            .build();
+        let metrics = Metrics::new();
         let exporter = InMemorySpanExporter::default();
-        let builder = GenAiAuditProcessor::builder(SimpleSpanProcessor::new(exporter.clone()))
-            .with_meter_provider(meter_provider.clone())
-            .with_disabled(false);
+        let builder = metrics.audit(SimpleSpanProcessor::new(exporter.clone()));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(configure(builder).build())
             .build();
         Harness {
             provider,
             exporter,
-            meter_provider,
-            metric_exporter,
+            metrics,
         }
     }
 
@@ -76,12 +77,47 @@ impl Harness {
     }
 
     /// Every data point of a metric: (sorted attributes, value).
-    pub fn metric(&self, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
-        self.meter_provider.force_flush().expect("flush");
-        let all = self
-            .metric_exporter
-            .get_finished_metrics()
-            .expect("metrics");
+    pub fn metric(&self, name: &str) -> Vec<Point> {
+        self.metrics.points(name)
+    }
+}
+
+/// A metric data point: (sorted attributes, value).
+pub type Point = (Vec<(String, String)>, f64);
+
+/// A real `SdkMeterProvider` over an `InMemoryMetricExporter`, and what it read.
+#[derive(Clone)]
+pub struct Metrics {
+    pub provider: SdkMeterProvider,
+    pub exporter: InMemoryMetricExporter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        Metrics { provider, exporter }
+    }
+
+    /// An audit processor builder over `inner`, enabled, with these metrics.
+    pub fn audit<P: SpanProcessor>(&self, inner: P) -> GenAiAuditProcessorBuilder<P> {
+        GenAiAuditProcessor::builder(inner)
+            .with_meter_provider(self.provider.clone())
+            .with_disabled(false)
+    }
+
+    /// Every data point of a metric: (sorted attributes, value).
+    pub fn points(&self, name: &str) -> Vec<Point> {
+        self.provider.force_flush().expect("flush");
+        let all = self.exporter.get_finished_metrics().expect("metrics");
         let mut points = Vec::new();
         if let Some(last) = all.last() {
             for scope in last.scope_metrics() {
@@ -93,6 +129,32 @@ impl Harness {
         points.sort_by(|a, b| a.0.cmp(&b.0));
         points
     }
+
+    /// `genai_audit.findings` as (code, role, repaired, count), sorted; points that
+    /// count nothing are left out.
+    pub fn finding_counts(&self) -> Vec<FindingCount> {
+        finding_counts(&self.points("genai_audit.findings"))
+    }
+
+    /// `genai_audit.findings` as (code, role, repaired, count), sorted, every point.
+    pub fn all_finding_counts(&self) -> Vec<FindingCount> {
+        all_finding_counts(&self.points("genai_audit.findings"))
+    }
+
+    /// The current value of `genai_audit.spans.tracked`.
+    pub fn tracked_spans(&self) -> i64 {
+        single_value(&self.points("genai_audit.spans.tracked")) as i64
+    }
+
+    /// Asserts the finding counts (as [`Self::finding_counts`]) and the tracked spans.
+    pub fn assert_counts(&self, counts: &[(&str, &str, bool, u64)], tracked: i64) {
+        assert_eq!(
+            self.finding_counts(),
+            expect_counts(counts),
+            "finding counts"
+        );
+        assert_eq!(self.tracked_spans(), tracked, "tracked spans");
+    }
 }
 
 fn attrs_of<'a>(it: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
@@ -103,7 +165,7 @@ fn attrs_of<'a>(it: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)>
     v
 }
 
-fn collect_points(data: &AggregatedMetrics, out: &mut Vec<(Vec<(String, String)>, f64)>) {
+fn collect_points(data: &AggregatedMetrics, out: &mut Vec<Point>) {
     match data {
         AggregatedMetrics::U64(MetricData::Sum(s)) => {
             for p in s.data_points() {
@@ -141,31 +203,24 @@ impl Replayed {
     }
 
     pub fn i64(&self, label: &str, key: &str) -> i64 {
-        match self.attr(label, key) {
-            Some(Value::I64(v)) => v,
-            other => panic!("{label}: {key} is not an integer: {other:?}"),
-        }
+        typed(self.attr(label, key), label, key, "an integer", as_i64)
     }
 
     pub fn f64(&self, label: &str, key: &str) -> f64 {
-        match self.attr(label, key) {
-            Some(Value::F64(v)) => v,
-            other => panic!("{label}: {key} is not a double: {other:?}"),
-        }
+        typed(self.attr(label, key), label, key, "a double", as_f64)
     }
 
     pub fn bool(&self, label: &str, key: &str) -> bool {
-        match self.attr(label, key) {
-            Some(Value::Bool(v)) => v,
-            other => panic!("{label}: {key} is not a bool: {other:?}"),
-        }
+        typed(self.attr(label, key), label, key, "a bool", as_bool)
     }
 
     pub fn string(&self, label: &str, key: &str) -> String {
-        match self.attr(label, key) {
-            Some(Value::String(v)) => v.to_string(),
-            other => panic!("{label}: {key} is not a string: {other:?}"),
-        }
+        typed(self.attr(label, key), label, key, "a string", as_string)
+    }
+
+    /// How many times `key` appears on a span.
+    pub fn occurrences(&self, label: &str, key: &str) -> usize {
+        occurrences(self.span(label), key)
     }
 
     pub fn findings(&self, label: &str) -> Vec<String> {
@@ -200,6 +255,94 @@ pub fn value(span: &SpanData, key: &str) -> Option<Value> {
     genai_audit::last_value(&span.attributes, key).cloned()
 }
 
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::I64(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::F64(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// An attribute value of one type, or a panic naming `who`, the key and what it was.
+fn typed<T>(
+    v: Option<Value>,
+    who: &str,
+    key: &str,
+    kind: &str,
+    pick: fn(&Value) -> Option<T>,
+) -> T {
+    match v.as_ref().and_then(pick) {
+        Some(t) => t,
+        None => panic!("{who}: {key} is not {kind}: {v:?}"),
+    }
+}
+
+/// An integer attribute of a span (panics, with the span's attributes, on another type).
+pub fn i64_of(span: &SpanData, key: &str) -> i64 {
+    typed(value(span, key), &dump(span), key, "an integer", as_i64)
+}
+
+/// A double attribute of a span (panics, with the span's attributes, on another type).
+pub fn f64_of(span: &SpanData, key: &str) -> f64 {
+    typed(value(span, key), &dump(span), key, "a double", as_f64)
+}
+
+/// A string attribute of a span (panics, with the span's attributes, on another type).
+pub fn str_of(span: &SpanData, key: &str) -> String {
+    typed(value(span, key), &dump(span), key, "a string", as_string)
+}
+
+/// A bool attribute of a span (panics, with the span's attributes, on another type).
+pub fn bool_of(span: &SpanData, key: &str) -> bool {
+    typed(value(span, key), &dump(span), key, "a bool", as_bool)
+}
+
+/// How many times `key` occurs on a span (the SDK does not deduplicate).
+pub fn occurrences(span: &SpanData, key: &str) -> usize {
+    span.attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == key)
+        .count()
+}
+
+/// The `genai_audit.reported.*` attributes of a span, as (key, value).
+pub fn reported_of(span: &SpanData) -> Vec<(String, Value)> {
+    span.attributes
+        .iter()
+        .filter(|kv| kv.key.as_str().starts_with("genai_audit.reported."))
+        .map(|kv| (kv.key.to_string(), kv.value.clone()))
+        .collect()
+}
+
+/// The attributes of a span, one `key = value` a line, for failure messages.
+pub fn dump(span: &SpanData) -> String {
+    let mut out = format!("{} ({})\n", span.name, span.span_context.span_id());
+    for KeyValue { key, value, .. } in &span.attributes {
+        out.push_str(&format!("  {key} = {value:?}\n"));
+    }
+    out
+}
+
 pub fn findings_of(span: &SpanData) -> Vec<String> {
     match value(span, "genai_audit.findings") {
         Some(Value::Array(opentelemetry::Array::String(v))) => {
@@ -210,21 +353,16 @@ pub fn findings_of(span: &SpanData) -> Vec<String> {
     }
 }
 
-/// The price genai-prices gives one call, computed directly in the test.
-pub fn direct_price(
+/// The price genai-prices gives one call with these usage counts, at `at`.
+fn price(
     provider: Option<&str>,
     model: &str,
-    input: u64,
-    output: u64,
-    start_ns: u64,
+    usage: &[(genai_prices::UsageKey, u64)],
+    at: SystemTime,
 ) -> f64 {
-    use genai_prices::{PriceRequest, Usage, UsageKey};
-    let usage = Usage::from([
-        (UsageKey::INPUT_TOKENS, input as f64),
-        (UsageKey::OUTPUT_TOKENS, output as f64),
-    ]);
-    let mut request = PriceRequest::new(model, &usage)
-        .with_timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(start_ns));
+    use genai_prices::{PriceRequest, Usage};
+    let usage = Usage::from_iter(usage.iter().map(|(k, n)| (k.clone(), *n as f64)));
+    let mut request = PriceRequest::new(model, &usage).with_timestamp(at);
     if let Some(p) = provider {
         request = request.with_provider_id(p);
     }
@@ -233,12 +371,55 @@ pub fn direct_price(
         .total_price
 }
 
+/// The price genai-prices gives one call, computed directly in the test.
+pub fn direct_price(
+    provider: Option<&str>,
+    model: &str,
+    input: u64,
+    output: u64,
+    start_ns: u64,
+) -> f64 {
+    use genai_prices::UsageKey;
+    price(
+        provider,
+        model,
+        &[
+            (UsageKey::INPUT_TOKENS, input),
+            (UsageKey::OUTPUT_TOKENS, output),
+        ],
+        std::time::UNIX_EPOCH + Duration::from_nanos(start_ns),
+    )
+}
+
+/// The price genai-prices gives one call with cache reads, computed directly.
+pub fn price_with_cache(
+    provider: &str,
+    model: &str,
+    input: u64,
+    cache_read: u64,
+    output: u64,
+    start: SystemTime,
+) -> f64 {
+    use genai_prices::UsageKey;
+    price(
+        Some(provider),
+        model,
+        &[
+            (UsageKey::INPUT_TOKENS, input),
+            (UsageKey::CACHE_READ_TOKENS, cache_read),
+            (UsageKey::OUTPUT_TOKENS, output),
+        ],
+        start,
+    )
+}
+
 impl Harness {
     /// (name, version) of every instrumentation scope that produced metrics.
     pub fn metric_scopes(&self) -> Vec<(String, Option<String>)> {
-        self.meter_provider.force_flush().expect("flush");
+        self.metrics.provider.force_flush().expect("flush");
         let all = self
-            .metric_exporter
+            .metrics
+            .exporter
             .get_finished_metrics()
             .expect("metrics");
         let mut scopes: Vec<_> = all
@@ -259,55 +440,49 @@ impl Harness {
     }
 }
 
-/// Every data point of a metric read from any meter provider and in-memory exporter
-/// (for pipelines built by hand), as [`Harness::metric`] does.
-pub fn metric_points(
-    meter_provider: &SdkMeterProvider,
-    exporter: &InMemoryMetricExporter,
-    name: &str,
-) -> Vec<(Vec<(String, String)>, f64)> {
-    meter_provider.force_flush().expect("flush");
-    let all = exporter.get_finished_metrics().expect("metrics");
-    let mut points = Vec::new();
-    if let Some(last) = all.last() {
-        for scope in last.scope_metrics() {
-            for metric in scope.metrics().filter(|m| m.name() == name) {
-                collect_points(metric.data(), &mut points);
-            }
-        }
-    }
-    points.sort_by(|a, b| a.0.cmp(&b.0));
-    points
+/// The value of attribute `key` of a metric point (panics if it has none).
+pub fn point_attr(attrs: &[(String, String)], key: &str) -> String {
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("metric point without {key}: {attrs:?}"))
 }
 
 /// A finding count: (code, role, repaired, count).
 pub type FindingCount = (String, String, bool, u64);
 
-/// The points of `genai_audit.findings` as (code, role, repaired, count), sorted;
-/// points that count nothing are left out.
-pub fn finding_counts(points: &[(Vec<(String, String)>, f64)]) -> Vec<FindingCount> {
+/// The points of `genai_audit.findings` as (code, role, repaired, count), sorted,
+/// every point (also those that count nothing).
+pub fn all_finding_counts(points: &[Point]) -> Vec<FindingCount> {
     let mut counts: Vec<FindingCount> = points
         .iter()
-        .filter(|(_, v)| *v != 0.0)
         .map(|(attrs, v)| {
-            let get = |key: &str| {
-                attrs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_else(|| panic!("finding point without {key}: {attrs:?}"))
-            };
             assert_eq!(attrs.len(), 3, "unexpected attributes: {attrs:?}");
+            let repaired = match point_attr(attrs, "genai_audit.repaired").as_str() {
+                "true" => true,
+                "false" => false,
+                other => panic!("genai_audit.repaired = {other}"),
+            };
             (
-                get("genai_audit.finding"),
-                get("genai_audit.role"),
-                get("genai_audit.repaired") == "true",
+                point_attr(attrs, "genai_audit.finding"),
+                point_attr(attrs, "genai_audit.role"),
+                repaired,
                 *v as u64,
             )
         })
         .collect();
     counts.sort();
     counts
+}
+
+/// The points of `genai_audit.findings` as (code, role, repaired, count), sorted;
+/// points that count nothing are left out.
+pub fn finding_counts(points: &[Point]) -> Vec<FindingCount> {
+    all_finding_counts(points)
+        .into_iter()
+        .filter(|(_, _, _, n)| *n != 0)
+        .collect()
 }
 
 /// Expected finding counts, sorted like [`finding_counts`].
@@ -320,8 +495,31 @@ pub fn expect_counts(expected: &[(&str, &str, bool, u64)]) -> Vec<FindingCount> 
     v
 }
 
+/// Expected finding counts, as given to [`expect_counts`].
+pub type Counts = &'static [(&'static str, &'static str, bool, u64)];
+
+/// An invocation and its open step, both evicted as stale under `flag`.
+pub const STALE_INVOCATION_AND_STEP: Counts = &[
+    ("stale", "invocation", false, 1),
+    ("stale", "step", false, 1),
+];
+
+/// An invocation evicted as stale under `close`, closed with its open step.
+pub const CLOSED_WITH_OPEN_STEP: Counts = &[
+    ("stale", "invocation", false, 1),
+    ("closed_by_audit", "invocation", false, 1),
+    ("unclosed_child", "invocation", false, 1),
+    ("closed_by_audit", "step", false, 1),
+];
+
+/// The real ends, after the audit closed them, of an invocation and its step.
+pub const LATE_ENDS_OF_INVOCATION_AND_STEP: Counts = &[
+    ("late_end", "invocation", false, 1),
+    ("late_end", "step", false, 1),
+];
+
 /// The value of a metric without attributes (e.g. `genai_audit.spans.tracked`).
-pub fn single_value(points: &[(Vec<(String, String)>, f64)]) -> f64 {
+pub fn single_value(points: &[Point]) -> f64 {
     match points {
         [(attrs, v)] if attrs.is_empty() => *v,
         other => panic!("expected one point without attributes: {other:?}"),
@@ -331,12 +529,17 @@ pub fn single_value(points: &[(Vec<(String, String)>, f64)]) -> f64 {
 impl Harness {
     /// `genai_audit.findings` as (code, role, repaired, count), sorted.
     pub fn finding_counts(&self) -> Vec<FindingCount> {
-        finding_counts(&self.metric("genai_audit.findings"))
+        self.metrics.finding_counts()
     }
 
     /// The current value of `genai_audit.spans.tracked`.
     pub fn tracked_spans(&self) -> i64 {
-        single_value(&self.metric("genai_audit.spans.tracked")) as i64
+        self.metrics.tracked_spans()
+    }
+
+    /// Asserts the finding counts (as [`Self::finding_counts`]) and the tracked spans.
+    pub fn assert_counts(&self, counts: &[(&str, &str, bool, u64)], tracked: i64) {
+        self.metrics.assert_counts(counts, tracked)
     }
 
     /// Every exported span with this span id (a span must be exported at most once).
@@ -371,4 +574,187 @@ pub fn string_array(span: &SpanData, key: &str) -> Vec<String> {
         }
         other => panic!("{}: {key} is not a string array: {other:?}", span.name),
     }
+}
+
+/// Checks a parent the audit evicted as stale and closed under `close`, and the open
+/// child (named `child_name`) it closed with it.
+pub fn assert_closed_with_open_child(parent: &SpanData, child: &SpanData, child_name: &str) {
+    assert_eq!(
+        findings_of(parent),
+        ["stale", "closed_by_audit", "unclosed_child"]
+    );
+    assert_eq!(parent.status, Status::error(STALE_STATUS));
+    assert_eq!(
+        string_array(parent, "genai_audit.leak.unclosed_names"),
+        [child_name]
+    );
+    assert_eq!(findings_of(child), ["closed_by_audit"]);
+    assert_eq!(child.status, Status::error(UNCLOSED_STATUS));
+}
+
+// ---------------------------------------------------------------------------------
+// Pipelines built by hand.
+
+/// What a [`Recorder`] was asked to do, in order.
+#[derive(Debug, Clone)]
+pub enum Call {
+    End(Box<SpanData>),
+    Shutdown,
+}
+
+/// An inner processor that logs every `on_end` and `shutdown` in a shared Vec, and
+/// keeps it after shutdown (the SDK's in-memory exporter forgets its spans then).
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    pub log: Arc<Mutex<Vec<Call>>>,
+}
+
+impl SpanProcessor for Recorder {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.log.lock().unwrap().push(Call::End(Box::new(span)));
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.log.lock().unwrap().push(Call::Shutdown);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    pub fn calls(&self) -> Vec<Call> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The spans it received, in order.
+    pub fn ended(&self) -> Vec<SpanData> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::End(s) => Some(*s),
+                Call::Shutdown => None,
+            })
+            .collect()
+    }
+
+    /// The log as short strings: `end:<name>` and `shutdown`.
+    pub fn sequence(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .map(|c| match c {
+                Call::End(s) => format!("end:{}", s.name),
+                Call::Shutdown => "shutdown".to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// A clock for the processor: the real time plus an offset in seconds the test moves.
+pub fn skewed_clock() -> (
+    Arc<AtomicU64>,
+    impl Fn() -> SystemTime + Send + Sync + 'static,
+) {
+    let offset = Arc::new(AtomicU64::new(0));
+    let o = offset.clone();
+    (offset, move || {
+        SystemTime::now() + Duration::from_secs(o.load(Ordering::SeqCst))
+    })
+}
+
+/// A harness under `policy` whose spans age out after 60 s of a [`skewed_clock`];
+/// returns the clock's offset too.
+pub fn skewed_harness(policy: LeakPolicy) -> (Harness, Arc<AtomicU64>) {
+    let (offset, clock) = skewed_clock();
+    let h = Harness::with(|b| {
+        b.leak_policy(policy)
+            .with_max_span_age(Duration::from_secs(60))
+            .with_clock(clock)
+    });
+    (h, offset)
+}
+
+// ---------------------------------------------------------------------------------
+// Example binaries.
+
+/// An example binary, next to the test's own directory:
+/// `target/<profile>/deps/<test>` → `target/<profile>/examples/<name>`.
+///
+/// A `cargo test --test <test>` run does not build examples, so this runs
+/// `cargo build --example <name>` for the same profile first (once per test binary):
+/// it builds the binary when it is missing and rebuilds it when the crate changed
+/// since (a no-op when it is up to date), so a test never runs a stale example.
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let test_exe = std::env::current_exe().expect("test executable path");
+    let deps = test_exe.parent().expect("deps directory");
+    let profile_dir = deps.parent().expect("profile directory");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--example", name]);
+    match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+    }
+    let output = build
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(binary.is_file(), "{} not found", binary.display());
+    built.push((name.to_owned(), binary.clone()));
+    binary
+}
+
+/// Runs example `name` with `args`, only the given `OTEL_*` / `GENAI_AUDIT_*`
+/// variables set (the test's own are removed), and `stdin` (none: an empty stdin);
+/// returns its status and output.
+pub fn run_example(name: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(example_binary(name));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("OTEL_") || key.starts_with("GENAI_AUDIT_") {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let mut child = command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {name} example: {e}"));
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for the {name} example: {e}"))
 }

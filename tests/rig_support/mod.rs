@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{KeyValue, Value};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+use opentelemetry::Value;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rig_core::completion::{CompletionRequest, Usage};
 use rig_core::driver::{Exchange, Opening, Transport};
 use rig_core::message::{Message, ToolResultContent, UserContent};
@@ -220,43 +220,10 @@ pub fn ns(t: SystemTime) -> u64 {
         .as_nanos() as u64
 }
 
-/// The price genai-prices gives one call with cache reads, computed directly.
-pub fn price_with_cache(
-    model: &str,
-    input: u64,
-    cache_read: u64,
-    output: u64,
-    start: SystemTime,
-) -> f64 {
-    use genai_prices::{PriceRequest, UsageKey};
-    let usage = genai_prices::Usage::from([
-        (UsageKey::INPUT_TOKENS, input as f64),
-        (UsageKey::CACHE_READ_TOKENS, cache_read as f64),
-        (UsageKey::OUTPUT_TOKENS, output as f64),
-    ]);
-    let request = PriceRequest::new(model, &usage)
-        .with_timestamp(start)
-        .with_provider_id(PROVIDER);
-    genai_prices::calculate(&request)
-        .expect("the model is in the price data")
-        .total_price
-}
-
-/// How many times `key` occurs on a span.
-pub fn occurrences(span: &SpanData, key: &str) -> usize {
-    span.attributes
-        .iter()
-        .filter(|kv| kv.key.as_str() == key)
-        .count()
-}
-
-/// The attributes of a span, one `key = value` a line, for failure messages.
-pub fn dump(span: &SpanData) -> String {
-    let mut out = format!("{} ({})\n", span.name, span.span_context.span_id());
-    for KeyValue { key, value, .. } in &span.attributes {
-        out.push_str(&format!("  {key} = {value:?}\n"));
-    }
-    out
+/// The price genai-prices gives one call of [`MODEL`] by [`PROVIDER`] with cache
+/// reads, computed directly.
+pub fn price_with_cache(input: u64, cache_read: u64, output: u64, start: SystemTime) -> f64 {
+    crate::common::price_with_cache(PROVIDER, MODEL, input, cache_read, output, start)
 }
 
 pub fn string(s: &str) -> Value {
