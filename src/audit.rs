@@ -171,14 +171,16 @@ impl Audit {
             kept,
         };
         let recognised = plan.role.is_recognised();
-        let now = || nanos((self.clock)());
-        match self.ledger.start(span, recognised, now) {
+        // The clock is read at most once per start, and only for a tracked span.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(|| (self.clock)());
+        match self.ledger.start(span, recognised, || nanos(now())) {
             Start::Untracked => {}
-            Start::Tracked => self.evict_due(false, &mut synthetic),
+            Start::Tracked => self.evict_due(false, now, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
-                self.evict_due(true, &mut synthetic);
-                self.ledger.start(span, recognised, now);
+                self.evict_due(true, now, &mut synthetic);
+                self.ledger.start(span, recognised, || nanos(now()));
             }
         }
         synthetic
@@ -187,16 +189,17 @@ impl Audit {
     /// Evicts, a bounded number per call, the spans tracked for longer than the maximum
     /// age and, when the ledger is over capacity (or full, with `make_room`), the
     /// oldest.
-    fn evict_due(&self, make_room: bool, synthetic: &mut Vec<Synthetic>) {
+    fn evict_due(
+        &self,
+        make_room: bool,
+        now: impl Fn() -> SystemTime,
+        synthetic: &mut Vec<Synthetic>,
+    ) {
         let max_age = u64::try_from(self.settings.max_span_age.as_nanos()).unwrap_or(u64::MAX);
-        let mut now = None;
         self.ledger.evict_due(
-            || nanos((self.clock)()).saturating_sub(max_age),
+            || nanos(now()).saturating_sub(max_age),
             make_room,
-            |ended| {
-                let now = *now.get_or_insert_with(|| (self.clock)());
-                self.evicted(ended, now, synthetic);
-            },
+            |ended| self.evicted(ended, now(), synthetic),
         );
     }
 
@@ -430,7 +433,7 @@ impl Audit {
             (dialects.operation_cost, cost::OPERATION_COST),
         ] {
             if on && last_value(attrs, key).is_none() {
-                writes.set(key, cost_usd);
+                writes.set_absent(key, cost_usd);
             }
         }
         Some(cost_usd)

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::bounded_memory::BoundedMemory;
+use crate::bounded_memory::{BoundedMemory, Record};
 use crate::findings::{FindingCode, FindingSet};
 use crate::hashing::BuildIdHasher;
 use crate::recognition::Role;
@@ -248,6 +248,36 @@ struct Recent {
     fate: Fate,
 }
 
+const ROLES: [Role; 8] = [
+    Role::Invocation,
+    Role::Step,
+    Role::Generation,
+    Role::Embedding,
+    Role::Tool,
+    Role::Workflow,
+    Role::Retrieval,
+    Role::Other,
+];
+const FATES: [Fate; 4] = [Fate::Open, Fate::Ended, Fate::Closed, Fate::Evicted];
+
+impl Record for Recent {
+    fn to_words(self) -> [u64; 3] {
+        let role = ROLES.iter().position(|r| *r == self.role).unwrap_or(7) as u64;
+        let fate = FATES.iter().position(|f| *f == self.fate).unwrap_or(0) as u64;
+        [pack(self.parent), pack(self.invocation), role | fate << 8]
+    }
+
+    fn from_words([parent, invocation, meta]: [u64; 3]) -> Self {
+        let index = |bits: u64| usize::try_from(bits & 0xff).unwrap_or(usize::MAX);
+        Recent {
+            parent: unpack(parent),
+            invocation: unpack(invocation),
+            role: ROLES.get(index(meta)).copied().unwrap_or(Role::Other),
+            fate: FATES.get(index(meta >> 8)).copied().unwrap_or(Fate::Ended),
+        }
+    }
+}
+
 /// An open child found at its parent's end.
 #[derive(Debug)]
 pub(crate) struct OpenChild {
@@ -281,6 +311,8 @@ pub(crate) struct Ledger {
     recent: BoundedMemory<Recent>,
     /// Evicted spans are exported closed (leak policy `close`).
     close_on_evict: bool,
+    /// Set once a span has been closed or evicted by the audit.
+    any_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -293,6 +325,7 @@ impl Ledger {
             order: Mutex::new(StartOrder::default()),
             recent: BoundedMemory::new(capacity),
             close_on_evict,
+            any_gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -487,7 +520,11 @@ impl Ledger {
             return (Some(parent_id), invocation);
         }
         // The parent is gone: if it ended recently, this is a late start, and the span
-        // joins the nearest ancestor still tracked.
+        // joins the nearest ancestor still tracked. Only a recognised span can start
+        // late; the others (an HTTP span under an HTTP span) skip the lookup.
+        if !role.is_recognised() {
+            return (None, None);
+        }
         let Some(recent) = self.recent.get(parent_id) else {
             return (None, None);
         };
@@ -609,6 +646,11 @@ impl Ledger {
     pub(crate) fn end(&self, id: u64) -> Ending {
         let ended = {
             let Some(mut entry) = self.spans.get_mut(&id) else {
+                // Only a span closed or evicted by the audit ends untracked and matters;
+                // until the first such span, untracked ends skip the lookup.
+                if !self.any_gone.load(Ordering::Relaxed) {
+                    return Ending::Untracked;
+                }
                 return match self.recent.get(id) {
                     Some(r) if r.fate == Fate::Closed => Ending::Closed(r.role),
                     Some(r) if r.fate == Fate::Evicted => Ending::Evicted(r.role),
@@ -676,6 +718,9 @@ impl Ledger {
     /// A span is no longer open: remember its fate, and stop counting it as an open
     /// step of its invocation.
     fn leave(&self, id: u64, ended: &Ended, fate: Fate) {
+        if matches!(fate, Fate::Closed | Fate::Evicted) {
+            self.any_gone.store(true, Ordering::Relaxed);
+        }
         self.recent.insert(
             id,
             Recent {

@@ -28,12 +28,28 @@ pub fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,
+    /// Some written key outside `genai_audit.` may already be on the span.
+    foreign: bool,
 }
 
+/// The prefix of the keys the processor owns.
+const OWN_PREFIX: &str = "genai_audit.";
+
 impl AttributeWrites {
-    /// Sets `key` (a later set of the same key replaces an earlier one).
+    /// Sets `key` (a later set of the same key replaces an earlier one, and any value
+    /// of it on the span is replaced when the writes are applied).
     pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        let value = value.into();
+        self.foreign |= !key.starts_with(OWN_PREFIX);
+        self.put(key, value.into());
+    }
+
+    /// Sets a key the caller knows is not on the span (it checked), so that applying
+    /// the writes need not look for it.
+    pub(crate) fn set_absent(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.put(key, value.into());
+    }
+
+    fn put(&mut self, key: &'static str, value: Value) {
         if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
             existing.value = value;
         } else {
@@ -60,8 +76,13 @@ impl AttributeWrites {
         if self.writes.is_empty() {
             return;
         }
-        let writes = self.writes;
-        attributes.retain(|kv| !writes.iter().any(|w| w.key == kv.key));
+        let (writes, foreign) = (self.writes, self.foreign);
+        // Only keys the processor owns can clash, unless it repaired a reported value:
+        // a prefix test spares comparing every attribute with every write.
+        attributes.retain(|kv| {
+            (!foreign && !kv.key.as_str().starts_with(OWN_PREFIX))
+                || !writes.iter().any(|w| w.key == kv.key)
+        });
         attributes.extend(writes);
     }
 }
