@@ -158,12 +158,9 @@ mod tests {
         // Every key still in its slot answers with its own value, never another's.
         let mut remembered = 0;
         for k in 1..=5u64 {
-            match m.get(k) {
-                Some(v) => {
-                    assert_eq!(v, k * 10);
-                    remembered += 1;
-                }
-                None => {}
+            if let Some(v) = m.get(k) {
+                assert_eq!(v, k * 10);
+                remembered += 1;
             }
         }
         assert_eq!(remembered, 5, "64 slots hold five keys");
