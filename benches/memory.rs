@@ -53,9 +53,9 @@
 //! # Results
 //!
 //! Measured 2026-11-21 on a 2-core VM (`nproc` = 2, "AMD EPYC"), opentelemetry_sdk
-//! 0.33.1, dashmap 6.2.1, rustc 1.95.0, the crate's `src/` as of commit `f278165`
+//! 0.33.1, dashmap 6.2.1, rustc 1.95.0, the crate's `src/` as of commit `8bd3dd8`
 //! (`DEFAULT_MAX_TRACKED_SPANS` 65 536; set here by `with_max_tracked_spans`). Byte
-//! counts do not depend on the machine's load (other processes were compiling).
+//! counts do not depend on the machine's load.
 //!
 //! Table 1, the processor's bytes per tracked open span, `(audit - bare) / n`, after
 //! `n` spans started and kept open with capacity for all of them:
@@ -69,41 +69,28 @@
 //! - The bare pipeline allocates nothing for these spans (0 B/span; 11 B for an owned
 //!   name); an SDK `Span` is 288 B inline, in the `Vec`, in both variants.
 //! - The processor allocates no block per span (0.00 blocks/span; 1 for the kept owned
-//!   name): its per-span memory is its share of the ledger's hash table (DashMap, ~72 B
+//!   name): its per-span memory is its share of the ledger's hash table (DashMap, 72 B
 //!   entries plus key and control byte, at a 44-88% load), of the start-order queue
 //!   (16 B an item) and, for children, of the root's open-children list (8 B an id).
-//! - Fixed at build, besides: 1.7 KB, plus the two direct-mapped lookup tables of the
-//!   recently-ended memories sized by the capacity (8 B a slot, next power of two of
-//!   twice the capacity, at most 2^20 slots): 0.53 MB at capacity 10 001 (52 B per
-//!   capacity slot), 4.2 MB at 100 001 (42 B), 16.8 MB at 1 000 001 (17 B).
+//! - Fixed at build, whatever the capacity: 1.57 MB, nearly all of it the two lock-free
+//!   memories (recently ended spans, response ids), 768 KiB each at the default and
+//!   larger capacities (fewer buckets below a capacity of 16 384).
 //!
 //! Table 2, the sweep over n = 10 000 .. 1 048 577 (28 points, including every 2^k + 1
-//! for k = 14..20; four runs, where shard balance moved single points by up to 12 B):
-//! the per-span bytes stay within **124-210 B** (`children`) and **112-200 B**
-//! (`roots`), a saw-tooth with no upward trend; the maxima are at n =
-//! 2^k + 1, where the queue, the list and the lookup tables have all just doubled.
-//! Counting the capacity-sized lookup tables in as well: 146-274 B (`children`) and
-//! 137-258 B (`roots`), the maxima (274 B, 258 B) at capacities 2^k + 1 from 16 385 to
-//! 262 145, where the tables are four slots per span.
+//! for k = 14..20): the per-span bytes stay within **112-210 B**, a saw-tooth with no
+//! upward trend; the maxima are at n = 2^k + 1, where the hash table, the queue and the
+//! list have all just doubled.
 //!
 //! Table 3, capacity 10 000, `n` started and forgotten, the processor's total (fixed +
-//! spans): 2.12 MB at n = 10 000, 3.31 MB at 20 000, and **5.57 MB at 100 000, 1 000 000
-//! and 3 000 000** (all three shapes alike; `children-owned` 5.68 MB): flat once
-//! eviction is in steady state, ~560 B per capacity slot, but **2.5x** the 2.25 MB of
-//! 10 000 `children` tracked without eviction (table 1, fixed included). By the sizes of
-//! the structures, the difference is what only eviction fills: the memory of recently
-//! ended or evicted spans (a hash map of up to `capacity` entries plus its insertion
-//! queue), the start-order queue growing to twice the capacity before it is compacted,
-//! and the ledger's hash table grown under the churn of removals and inserts.
+//! spans): 3.16 MB at n = 10 000 and 20 000, and **4.49 MB at 100 000, 1 000 000 and
+//! 3 000 000** (all three shapes alike; `children-owned` 4.60 MB): bounded and flat once
+//! eviction is in steady state, 1.36-1.42x the 3.16 MB of 10 000 spans tracked without
+//! eviction; the difference is the start-order queue, which grows to twice the capacity
+//! before it is compacted, and the ledger's hash table grown under the churn.
 //!
 //! Against issue 5's target, ≤ 256 B per tracked span, flat as the count grows: **met**
-//! for the memory that tracked spans take (127-206 B at the measured points, at most
-//! 210 B over the sweep, no growth from 10 000 to 1 000 000); **exceeded by up to 7%**
-//! (258-274 B) if the lookup tables the capacity reserves at build are charged to the
-//! spans at capacities just past a power of two (at capacity 10 001: 225 B, at
-//! 1 000 001: 212 B). With 1 000 000 spans started over a capacity of 10 000 the
-//! processor's memory is bounded and flat (5.57 MB from 100 000 to 3 000 000 spans) but
-//! is ~2.5x, not ~1x, that of 10 000 tracked spans.
+//! (127-206 B at the measured points, at most 210 B over the sweep, no growth from
+//! 10 000 to 1 000 000), with a fixed 1.57 MB at build on top.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

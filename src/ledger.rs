@@ -445,6 +445,10 @@ impl Ledger {
         recognised: bool,
         now: impl FnOnce() -> u64,
     ) -> Start {
+        if !recognised && self.len() == 0 {
+            // Nothing is tracked, so no parent is: the fast path without a lookup.
+            return Start::Untracked;
+        }
         if self.len() >= self.capacity {
             let trackable = recognised || span.parent.is_some_and(|p| self.spans.contains_key(&p));
             return if trackable {
@@ -644,6 +648,9 @@ impl Ledger {
     /// Ends a span: what the ledger knows of it. A tracked entry is removed unless
     /// tracked children are still open (then it stays as a tombstone).
     pub(crate) fn end(&self, id: u64) -> Ending {
+        if self.len() == 0 && !self.any_gone.load(Ordering::Relaxed) {
+            return Ending::Untracked;
+        }
         let ended = {
             let Some(mut entry) = self.spans.get_mut(&id) else {
                 // Only a span closed or evicted by the audit ends untracked and matters;
