@@ -161,26 +161,33 @@ impl Audit {
 
     /// Tracks a starting span if it is recognised or its parent is tracked, after
     /// evicting what is due (returned, closed, under leak policy `close`).
-    pub(crate) fn start(&self, plan: StartPlan, kept: Kept) -> Vec<Synthetic> {
+    ///
+    /// `kept` makes what the span keeps from its start; it is called only when the span
+    /// is tracked, so the fast path never copies or boxes anything.
+    pub(crate) fn start(&self, plan: StartPlan, kept: impl FnOnce() -> Kept) -> Vec<Synthetic> {
         let mut synthetic = Vec::new();
+        let mut kept = Some(kept);
         let span = NewSpan {
             id: plan.id,
             parent: plan.parent,
             role: plan.role,
             identity: plan.identity,
-            kept,
         };
         let recognised = plan.role.is_recognised();
         // The clock is read at most once per start, and only for a tracked span.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(|| (self.clock)());
-        match self.ledger.start(span, recognised, || nanos(now())) {
+        match self
+            .ledger
+            .start(span, recognised, || nanos(now()), &mut kept)
+        {
             Start::Untracked => {}
             Start::Tracked => self.evict_due(false, now, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
                 self.evict_due(true, now, &mut synthetic);
-                self.ledger.start(span, recognised, || nanos(now()));
+                self.ledger
+                    .start(span, recognised, || nanos(now()), &mut kept);
             }
         }
         synthetic
@@ -295,8 +302,8 @@ impl Audit {
                 check.round(step_index);
             }
             if role.is_recognised() && role != Role::Invocation {
-                if let Some(identity) = t.invocation.and_then(|inv| self.ledger.identity(inv)) {
-                    check.identity(identity);
+                if let Some(inv) = t.invocation {
+                    check.identity(|| self.ledger.identity(inv));
                 }
             }
             if !t.open_children.is_empty() {

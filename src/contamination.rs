@@ -176,9 +176,16 @@ impl Check<'_, '_> {
     }
 
     /// `identity_mismatch` (recognised descendant): its conversation id or agent name
-    /// differs from its invocation's, both being set.
-    pub(crate) fn identity(&mut self, invocation: Identity) {
+    /// differs from its invocation's, both being set. The invocation's identity is
+    /// looked up only when the span carries one of its own.
+    pub(crate) fn identity(&mut self, invocation: impl FnOnce() -> Option<Identity>) {
         let mine = identity_of(self.attributes);
+        if mine == Identity::default() {
+            return;
+        }
+        let Some(invocation) = invocation() else {
+            return;
+        };
         let differs = |a: u64, b: u64| a != 0 && b != 0 && a != b;
         if differs(mine.conversation, invocation.conversation)
             || differs(mine.agent, invocation.agent)

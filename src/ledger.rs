@@ -191,7 +191,6 @@ pub(crate) struct NewSpan {
     pub(crate) parent: Option<u64>,
     pub(crate) role: Role,
     pub(crate) identity: Identity,
-    pub(crate) kept: Kept,
 }
 
 /// What [`Ledger::start`] did with a span.
@@ -444,6 +443,7 @@ impl Ledger {
         span: NewSpan,
         recognised: bool,
         now: impl FnOnce() -> u64,
+        kept: &mut Option<impl FnOnce() -> Kept>,
     ) -> Start {
         if !recognised && self.len() == 0 {
             // Nothing is tracked, so no parent is: the fast path without a lookup.
@@ -487,7 +487,7 @@ impl Ledger {
             parent: pack(parent),
             invocation: pack(invocation),
             start_nanos,
-            kept: span.kept,
+            kept: kept.take().map_or(Kept::Nothing, |keep| keep()),
             below,
             step_index,
             pending,
@@ -747,10 +747,12 @@ impl Ledger {
         }
     }
 
+    /// Removes an ended span's entry once no tracked child is open (a span the audit
+    /// closed stays until its real end, see [`Ledger::close`]).
     fn remove_tombstone(&self, id: u64) {
         if self
             .spans
-            .remove_if(&id, |_, e| e.fate != Fate::Open && !e.has_open_children())
+            .remove_if(&id, |_, e| e.fate == Fate::Ended && !e.has_open_children())
             .is_some()
         {
             self.len.fetch_sub(1, Ordering::Relaxed);
@@ -808,13 +810,16 @@ mod tests {
             parent,
             role,
             identity: Identity::default(),
-            kept: Kept::Nothing,
         }
     }
 
     /// Starts a recognised span, tracked from "time" `id`.
     fn start(l: &Ledger, id: u64, parent: Option<u64>, role: Role) -> bool {
-        matches!(l.start(new(id, parent, role), true, || id), Start::Tracked)
+        let mut kept = Some(|| Kept::Nothing);
+        matches!(
+            l.start(new(id, parent, role), true, || id, &mut kept),
+            Start::Tracked
+        )
     }
 
     fn tracked(ending: Ending) -> Ended {

@@ -52,7 +52,7 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
 impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         if let Some(audit) = &self.audit {
-            if let Some(mut data) = span.exported_data() {
+            if let Some(data) = span.exported_data() {
                 let view = StartedSpan {
                     id: id(data.span_context.span_id()),
                     parent: parent(data.parent_span_id),
@@ -60,14 +60,16 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
                     attributes: &data.attributes,
                 };
                 let plan = audit.plan_start(&view);
-                let kept = if plan.keep_snapshot() {
-                    Kept::Snapshot(Box::new(data))
-                } else if plan.keep_name() {
-                    Kept::Name(std::mem::take(&mut data.name))
-                } else {
-                    Kept::Nothing
-                };
-                let synthetic = audit.start(plan, kept);
+                let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
+                let synthetic = audit.start(plan, move || {
+                    if keep_snapshot {
+                        Kept::Snapshot(Box::new(data))
+                    } else if keep_name {
+                        Kept::Name(data.name)
+                    } else {
+                        Kept::Nothing
+                    }
+                });
                 self.export(synthetic);
             }
         }
