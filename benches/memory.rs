@@ -367,7 +367,7 @@ fn tracked_spans(meter: &SdkMeterProvider, exporter: &InMemoryMetricExporter) ->
     for scope in last.scope_metrics() {
         for metric in scope
             .metrics()
-            .filter(|m| m.name() == genai_audit::metrics::SPANS_TRACKED)
+            .filter(|m| m.name() == genai_audit::keys::metric::SPANS_TRACKED)
         {
             if let AggregatedMetrics::I64(MetricData::Sum(sum)) = metric.data() {
                 if let Some(point) = sum.data_points().next() {
@@ -376,7 +376,7 @@ fn tracked_spans(meter: &SdkMeterProvider, exporter: &InMemoryMetricExporter) ->
             }
         }
     }
-    panic!("no {}", genai_audit::metrics::SPANS_TRACKED);
+    panic!("no {}", genai_audit::keys::metric::SPANS_TRACKED);
 }
 
 fn check_tracked(shape: Shape, n: usize, capacity: usize) {

@@ -1,5 +1,5 @@
-//! Configuration: policies, bounds, cost attributes, and the environment variables
-//! read at `build()` for whatever code did not set (DESIGN §8).
+//! Configuration: policies, bounds, and the environment variables read at `build()`
+//! for whatever code did not set.
 //!
 //! | variable | values | default |
 //! | --- | --- | --- |
@@ -14,6 +14,7 @@
 //! is reported through OpenTelemetry's internal log (`otel_warn!`, name
 //! `GenAiAudit.InvalidConfig`) and the default is used: configuration never panics.
 
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -60,89 +61,71 @@ pub enum ContaminationPolicy {
     Repair,
 }
 
-/// The name DESIGN's wiring example uses for [`ContaminationPolicy`].
+/// A shorter name for [`ContaminationPolicy`], as in
+/// `.contamination_policy(Policy::Repair)`.
 pub type Policy = ContaminationPolicy;
 
+/// A policy name that is not one of the accepted values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsePolicyError {
+    value: String,
+    expected: &'static str,
+}
+
+impl fmt::Display for ParsePolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown policy {:?}: expected {}",
+            self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ParsePolicyError {}
+
+fn parse_policy<T: Copy>(
+    s: &str,
+    values: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T, ParsePolicyError> {
+    let wanted = s.trim();
+    values
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        .map(|(_, value)| *value)
+        .ok_or_else(|| ParsePolicyError {
+            value: s.to_owned(),
+            expected,
+        })
+}
+
 impl FromStr for LeakPolicy {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "flag" => Ok(LeakPolicy::Flag),
-            "close" => Ok(LeakPolicy::Close),
-            _ => Err(()),
-        }
+    type Err = ParsePolicyError;
+
+    /// `flag` or `close`, without regard to case and surrounding blanks.
+    fn from_str(s: &str) -> Result<Self, ParsePolicyError> {
+        parse_policy(
+            s,
+            &[("flag", LeakPolicy::Flag), ("close", LeakPolicy::Close)],
+            "`flag` or `close`",
+        )
     }
 }
 
 impl FromStr for ContaminationPolicy {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "flag" => Ok(ContaminationPolicy::Flag),
-            "repair" => Ok(ContaminationPolicy::Repair),
-            _ => Err(()),
-        }
-    }
-}
+    type Err = ParsePolicyError;
 
-/// Which cost keys a priced generation or embedding gets besides `genai_audit.cost_usd`,
-/// for backends that read cost from their own keys. Each is written only when the span
-/// does not already carry it.
-///
-/// ```
-/// use genai_audit::CostAttributes;
-/// // The default: `gen_ai.usage.cost` only (read by Langfuse and OpenLIT).
-/// assert_eq!(CostAttributes::default(), CostAttributes::GEN_AI_USAGE_COST);
-/// // Also OpenInference's `llm.cost.total`:
-/// let both = CostAttributes::GEN_AI_USAGE_COST.with_llm_cost_total(true);
-/// assert!(both.llm_cost_total);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CostAttributes {
-    /// `gen_ai.usage.cost` (on by default).
-    pub gen_ai_usage_cost: bool,
-    /// `llm.cost.total`, read by OpenInference backends such as Phoenix (opt-in).
-    pub llm_cost_total: bool,
-    /// `operation.cost` (opt-in).
-    pub operation_cost: bool,
-}
-
-impl CostAttributes {
-    /// No cost key besides `genai_audit.cost_usd`.
-    pub const NONE: CostAttributes = CostAttributes {
-        gen_ai_usage_cost: false,
-        llm_cost_total: false,
-        operation_cost: false,
-    };
-    /// `gen_ai.usage.cost` only: the default.
-    pub const GEN_AI_USAGE_COST: CostAttributes = CostAttributes {
-        gen_ai_usage_cost: true,
-        llm_cost_total: false,
-        operation_cost: false,
-    };
-
-    /// Turns `gen_ai.usage.cost` on or off.
-    pub const fn with_gen_ai_usage_cost(mut self, on: bool) -> Self {
-        self.gen_ai_usage_cost = on;
-        self
-    }
-
-    /// Turns `llm.cost.total` on or off.
-    pub const fn with_llm_cost_total(mut self, on: bool) -> Self {
-        self.llm_cost_total = on;
-        self
-    }
-
-    /// Turns `operation.cost` on or off.
-    pub const fn with_operation_cost(mut self, on: bool) -> Self {
-        self.operation_cost = on;
-        self
-    }
-}
-
-impl Default for CostAttributes {
-    fn default() -> Self {
-        CostAttributes::GEN_AI_USAGE_COST
+    /// `flag` or `repair`, without regard to case and surrounding blanks.
+    fn from_str(s: &str) -> Result<Self, ParsePolicyError> {
+        parse_policy(
+            s,
+            &[
+                ("flag", ContaminationPolicy::Flag),
+                ("repair", ContaminationPolicy::Repair),
+            ],
+            "`flag` or `repair`",
+        )
     }
 }
 

@@ -1,20 +1,14 @@
-//! Findings: what the processor found wrong with a span.
+//! The codes of the findings the processor reports: what it found wrong with a span.
 //!
-//! Each finding is a typed value ([`Finding`]) recorded in one place, which writes its
-//! code to the span's `genai_audit.findings` attribute and counts it on the
-//! `genai_audit.findings` metric with the same code, role and repair flag: the span
-//! attribute and the metric cannot disagree (DESIGN §6, §7).
+//! Each code is written to the span's `genai_audit.findings` attribute (a string
+//! array) and counted on the `genai_audit.findings` metric with the same code, the
+//! role of the span and whether the `repair` policy corrected it.
 
 use std::fmt;
 
-use opentelemetry::{StringValue, Value};
+use std::str::FromStr;
 
-use crate::keys::audit;
-use crate::metrics::AuditMetrics;
-use crate::recognition::Role;
-use crate::span_attributes::AttributeWrites;
-
-/// The finding codes of DESIGN §6.
+/// What the processor found wrong with a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FindingCode {
@@ -43,7 +37,7 @@ pub enum FindingCode {
 }
 
 impl FindingCode {
-    /// Every code, in the order of DESIGN §6.
+    /// Every code.
     pub const ALL: [FindingCode; 11] = [
         FindingCode::UnclosedChild,
         FindingCode::ClosedByAudit,
@@ -82,112 +76,32 @@ impl fmt::Display for FindingCode {
     }
 }
 
-/// One finding about one span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Finding {
-    /// What was found.
-    pub code: FindingCode,
-    /// The role of the span it is about.
-    pub role: Role,
-    /// Whether the contamination policy `repair` corrected the span.
-    pub repaired: bool,
-}
+/// A string that is not a finding code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseFindingCodeError(String);
 
-impl FindingCode {
-    const fn bit(self) -> u16 {
-        1 << (self as u16)
+impl fmt::Display for ParseFindingCodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown finding code {:?}", self.0)
     }
 }
 
-/// A set of finding codes, for findings made before the span they are about is
-/// exported (at its start, say).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct FindingSet(u16);
+impl std::error::Error for ParseFindingCodeError {}
 
-impl FindingSet {
-    pub(crate) fn insert(&mut self, code: FindingCode) {
-        self.0 |= code.bit();
-    }
+impl FromStr for FindingCode {
+    type Err = ParseFindingCodeError;
 
-    pub(crate) fn contains(self, code: FindingCode) -> bool {
-        self.0 & code.bit() != 0
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The codes in the set, in the order of [`FindingCode::ALL`].
-    pub(crate) fn iter(self) -> impl Iterator<Item = FindingCode> {
+    /// The code as written to spans, e.g. `usage_mismatch`.
+    ///
+    /// ```
+    /// use genai_audit::FindingCode;
+    /// assert_eq!("late_end".parse::<FindingCode>(), Ok(FindingCode::LateEnd));
+    /// assert!("late".parse::<FindingCode>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, ParseFindingCodeError> {
         FindingCode::ALL
             .into_iter()
-            .filter(move |c| self.contains(*c))
-    }
-}
-
-/// The findings about one span, written and counted together when the span is exported.
-#[derive(Debug, Default)]
-pub(crate) struct SpanFindings {
-    /// Each finding, and whether it still has to be counted on the metric.
-    findings: Vec<(Finding, bool)>,
-}
-
-impl SpanFindings {
-    /// Records a finding: written to the span and counted on the metric.
-    pub(crate) fn record(&mut self, code: FindingCode, role: Role, repaired: bool) {
-        self.findings.push((
-            Finding {
-                code,
-                role,
-                repaired,
-            },
-            true,
-        ));
-    }
-
-    /// Records a finding that was already counted on the metric when it was made (a
-    /// `stale` eviction whose span ends later): written to the span only.
-    pub(crate) fn note(&mut self, code: FindingCode, role: Role) {
-        self.findings.push((
-            Finding {
-                code,
-                role,
-                repaired: false,
-            },
-            false,
-        ));
-    }
-
-    /// Writes `genai_audit.findings` and counts each finding on the metric.
-    pub(crate) fn emit(self, writes: &mut AttributeWrites, metrics: Option<&AuditMetrics>) {
-        if self.findings.is_empty() {
-            return;
-        }
-        if let Some(metrics) = metrics {
-            for (finding, count) in &self.findings {
-                if *count {
-                    metrics.count_finding(finding);
-                }
-            }
-        }
-        let codes: Vec<StringValue> = self
-            .findings
-            .iter()
-            .map(|(f, _)| StringValue::from(f.code.as_str()))
-            .collect();
-        writes.set(audit::FINDINGS, Value::Array(codes.into()));
-    }
-}
-
-/// Counts a finding about a span that is not exported (evicted under `flag`, or the
-/// real end of a span the audit already closed).
-pub(crate) fn count_only(metrics: Option<&AuditMetrics>, code: FindingCode, role: Role) {
-    if let Some(metrics) = metrics {
-        metrics.count_finding(&Finding {
-            code,
-            role,
-            repaired: false,
-        });
+            .find(|code| code.as_str() == s.trim())
+            .ok_or_else(|| ParseFindingCodeError(s.to_owned()))
     }
 }

@@ -56,33 +56,55 @@
 //!
 //! ## Attributes
 //!
-//! Every key the processor reads or writes is in [`keys`]; the keys it owns start with
-//! `genai_audit.` (see [`keys::audit`]). Configuration, including the environment
-//! variables, is in [`config`]; trace-script replay, for tests and for offline audits of
-//! recorded traces, is in [`script`].
+//! Every key the processor writes is in [`keys`]; the keys it owns start with
+//! `genai_audit.`. Finding codes are [`FindingCode`]s. Trace-script replay, for tests
+//! and for offline audits of recorded traces, is in [`script`].
+//!
+//! ## Configuration
+//!
+//! Everything is set on the [builder](GenAiAuditProcessorBuilder); environment
+//! variables are read at `build()` for what code did not set (code wins). An invalid
+//! value is reported through OpenTelemetry's internal log and the default is used.
+//!
+//! | variable | values | default |
+//! | --- | --- | --- |
+//! | `GENAI_AUDIT_DISABLED` | `true`/`false` | `false` (true: pure pass-through) |
+//! | `GENAI_AUDIT_LEAK_POLICY` | `flag`, `close` | `flag` |
+//! | `GENAI_AUDIT_CONTAMINATION_POLICY` | `flag`, `repair` | `flag` |
+//! | `GENAI_AUDIT_MAX_TRACKED_SPANS` | integer ≥ 1 | 65536 |
+//! | `GENAI_AUDIT_MAX_SPAN_AGE_SECS` | integer ≥ 1 | 3600 |
+//! | `GENAI_AUDIT_PRICES_FILE` | path to a genai-prices JSON file | bundled prices |
+//!
+//! ## How it is built
+//!
+//! Dependencies point one way, from the edges inward:
+//!
+//! - the edge: the processor (struct, builder, `impl SpanProcessor`; the only module
+//!   that names the SDK's span types) and [`script`] (trace-script reader and replay);
+//! - the engine (`engine`): start/end orchestration, the live-span ledger, leaks,
+//!   contamination and the findings they make; plus `metrics`, a leaf;
+//! - the semantics: [`recognition`] (roles), [`usage`] (token counts), `cost` (what a
+//!   call cost, through a [`Pricer`] from [`pricing`]), [`keys`] and [`findings`].
 #![warn(missing_docs)]
 
-mod audit;
-mod bounded_memory;
-pub mod config;
-mod contamination;
+mod attributes;
+mod config;
+mod cost;
+mod engine;
 pub mod findings;
 mod hashing;
 pub mod keys;
-pub mod leaks;
-mod ledger;
-pub mod metrics;
+mod metrics;
 pub mod pricing;
 mod processor;
 pub mod recognition;
 pub mod script;
-mod sdk_adapter;
-mod span_attributes;
 pub mod usage;
 
-pub use config::{ContaminationPolicy, CostAttributes, LeakPolicy, Policy};
-pub use findings::{Finding, FindingCode};
+pub use attributes::last_value;
+pub use config::{ContaminationPolicy, LeakPolicy, ParsePolicyError, Policy};
+pub use cost::CostAttributes;
+pub use findings::FindingCode;
 pub use pricing::{GenAiPrices, ModelPrice, Pricer};
 pub use processor::{GenAiAuditProcessor, GenAiAuditProcessorBuilder};
 pub use recognition::{Classifier, Role, RoleRule};
-pub use span_attributes::last_value;

@@ -1,4 +1,4 @@
-//! The processor's metrics (DESIGN §7), created only when a meter provider is given.
+//! The processor's metrics, created only when a meter provider is given.
 //!
 //! | instrument | kind, unit | attributes |
 //! | --- | --- | --- |
@@ -15,18 +15,7 @@ use std::sync::Arc;
 use opentelemetry::metrics::{Counter, MeterProvider, ObservableUpDownCounter};
 use opentelemetry::{InstrumentationScope, KeyValue};
 
-use crate::findings::Finding;
-
-/// Instrument name of the findings counter.
-pub const FINDINGS_COUNTER: &str = "genai_audit.findings";
-/// Instrument name of the tracked-spans count.
-pub const SPANS_TRACKED: &str = "genai_audit.spans.tracked";
-/// Attribute of the findings counter: the finding code.
-pub const ATTR_FINDING: &str = "genai_audit.finding";
-/// Attribute of the findings counter: the role of the span.
-pub const ATTR_ROLE: &str = "genai_audit.role";
-/// Attribute of the findings counter: whether the span was repaired.
-pub const ATTR_REPAIRED: &str = "genai_audit.repaired";
+use crate::keys::metric;
 
 /// The instruments, created on the meter provider given to the builder.
 #[derive(Debug)]
@@ -42,12 +31,12 @@ impl AuditMetrics {
             .build();
         let meter = provider.meter_with_scope(scope);
         let findings = meter
-            .u64_counter(FINDINGS_COUNTER)
+            .u64_counter(metric::FINDINGS)
             .with_unit("{finding}")
             .with_description("Findings about gen-ai spans, by code, role and repair.")
             .build();
         let tracked = meter
-            .i64_observable_up_down_counter(SPANS_TRACKED)
+            .i64_observable_up_down_counter(metric::SPANS_TRACKED)
             .with_unit("{span}")
             .with_description("Spans the audit processor currently keeps state for.")
             .with_callback(move |observer| {
@@ -61,13 +50,15 @@ impl AuditMetrics {
         }
     }
 
-    pub(crate) fn count_finding(&self, finding: &Finding) {
+    /// Counts one finding: its code, the role of the span it is about, and whether it
+    /// was repaired.
+    pub(crate) fn count_finding(&self, code: &'static str, role: &'static str, repaired: bool) {
         self.findings.add(
             1,
             &[
-                KeyValue::new(ATTR_FINDING, finding.code.as_str()),
-                KeyValue::new(ATTR_ROLE, finding.role.as_str()),
-                KeyValue::new(ATTR_REPAIRED, finding.repaired),
+                KeyValue::new(metric::FINDING, code),
+                KeyValue::new(metric::ROLE, role),
+                KeyValue::new(metric::REPAIRED, repaired),
             ],
         );
     }

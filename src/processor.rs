@@ -1,4 +1,11 @@
-//! [`GenAiAuditProcessor`] and its builder.
+//! [`GenAiAuditProcessor`], its builder, and its [`SpanProcessor`] implementation: the
+//! seam with `opentelemetry_sdk`, and the only module that names the SDK's span types.
+//!
+//! The engine sees its own views of a span. In SDK 0.33 a live span's name and start
+//! attributes can only be read in `on_start` through [`Span::exported_data`], which
+//! clones the span; it is called at most once per span, and not at all when the
+//! processor is disabled. Under leak policy `close` that clone is also what the engine
+//! keeps (as an opaque start copy) to export a span the audit closes.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,13 +14,15 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::otel_warn;
-use opentelemetry_sdk::trace::SpanProcessor;
+use opentelemetry::trace::{SpanId, Status};
+use opentelemetry::Context;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::Resource;
 
-use crate::audit::{Audit, Clock};
-use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Settings};
-use crate::contamination::ResponseOwners;
-use crate::ledger::Ledger;
-use crate::metrics::AuditMetrics;
+use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
+use crate::cost::CostAttributes;
+use crate::engine::{Audit, Clock, EndedSpan, Kept, StartCopy, StartedSpan, Synthetic};
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
 use crate::recognition::{Classifier, Recogniser, RoleRule};
 
@@ -56,9 +65,9 @@ use crate::recognition::{Classifier, Recogniser, RoleRule};
 /// assert_eq!(get("invoke_agent coder", "genai_audit.total.input_tokens").unwrap(), 1000i64.into());
 /// ```
 pub struct GenAiAuditProcessor<P> {
-    pub(crate) inner: P,
+    inner: P,
     /// `None` when disabled: a pure pass-through.
-    pub(crate) audit: Option<Audit>,
+    audit: Option<Audit<SpanData>>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessor<P> {
@@ -98,22 +107,24 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
 
     /// The leak policy in force, after the environment was read (`None` when disabled).
     pub fn leak_policy(&self) -> Option<LeakPolicy> {
-        self.audit.as_ref().map(|a| a.settings.leak_policy)
+        self.audit.as_ref().map(|a| a.settings().leak_policy)
     }
 
     /// The contamination policy in force (`None` when disabled).
     pub fn contamination_policy(&self) -> Option<ContaminationPolicy> {
-        self.audit.as_ref().map(|a| a.settings.contamination_policy)
+        self.audit
+            .as_ref()
+            .map(|a| a.settings().contamination_policy)
     }
 
     /// The most spans tracked at once (`None` when disabled).
     pub fn max_tracked_spans(&self) -> Option<usize> {
-        self.audit.as_ref().map(|a| a.settings.max_tracked_spans)
+        self.audit.as_ref().map(|a| a.settings().max_tracked_spans)
     }
 
     /// The age after which an open span is evicted (`None` when disabled).
     pub fn max_span_age(&self) -> Option<Duration> {
-        self.audit.as_ref().map(|a| a.settings.max_span_age)
+        self.audit.as_ref().map(|a| a.settings().max_span_age)
     }
 }
 
@@ -290,27 +301,109 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 Arc::new(prices)
             }
         };
-        let ledger = Ledger::new(
-            settings.max_tracked_spans,
-            settings.leak_policy == LeakPolicy::Close,
-        );
-        let responses = ResponseOwners::new(settings.max_tracked_spans);
-        let metrics = self
-            .meter_provider
-            .as_deref()
-            .map(|mp| AuditMetrics::new(mp, ledger.len_handle()));
         GenAiAuditProcessor {
             inner: self.inner,
-            audit: Some(Audit {
-                recogniser: Recogniser::new(self.rules, self.classifier),
-                pricer,
-                ledger,
-                responses,
-                metrics,
-                cost_attributes: self.cost_attributes,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            audit: Some(Audit::new(
                 settings,
-            }),
+                Recogniser::new(self.rules, self.classifier),
+                pricer,
+                self.cost_attributes,
+                self.meter_provider
+                    .as_deref()
+                    .map(|mp| mp as &dyn MeterProvider),
+                self.clock,
+            )),
         }
+    }
+}
+
+/// The start copy the engine keeps under leak policy `close` is the SDK's span data.
+impl StartCopy for SpanData {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn id(span_id: SpanId) -> u64 {
+    u64::from_be_bytes(span_id.to_bytes())
+}
+
+fn parent(span_id: SpanId) -> Option<u64> {
+    (span_id != SpanId::INVALID).then(|| id(span_id))
+}
+
+impl<P: SpanProcessor> GenAiAuditProcessor<P> {
+    /// Exports spans the audit closed: the span as it started, ended at the given time
+    /// with status error and the audit's attributes.
+    fn export(&self, synthetic: Vec<Synthetic<SpanData>>) {
+        for s in synthetic {
+            let mut data = *s.snapshot;
+            data.end_time = s.end_time;
+            data.status = Status::error(s.status);
+            s.writes.apply(&mut data.attributes);
+            self.inner.on_end(data);
+        }
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        if let Some(audit) = &self.audit {
+            if let Some(data) = span.exported_data() {
+                let view = StartedSpan {
+                    id: id(data.span_context.span_id()),
+                    parent: parent(data.parent_span_id),
+                    name: &data.name,
+                    attributes: &data.attributes,
+                };
+                let plan = audit.plan_start(&view);
+                let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
+                let synthetic = audit.start(plan, move || {
+                    if keep_snapshot {
+                        Kept::Snapshot(Box::new(data))
+                    } else if keep_name {
+                        Kept::Name(data.name)
+                    } else {
+                        Kept::Nothing
+                    }
+                });
+                self.export(synthetic);
+            }
+        }
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        if let Some(audit) = &self.audit {
+            let outcome = audit.on_end(EndedSpan {
+                id: id(span.span_context.span_id()),
+                name: &span.name,
+                start_time: span.start_time,
+                end_time: span.end_time,
+                attributes: &mut span.attributes,
+            });
+            self.export(outcome.synthetic);
+            if !outcome.forward {
+                return;
+            }
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if let Some(audit) = &self.audit {
+            // Spans still open are evicted (`stale`); under `close` they are exported
+            // before the inner processor shuts down.
+            self.export(audit.shutdown());
+        }
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }

@@ -1,7 +1,7 @@
 //! Recognising gen-ai spans: which [`Role`] a span plays.
 //!
 //! The built-in rules cover the OpenTelemetry GenAI conventions, LoongSuite,
-//! OpenInference, OpenLLMetry (Traceloop), Langfuse and the Vercel AI SDK (DESIGN §2).
+//! OpenInference, OpenLLMetry (Traceloop), Langfuse and the Vercel AI SDK.
 //! A span is classified from its name and start attributes when it starts, and again
 //! from its final attributes when it ends: many instrumentations set everything at end.
 //!
@@ -11,7 +11,7 @@
 //! `openinference.span.kind`, `traceloop.span.kind`, `langfuse.observation.type`),
 //! Vercel's `ai.operationId`, OpenLLMetry's `llm.request.type` (`chat` and `completion`
 //! are generations, `embedding` an embedding: older OpenLLMetry releases mark their model
-//! calls with nothing else; an addition to DESIGN §2), and last the span name. A value that names no role
+//! calls with nothing else), and last the span name. A value that names no role
 //! (`gen_ai.operation.name = enter`, say) does not stop the later signals. When a key
 //! appears more than once on a span, its last value is the one read.
 //!
@@ -40,11 +40,12 @@ use std::sync::Arc;
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::keys::{gen_ai, langfuse, openinference, traceloop, vercel};
-use crate::span_attributes::last_value;
+use crate::attributes::last_value;
+use crate::keys::read::{gen_ai, langfuse, openinference, traceloop, vercel};
 
 /// The part a span plays in an agent trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// One run of an agent (`invoke_agent`).
     Invocation,
@@ -213,7 +214,7 @@ impl Recogniser {
     }
 }
 
-/// The built-in rules of DESIGN §2.
+/// The built-in rules.
 pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
     if let Some(role) = string_attr(attributes, gen_ai::OPERATION_NAME).and_then(operation_role) {
         return role;

@@ -1,7 +1,7 @@
 //! Token usage: reading it from any convention, normalising it, and adding it up.
 //!
 //! Each quantity is read from a list of keys, and the first key present wins
-//! (DESIGN §3). A value is used when it is an integer, a float with an integral value,
+//! A value is used when it is an integer, a float with an integral value,
 //! or a decimal string (`"154"`, `"154.0"`; what `tracing-opentelemetry` makes of a
 //! `u64`), between 0 and 2^53 inclusive. Anything else (negative, fractional, NaN,
 //! infinite, non-numeric, a boolean, an array, larger than 2^53) is not used: the
@@ -17,8 +17,8 @@
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::keys::{gen_ai, openinference, vercel};
-use crate::span_attributes::last_value;
+use crate::attributes::last_value;
+use crate::keys::read::{gen_ai, openinference, vercel};
 
 /// The largest token count accepted: 2^53, the largest integer a double holds exactly.
 pub const MAX_TOKENS: u64 = 1 << 53;

@@ -5,7 +5,7 @@
 //! the same exported attributes as under `flag` (repair must change nothing on a
 //! correct trace). `recorded_traces.rs` covers the default policy's recognition.
 
-mod common;
+use crate::common;
 
 use common::{Harness, Replayed};
 use genai_audit::ContaminationPolicy;

@@ -1,41 +1,29 @@
-//! The audit engine: what happens at a span's start and end.
+//! The engine: what happens at a span's start and end.
 //!
-//! It works on [`StartedSpan`] and [`EndedSpan`], views the SDK adapter
-//! ([`crate::sdk_adapter`]) builds from the SDK's types, so that the SDK's signatures can
-//! change without touching this logic.
+//! It works on [`StartedSpan`] and [`EndedSpan`], views the processor builds from the
+//! SDK's types, so that the SDK's signatures can change without touching this logic.
+//! The only SDK value it holds is the start copy kept under leak policy `close`, and it
+//! holds it as an opaque [`StartCopy`].
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::KeyValue;
 
-use crate::config::{ContaminationPolicy, CostAttributes, LeakPolicy, Resolved};
-use crate::contamination::{self, ResponseOwners};
-use crate::findings::{self, FindingCode, SpanFindings};
-use crate::keys::{audit, cost, gen_ai, openinference, vercel};
-use crate::ledger::{
-    Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
+use super::contamination::{self, ResponseOwners};
+use super::findings::{Finding, SpanFindings};
+use super::ledger::{
+    Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage, Start, StartCopy,
 };
+use crate::attributes::AttributeWrites;
+use crate::config::{ContaminationPolicy, LeakPolicy, Resolved};
+use crate::cost::{self, CostAttributes};
+use crate::findings::FindingCode;
+use crate::keys;
 use crate::metrics::AuditMetrics;
-use crate::pricing::{PriceQuery, Pricer};
+use crate::pricing::Pricer;
 use crate::recognition::{Recogniser, Role};
-use crate::sdk_adapter::Snapshot;
-use crate::span_attributes::{last_value, AttributeWrites};
 use crate::usage::{count_value, Totals, Usage};
-
-const MODEL_KEYS: [&str; 5] = [
-    gen_ai::RESPONSE_MODEL,
-    gen_ai::REQUEST_MODEL,
-    openinference::MODEL_NAME,
-    vercel::RESPONSE_MODEL,
-    vercel::MODEL_ID,
-];
-const PROVIDER_KEYS: [&str; 4] = [
-    gen_ai::PROVIDER_NAME,
-    gen_ai::SYSTEM,
-    openinference::PROVIDER,
-    vercel::MODEL_PROVIDER,
-];
 
 /// A span as seen at its start.
 #[derive(Debug)]
@@ -83,8 +71,8 @@ impl StartPlan {
 /// A span the audit closed, to be exported by the adapter: the span as it started,
 /// ended at `end_time` with status error `status`, with the audit's attributes.
 #[derive(Debug)]
-pub(crate) struct Synthetic {
-    pub(crate) snapshot: Box<Snapshot>,
+pub(crate) struct Synthetic<S> {
+    pub(crate) snapshot: Box<S>,
     pub(crate) end_time: SystemTime,
     pub(crate) status: &'static str,
     pub(crate) writes: AttributeWrites,
@@ -92,30 +80,30 @@ pub(crate) struct Synthetic {
 
 /// What to do with an ended span.
 #[derive(Debug)]
-pub(crate) struct EndOutcome {
+pub(crate) struct EndOutcome<S> {
     /// False when the audit already exported it closed (leak policy `close`).
     pub(crate) forward: bool,
     /// Spans the audit closed because this one ended with them open.
-    pub(crate) synthetic: Vec<Synthetic>,
+    pub(crate) synthetic: Vec<Synthetic<S>>,
 }
 
 /// The source of "now", for span ages (the builder's `with_clock`).
 pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The engine's state and collaborators.
-pub(crate) struct Audit {
-    pub(crate) recogniser: Recogniser,
-    pub(crate) pricer: Arc<dyn Pricer>,
-    pub(crate) ledger: Ledger,
-    pub(crate) responses: ResponseOwners,
-    pub(crate) metrics: Option<AuditMetrics>,
-    pub(crate) cost_attributes: CostAttributes,
-    pub(crate) clock: Clock,
+pub(crate) struct Audit<S> {
+    recogniser: Recogniser,
+    pricer: Arc<dyn Pricer>,
+    ledger: Ledger<S>,
+    responses: ResponseOwners,
+    metrics: Option<AuditMetrics>,
+    cost_attributes: CostAttributes,
+    clock: Clock,
     /// Policies and bounds, as resolved at build.
-    pub(crate) settings: Resolved,
+    settings: Resolved,
 }
 
-impl std::fmt::Debug for Audit {
+impl<S: StartCopy> std::fmt::Debug for Audit<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Audit")
             .field("recogniser", &self.recogniser)
@@ -133,7 +121,47 @@ pub(crate) fn nanos(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-impl Audit {
+impl<S: StartCopy> Audit<S> {
+    /// An engine with these settings and collaborators. `meter_provider`, when given,
+    /// turns the metrics on.
+    pub(crate) fn new(
+        settings: Resolved,
+        recogniser: Recogniser,
+        pricer: Arc<dyn Pricer>,
+        cost_attributes: CostAttributes,
+        meter_provider: Option<&dyn opentelemetry::metrics::MeterProvider>,
+        clock: Option<Clock>,
+    ) -> Self {
+        let ledger = Ledger::new(
+            settings.max_tracked_spans,
+            settings.leak_policy == LeakPolicy::Close,
+        );
+        let metrics = meter_provider.map(|mp| AuditMetrics::new(mp, ledger.len_handle()));
+        Audit {
+            recogniser,
+            pricer,
+            responses: ResponseOwners::new(settings.max_tracked_spans),
+            ledger,
+            metrics,
+            cost_attributes,
+            clock: clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            settings,
+        }
+    }
+
+    /// The policies and bounds in force.
+    pub(crate) fn settings(&self) -> &Resolved {
+        &self.settings
+    }
+
+    pub(super) fn ledger(&self) -> &Ledger<S> {
+        &self.ledger
+    }
+
+    pub(super) fn metrics(&self) -> Option<&AuditMetrics> {
+        self.metrics.as_ref()
+    }
+
     pub(crate) fn close_policy(&self) -> bool {
         self.settings.leak_policy == LeakPolicy::Close
     }
@@ -164,7 +192,11 @@ impl Audit {
     ///
     /// `kept` makes what the span keeps from its start; it is called only when the span
     /// is tracked, so the fast path never copies or boxes anything.
-    pub(crate) fn start(&self, plan: StartPlan, kept: impl FnOnce() -> Kept) -> Vec<Synthetic> {
+    pub(crate) fn start(
+        &self,
+        plan: StartPlan,
+        kept: impl FnOnce() -> Kept<S>,
+    ) -> Vec<Synthetic<S>> {
         let mut synthetic = Vec::new();
         let mut kept = Some(kept);
         let span = NewSpan {
@@ -200,7 +232,7 @@ impl Audit {
         &self,
         make_room: bool,
         now: impl Fn() -> SystemTime,
-        synthetic: &mut Vec<Synthetic>,
+        synthetic: &mut Vec<Synthetic<S>>,
     ) {
         let max_age = u64::try_from(self.settings.max_span_age.as_nanos()).unwrap_or(u64::MAX);
         self.ledger.evict_due(
@@ -211,7 +243,7 @@ impl Audit {
     }
 
     /// Evicts every span still open (at shutdown); returns those to export closed.
-    pub(crate) fn shutdown(&self) -> Vec<Synthetic> {
+    pub(crate) fn shutdown(&self) -> Vec<Synthetic<S>> {
         let mut synthetic = Vec::new();
         let now = (self.clock)();
         self.ledger
@@ -221,7 +253,7 @@ impl Audit {
 
     /// Classifies an ending span again, from its final attributes, and writes what the
     /// processor knows about it.
-    pub(crate) fn on_end(&self, span: EndedSpan<'_>) -> EndOutcome {
+    pub(crate) fn on_end(&self, span: EndedSpan<'_>) -> EndOutcome<S> {
         let mut outcome = EndOutcome {
             forward: true,
             synthetic: Vec::new(),
@@ -231,7 +263,7 @@ impl Audit {
             Ending::Tracked(t) => Some(t),
             Ending::Closed(role) => {
                 // Already exported, closed by the audit: its real end is only counted.
-                findings::count_only(self.metrics.as_ref(), FindingCode::LateEnd, role);
+                Finding::new(FindingCode::LateEnd, role).count_only(self.metrics.as_ref());
                 outcome.forward = false;
                 return outcome;
             }
@@ -248,11 +280,11 @@ impl Audit {
         let mut writes = AttributeWrites::default();
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
-            writes.set(audit::ROLE, role.as_str());
+            writes.set(keys::ROLE, role.as_str());
         }
         if evicted_as.is_some() {
             // Counted when it was evicted; the span itself learns it now.
-            findings.note(FindingCode::Stale, role);
+            findings.add(Finding::new(FindingCode::Stale, role).counted_before());
         }
 
         match role {
@@ -278,10 +310,10 @@ impl Audit {
 
         if let Some(t) = &tracked {
             for code in t.pending.iter() {
-                findings.record(code, role, false);
+                findings.add(Finding::new(code, role));
             }
             if t.parent_ended {
-                findings.record(FindingCode::LateEnd, role, false);
+                findings.add(Finding::new(FindingCode::LateEnd, role));
             }
             let step_index = self.write_structure(role, t, &mut writes);
             let attrs: &[KeyValue] = span.attributes;
@@ -315,7 +347,7 @@ impl Audit {
                 );
             }
         }
-        findings.emit(&mut writes, self.metrics.as_ref());
+        findings.emit(&mut writes, self.metrics());
         writes.apply(span.attributes);
         outcome
     }
@@ -325,21 +357,28 @@ impl Audit {
         &self,
         span: &EndedSpan<'_>,
         role: Role,
-        tracked: Option<&Ended>,
+        tracked: Option<&Ended<S>>,
         writes: &mut AttributeWrites,
         findings: &mut SpanFindings,
     ) {
         let usage = Usage::from_attributes(span.attributes);
         if usage.invalid {
-            findings.record(FindingCode::InvalidUsage, role, false);
+            findings.add(Finding::new(FindingCode::InvalidUsage, role));
         }
         if usage.cache_exclusive {
-            writes.set(audit::USAGE_CACHE_EXCLUSIVE, true);
+            writes.set(keys::USAGE_CACHE_EXCLUSIVE, true);
         }
         if usage.reasoning_exclusive {
-            writes.set(audit::USAGE_REASONING_EXCLUSIVE, true);
+            writes.set(keys::USAGE_REASONING_EXCLUSIVE, true);
         }
-        let cost = self.cost(span, &usage, writes);
+        let cost = cost::price_call(
+            self.pricer.as_ref(),
+            self.cost_attributes,
+            span.attributes,
+            &usage,
+            span.start_time,
+            writes,
+        );
         let Some(t) = tracked else { return };
         if role != Role::Generation {
             self.ledger.detach(span.id, t.parent);
@@ -370,7 +409,7 @@ impl Audit {
     pub(crate) fn write_structure(
         &self,
         role: Role,
-        t: &Ended,
+        t: &Ended<S>,
         writes: &mut AttributeWrites,
     ) -> u32 {
         if role.carries_totals() && t.totals.has_calls() {
@@ -378,7 +417,7 @@ impl Audit {
         }
         match role {
             Role::Invocation => {
-                writes.set(audit::STEPS, i64::from(t.steps));
+                writes.set(keys::STEPS, i64::from(t.steps));
                 0
             }
             Role::Step => {
@@ -388,122 +427,67 @@ impl Audit {
                     (index, _) => index,
                 };
                 if index > 0 {
-                    writes.set(audit::STEP_INDEX, i64::from(index));
+                    writes.set(keys::STEP_INDEX, i64::from(index));
                 }
                 index
             }
             _ => 0,
         }
     }
+}
 
-    /// The cost of one generation or embedding: the one it reports, else the price of
-    /// its usage. `None` when unpriced.
-    fn cost(
-        &self,
-        span: &EndedSpan<'_>,
-        usage: &Usage,
-        writes: &mut AttributeWrites,
-    ) -> Option<f64> {
-        let attrs: &[KeyValue] = span.attributes;
-        let (cost_usd, source, matched) = if let Some(reported) = reported_cost(attrs) {
-            (reported, "reported", None)
-        } else {
-            let price = if usage.invalid || usage.is_empty() {
-                None
-            } else {
-                first_string(attrs, &MODEL_KEYS).and_then(|model| {
-                    self.pricer.price(&PriceQuery {
-                        provider: first_string(attrs, &PROVIDER_KEYS),
-                        model,
-                        usage,
-                        time: span.start_time,
-                    })
-                })
-            };
-            match price {
-                Some(p) => (p.cost_usd, "computed", Some(p.matched)),
-                None => {
-                    writes.set(audit::COST_UNPRICED, true);
-                    return None;
-                }
-            }
-        };
-        writes.set(audit::COST_USD, cost_usd);
-        writes.set(audit::COST_SOURCE, source);
-        if let Some(matched) = matched {
-            writes.set(audit::COST_MODEL, Value::String(matched.to_string().into()));
-        }
-        let dialects = self.cost_attributes;
-        for (on, key) in [
-            (dialects.gen_ai_usage_cost, cost::GEN_AI_USAGE_COST),
-            (dialects.llm_cost_total, cost::LLM_COST_TOTAL),
-            (dialects.operation_cost, cost::OPERATION_COST),
-        ] {
-            if on && last_value(attrs, key).is_none() {
-                writes.set_absent(key, cost_usd);
-            }
-        }
-        Some(cost_usd)
+/// The keys of one family of sums (`genai_audit.total.*` or `genai_audit.cumulative.*`).
+struct SumKeys {
+    input: &'static str,
+    output: &'static str,
+    cache_read: &'static str,
+    cache_write: &'static str,
+    reasoning: &'static str,
+    cost_usd: &'static str,
+    generations: &'static str,
+}
+
+const CUMULATIVE: SumKeys = SumKeys {
+    input: keys::cumulative::INPUT_TOKENS,
+    output: keys::cumulative::OUTPUT_TOKENS,
+    cache_read: keys::cumulative::CACHE_READ_TOKENS,
+    cache_write: keys::cumulative::CACHE_WRITE_TOKENS,
+    reasoning: keys::cumulative::REASONING_TOKENS,
+    cost_usd: keys::cumulative::COST_USD,
+    generations: keys::cumulative::GENERATIONS,
+};
+
+const TOTAL: SumKeys = SumKeys {
+    input: keys::total::INPUT_TOKENS,
+    output: keys::total::OUTPUT_TOKENS,
+    cache_read: keys::total::CACHE_READ_TOKENS,
+    cache_write: keys::total::CACHE_WRITE_TOKENS,
+    reasoning: keys::total::REASONING_TOKENS,
+    cost_usd: keys::total::COST_USD,
+    generations: keys::total::GENERATIONS,
+};
+
+/// Writes the sums every family has; the cost only when some call was priced.
+fn write_sums(writes: &mut AttributeWrites, k: &SumKeys, t: &Totals) {
+    writes.set(k.input, count_value(t.input));
+    writes.set(k.output, count_value(t.output));
+    writes.set(k.cache_read, count_value(t.cache_read));
+    writes.set(k.cache_write, count_value(t.cache_write));
+    writes.set(k.reasoning, count_value(t.reasoning));
+    if t.priced > 0 {
+        writes.set(k.cost_usd, t.cost_usd);
     }
-}
-
-/// A cost the span reports itself, in USD: `gen_ai.usage.cost`, then
-/// `gen_ai.usage.cost.amount` with currency `USD`, then `llm.cost.total`.
-fn reported_cost(attrs: &[KeyValue]) -> Option<f64> {
-    let number = |key| {
-        match last_value(attrs, key)? {
-            Value::F64(v) => Some(*v),
-            Value::I64(v) => Some(*v as f64),
-            Value::String(s) => s.as_str().trim().parse::<f64>().ok(),
-            _ => None,
-        }
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-    };
-    number(cost::GEN_AI_USAGE_COST)
-        .or_else(|| {
-            let usd = matches!(
-                last_value(attrs, cost::GEN_AI_USAGE_COST_CURRENCY),
-                Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
-            );
-            usd.then(|| number(cost::GEN_AI_USAGE_COST_AMOUNT))
-                .flatten()
-        })
-        .or_else(|| number(cost::LLM_COST_TOTAL))
-}
-
-fn first_string<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|key| match last_value(attrs, key)? {
-        Value::String(s) if !s.as_str().trim().is_empty() => Some(s.as_str().trim()),
-        _ => None,
-    })
+    writes.set(k.generations, count_value(t.generations));
 }
 
 fn write_cumulative(writes: &mut AttributeWrites, c: &Totals) {
-    use audit::cumulative as k;
-    writes.set(k::INPUT_TOKENS, count_value(c.input));
-    writes.set(k::OUTPUT_TOKENS, count_value(c.output));
-    writes.set(k::CACHE_READ_TOKENS, count_value(c.cache_read));
-    writes.set(k::CACHE_WRITE_TOKENS, count_value(c.cache_write));
-    writes.set(k::REASONING_TOKENS, count_value(c.reasoning));
-    if c.priced > 0 {
-        writes.set(k::COST_USD, c.cost_usd);
-    }
-    writes.set(k::GENERATIONS, count_value(c.generations));
+    write_sums(writes, &CUMULATIVE, c);
 }
 
 fn write_totals(writes: &mut AttributeWrites, t: &Totals, open_children: bool) {
-    use audit::total as k;
-    writes.set(k::INPUT_TOKENS, count_value(t.input));
-    writes.set(k::OUTPUT_TOKENS, count_value(t.output));
-    writes.set(k::CACHE_READ_TOKENS, count_value(t.cache_read));
-    writes.set(k::CACHE_WRITE_TOKENS, count_value(t.cache_write));
-    writes.set(k::REASONING_TOKENS, count_value(t.reasoning));
-    if t.priced > 0 {
-        writes.set(k::COST_USD, t.cost_usd);
-    }
-    writes.set(k::GENERATIONS, count_value(t.generations));
-    writes.set(k::TOOL_CALLS, count_value(t.tool_calls));
+    write_sums(writes, &TOTAL, t);
+    writes.set(keys::total::TOOL_CALLS, count_value(t.tool_calls));
     if t.partial || open_children {
-        writes.set(k::PARTIAL, true);
+        writes.set(keys::total::PARTIAL, true);
     }
 }

@@ -2,8 +2,8 @@
 //! configured only by the standard `OTEL_EXPORTER_OTLP_*` environment variables, and
 //! decodes what arrives (protobuf `ExportTraceServiceRequest`).
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use std::collections::HashMap;
 use std::process::Output;

@@ -1,6 +1,6 @@
 //! Runs the `replay` example binary on recorded and malformed trace scripts.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Reading and writing span attributes the way DESIGN §3 and §5 ask.
+//! Reading and writing span attributes.
 //!
 //! The SDK does not deduplicate attribute keys, so a finished span can carry one key
 //! several times: every read takes the last value. Every write replaces the key's
@@ -25,6 +25,15 @@ pub fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value
 }
 
 /// The attributes the processor sets on one span, applied in one pass at the end.
+/// The first of `keys` whose last value is a non-blank string, trimmed.
+pub(crate) fn first_string<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|key| match last_value(attributes, key)? {
+            Value::String(s) if !s.as_str().trim().is_empty() => Some(s.as_str().trim()),
+            _ => None,
+        })
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,
@@ -59,9 +68,9 @@ impl AttributeWrites {
     }
 
     /// Keeps `original`, the value of `key` before a repair, under
-    /// `genai_audit.reported.<key>` (DESIGN §5).
+    /// `genai_audit.reported.<key>`.
     pub(crate) fn set_reported(&mut self, key: &str, original: Value) {
-        let key = Key::from(format!("{}{key}", crate::keys::audit::REPORTED_PREFIX));
+        let key = Key::from(format!("{}{key}", crate::keys::REPORTED_PREFIX));
         if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key == key) {
             existing.value = original;
         } else {

@@ -2,7 +2,7 @@
 //! that end first, children started after their parent ended, spans never ended,
 //! parents never seen, odd attribute types, huge counts.
 
-mod common;
+use crate::common;
 
 use common::{findings_of, value, Harness};
 use opentelemetry::trace::{

@@ -1,9 +1,10 @@
 //! Leaks through the plain OpenTelemetry API: steps left open when their invocation
 //! ends (leak policies `flag` and `close`), spans forgotten or held forever (stale at
 //! shutdown), spans ended twice, unknown parents, late starts, and eviction by age with
-//! a controllable clock. Expected values follow `semantics.md` and DESIGN §6.
+//! a controllable clock. Expected values follow the design contract
+//! (`../shared/DESIGN.md`) §6.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use common::{
     Harness, Metrics, Recorder, CLOSED_WITH_OPEN_STEP, LATE_ENDS_OF_INVOCATION_AND_STEP,
     STALE_INVOCATION_AND_STEP,
 };
-use genai_audit::leaks::{STALE_STATUS, UNCLOSED_STATUS};
+use genai_audit::keys::{STALE_STATUS, UNCLOSED_STATUS};
 use genai_audit::{GenAiAuditProcessor, LeakPolicy};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,

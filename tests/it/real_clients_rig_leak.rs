@@ -1,18 +1,15 @@
 //! A rig run that is polled once and then `std::mem::forget`-ed leaves its
 //! `invoke_agent` and `chat` spans started and never ended: they never reach
-//! `on_end`. The audit processor must still report them (DESIGN §1, §6 `stale`, §9):
+//! `on_end`. The audit processor must still report them (the design contract (`../shared/DESIGN.md`) §1, §6 `stale`, §9):
 //! at `provider.shutdown()` every span still tracked is evicted as `stale`, and so is
 //! a span older than the maximum age, checked on later span starts.
-//!
-//! Needs the leak handling of issue 3 (`LeakPolicy` doing something, and the builder's
-//! `with_clock`): until it lands this file does not compile.
 //!
 //! The inner processor here records what it is given instead of exporting it, and
 //! keeps it after its own shutdown (the SDK's `InMemorySpanExporter` forgets its spans
 //! when shut down), so that spans closed at shutdown can be inspected.
 
-mod common;
-mod rig_support;
+use crate::common;
+use crate::rig_support;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -1,8 +1,8 @@
-//! The `genai_audit.findings` counter (DESIGN §7): every finding code is counted with
+//! The `genai_audit.findings` counter (the design contract (`../shared/DESIGN.md`) §7): every finding code is counted with
 //! its role and repair flag, with exact counts, each driven by a small trace script;
 //! and what the spans say in `genai_audit.findings` agrees with the metric.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

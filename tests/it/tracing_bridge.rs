@@ -4,7 +4,7 @@
 //! the tracing span closes), so neither is ever exported; eviction by age reports both
 //! as stale.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

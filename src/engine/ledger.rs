@@ -30,11 +30,11 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::bounded_memory::{BoundedMemory, Record};
-use crate::findings::{FindingCode, FindingSet};
+use super::bounded_memory::{BoundedMemory, Record};
+use super::findings::FindingSet;
+use crate::findings::FindingCode;
 use crate::hashing::BuildIdHasher;
 use crate::recognition::Role;
-use crate::sdk_adapter::Snapshot;
 use crate::usage::Totals;
 
 /// Longest ancestor chain a walk follows (a guard; real traces are shallow).
@@ -58,24 +58,32 @@ pub(crate) enum Fate {
     Evicted,
 }
 
+/// A copy of a span as it started, kept under leak policy `close` to export the span
+/// if the audit closes it. The processor's is the SDK's own span data; the engine only
+/// needs its name.
+pub(crate) trait StartCopy: Send + Sync + std::fmt::Debug + 'static {
+    /// The span's name.
+    fn name(&self) -> &str;
+}
+
 /// What the span kept from its start, besides its place in the tree.
 #[derive(Debug, Default)]
-pub(crate) enum Kept {
+pub(crate) enum Kept<S> {
     /// Nothing (spans not recognised at start).
     #[default]
     Nothing,
     /// Its name, for `genai_audit.leak.unclosed_names`.
     Name(Cow<'static, str>),
     /// The whole span as it started (leak policy `close`, to export it closed).
-    Snapshot(Box<Snapshot>),
+    Snapshot(Box<S>),
 }
 
-impl Kept {
+impl<S: StartCopy> Kept<S> {
     pub(crate) fn name(&self) -> Option<&str> {
         match self {
             Kept::Nothing => None,
             Kept::Name(name) => Some(name),
-            Kept::Snapshot(snapshot) => Some(crate::sdk_adapter::snapshot_name(snapshot)),
+            Kept::Snapshot(snapshot) => Some(snapshot.name()),
         }
     }
 }
@@ -114,7 +122,7 @@ pub(crate) struct LastResponse {
 
 /// What the ledger keeps for one tracked span.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub(crate) struct Entry<S> {
     /// The tracked parent, if the parent was tracked when this span started (0: none;
     /// span ids are never 0).
     parent: u64,
@@ -123,7 +131,7 @@ pub(crate) struct Entry {
     /// When the processor started tracking it, nanoseconds since the Unix epoch.
     start_nanos: u64,
     /// What it kept from its start.
-    kept: Kept,
+    kept: Kept<S>,
     /// What only spans with descendants (or an identity) need, allocated on first use:
     /// most tracked spans are leaves (generations, tool calls) and never pay for it.
     below: Option<Box<Below>>,
@@ -156,7 +164,7 @@ struct Below {
     last_response: Option<Box<LastResponse>>,
 }
 
-impl Entry {
+impl<S> Entry<S> {
     fn parent(&self) -> Option<u64> {
         unpack(self.parent)
     }
@@ -205,7 +213,7 @@ pub(crate) enum Start {
 
 /// What an ended (or closed, or evicted) span's entry held.
 #[derive(Debug)]
-pub(crate) struct Ended {
+pub(crate) struct Ended<S> {
     pub(crate) parent: Option<u64>,
     pub(crate) invocation: Option<u64>,
     pub(crate) role: Role,
@@ -219,7 +227,7 @@ pub(crate) struct Ended {
     /// Tracked children still open at the end.
     pub(crate) open_children: Vec<u64>,
     /// What it kept from its start (moved out when the audit closes or evicts it).
-    pub(crate) kept: Kept,
+    pub(crate) kept: Kept<S>,
 }
 
 /// What the ledger knows about a span that is ending.
@@ -227,9 +235,9 @@ pub(crate) struct Ended {
 // allocation per span.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub(crate) enum Ending {
+pub(crate) enum Ending<S> {
     /// It was tracked and open: here is its entry.
-    Tracked(Ended),
+    Tracked(Ended<S>),
     /// The audit already closed it (leak policy `close`).
     Closed(Role),
     /// It was evicted while open (leak policy `flag`).
@@ -302,8 +310,8 @@ struct StartOrder {
 
 /// The live spans, bounded by `capacity`, and the memory of recently ended ones.
 #[derive(Debug)]
-pub(crate) struct Ledger {
-    spans: DashMap<u64, Entry, BuildIdHasher>,
+pub(crate) struct Ledger<S> {
+    spans: DashMap<u64, Entry<S>, BuildIdHasher>,
     len: Arc<AtomicUsize>,
     capacity: usize,
     order: Mutex<StartOrder>,
@@ -314,7 +322,7 @@ pub(crate) struct Ledger {
     any_gone: std::sync::atomic::AtomicBool,
 }
 
-impl Ledger {
+impl<S: StartCopy> Ledger<S> {
     pub(crate) fn new(capacity: usize, close_on_evict: bool) -> Self {
         let capacity = capacity.max(1);
         Ledger {
@@ -355,7 +363,7 @@ impl Ledger {
         &self,
         min_start_nanos: impl FnOnce() -> u64,
         make_room: bool,
-        mut on_evict: impl FnMut(Ended),
+        mut on_evict: impl FnMut(Ended<S>),
     ) {
         let Some(mut order) = self.order.try_lock() else {
             return;
@@ -396,7 +404,7 @@ impl Ledger {
 
     /// Evicts every open span (at shutdown), oldest first, each handed to `on_evict`
     /// before the next is evicted.
-    pub(crate) fn evict_all(&self, mut on_evict: impl FnMut(Ended)) {
+    pub(crate) fn evict_all(&self, mut on_evict: impl FnMut(Ended<S>)) {
         let queue = std::mem::take(&mut self.order.lock().queue);
         for (id, start) in queue {
             if let Some(ended) = self.evict(id, start, false) {
@@ -409,7 +417,7 @@ impl Ledger {
     /// the audit closed, whose real end never came, goes without a finding; so does a
     /// tombstone at the front of a full ledger (it has ended; its open children are the
     /// ones that will be reported).
-    fn evict(&self, id: u64, start: u64, full: bool) -> Option<Ended> {
+    fn evict(&self, id: u64, start: u64, full: bool) -> Option<Ended<S>> {
         let (_, mut entry) = self.spans.remove_if(&id, |_, e| {
             e.start_nanos == start && (matches!(e.fate, Fate::Open | Fate::Closed) || full)
         })?;
@@ -443,7 +451,7 @@ impl Ledger {
         span: NewSpan,
         recognised: bool,
         now: impl FnOnce() -> u64,
-        kept: &mut Option<impl FnOnce() -> Kept>,
+        kept: &mut Option<impl FnOnce() -> Kept<S>>,
     ) -> Start {
         if !recognised && self.len() == 0 {
             // Nothing is tracked, so no parent is: the fast path without a lookup.
@@ -647,7 +655,7 @@ impl Ledger {
 
     /// Ends a span: what the ledger knows of it. A tracked entry is removed unless
     /// tracked children are still open (then it stays as a tombstone).
-    pub(crate) fn end(&self, id: u64) -> Ending {
+    pub(crate) fn end(&self, id: u64) -> Ending<S> {
         if self.len() == 0 && !self.any_gone.load(Ordering::Relaxed) {
             return Ending::Untracked;
         }
@@ -708,7 +716,7 @@ impl Ledger {
     /// real end will not be exported. Returns what its entry held. The entry stays until
     /// the real end comes (or it is evicted by age or capacity), so that the real end is
     /// recognised whatever the bounded memory of ended spans has forgotten.
-    pub(crate) fn close(&self, id: u64) -> Option<Ended> {
+    pub(crate) fn close(&self, id: u64) -> Option<Ended<S>> {
         let ended = {
             let mut entry = self.spans.get_mut(&id)?;
             if entry.fate != Fate::Open {
@@ -724,7 +732,7 @@ impl Ledger {
 
     /// A span is no longer open: remember its fate, and stop counting it as an open
     /// step of its invocation.
-    fn leave(&self, id: u64, ended: &Ended, fate: Fate) {
+    fn leave(&self, id: u64, ended: &Ended<S>, fate: Fate) {
         if matches!(fate, Fate::Closed | Fate::Evicted) {
             self.any_gone.store(true, Ordering::Relaxed);
         }
@@ -762,7 +770,7 @@ impl Ledger {
 
 /// What an entry held, for a span that is no longer open (the parts only needed at the
 /// end are moved out).
-fn take_ended(entry: &mut Entry) -> Ended {
+fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
     let (open_children, totals, own, steps, last_response) = match entry.below.as_mut() {
         Some(b) => (
             b.open_children.clone(),
@@ -791,7 +799,7 @@ fn take_ended(entry: &mut Entry) -> Ended {
 
 /// Removes `child` from `entry`'s open children; true when `entry` has ended and has no
 /// open children left.
-fn remove_child(entry: &mut Entry, child: u64) -> bool {
+fn remove_child<S>(entry: &mut Entry<S>, child: u64) -> bool {
     if let Some(below) = entry.below.as_mut() {
         if let Some(pos) = below.open_children.iter().position(|c| *c == child) {
             below.open_children.swap_remove(pos);
@@ -814,6 +822,14 @@ mod tests {
     }
 
     /// Starts a recognised span, tracked from "time" `id`.
+    impl StartCopy for String {
+        fn name(&self) -> &str {
+            self
+        }
+    }
+
+    type Ledger = super::Ledger<String>;
+
     fn start(l: &Ledger, id: u64, parent: Option<u64>, role: Role) -> bool {
         let mut kept = Some(|| Kept::Nothing);
         matches!(
@@ -822,7 +838,7 @@ mod tests {
         )
     }
 
-    fn tracked(ending: Ending) -> Ended {
+    fn tracked(ending: Ending<String>) -> Ended<String> {
         match ending {
             Ending::Tracked(e) => e,
             other => panic!("not tracked: {other:?}"),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use genai_audit::leaks::{STALE_STATUS, UNCLOSED_STATUS};
+use genai_audit::keys::{STALE_STATUS, UNCLOSED_STATUS};
 use genai_audit::script::{Replay, TraceScript};
 use genai_audit::{GenAiAuditProcessor, GenAiAuditProcessorBuilder, LeakPolicy};
 use opentelemetry::trace::{Status, TracerProvider};

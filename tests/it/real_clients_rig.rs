@@ -12,8 +12,8 @@
 //! them only at the end. `tracing-opentelemetry` writes the `u64` token counts as strings
 //! (`"1200"`), and `chat` carries `gen_ai.operation.name` twice.
 
-mod common;
-mod rig_support;
+use crate::common;
+use crate::rig_support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Leaks (DESIGN §6, §9): recognised children still open when their parent ends, and
+//! Leaks: recognised children still open when their parent ends, and
 //! spans evicted while open.
 //!
 //! At a parent's end, only its own open children are visited (O(open children)). Each
@@ -17,22 +17,18 @@ use std::time::SystemTime;
 
 use opentelemetry::{StringValue, Value};
 
-use crate::audit::{Audit, Synthetic};
-use crate::findings::{self, FindingCode, SpanFindings};
-use crate::keys::audit;
-use crate::ledger::{Ended, Kept};
+use super::audit::{Audit, Synthetic};
+use super::findings::{Finding, SpanFindings};
+use super::ledger::{Ended, Kept, StartCopy};
+use crate::attributes::AttributeWrites;
+use crate::findings::FindingCode;
+use crate::keys::{self, STALE_STATUS, UNCLOSED_STATUS};
 use crate::recognition::Role;
-use crate::span_attributes::AttributeWrites;
-
-/// Status description of a span closed because its parent ended.
-pub const UNCLOSED_STATUS: &str = "unclosed when parent ended";
-/// Status description of a span closed because it was evicted while open.
-pub const STALE_STATUS: &str = "evicted while open (stale)";
 
 /// How deep closing follows open descendants; deeper ones are left to eviction.
 const MAX_CLOSE_DEPTH: usize = 64;
 
-impl Audit {
+impl<S: StartCopy> Audit<S> {
     /// Reports the recognised children still open at a parent's end on the parent, and
     /// closes them under `close` (exports pushed to `out`, children first).
     pub(crate) fn open_children_at_end(
@@ -40,7 +36,7 @@ impl Audit {
         open: &[u64],
         end_time: SystemTime,
         parent: (&mut AttributeWrites, &mut SpanFindings, Role),
-        out: &mut Vec<Synthetic>,
+        out: &mut Vec<Synthetic<S>>,
     ) {
         self.unclosed(open, end_time, parent, out, 0);
     }
@@ -50,13 +46,13 @@ impl Audit {
         open: &[u64],
         end_time: SystemTime,
         (writes, findings, role): (&mut AttributeWrites, &mut SpanFindings, Role),
-        out: &mut Vec<Synthetic>,
+        out: &mut Vec<Synthetic<S>>,
         depth: usize,
     ) {
         let mut names = Vec::new();
         let mut count: i64 = 0;
         for &child in open {
-            let Some(c) = self.ledger.orphan(child) else {
+            let Some(c) = self.ledger().orphan(child) else {
                 continue;
             };
             if !c.role.is_recognised() {
@@ -67,51 +63,51 @@ impl Audit {
                 names.push(StringValue::from(name));
             }
             if self.close_policy() && depth < MAX_CLOSE_DEPTH {
-                if let Some(closed) = self.ledger.close(c.id) {
+                if let Some(closed) = self.ledger().close(c.id) {
                     self.synthesize(closed, end_time, UNCLOSED_STATUS, None, out, depth + 1);
                 }
             }
         }
         if count > 0 {
-            findings.record(FindingCode::UnclosedChild, role, false);
-            writes.set(audit::LEAK_UNCLOSED_CHILDREN, count);
-            writes.set(audit::LEAK_UNCLOSED_NAMES, Value::Array(names.into()));
+            findings.add(Finding::new(FindingCode::UnclosedChild, role));
+            writes.set(keys::LEAK_UNCLOSED_CHILDREN, count);
+            writes.set(keys::LEAK_UNCLOSED_NAMES, Value::Array(names.into()));
         }
     }
 
     /// Reports a span evicted while open: counted under `flag`, exported closed under
     /// `close` (with its open children, closed as unclosed).
-    pub(crate) fn evicted(&self, evicted: Ended, now: SystemTime, out: &mut Vec<Synthetic>) {
+    pub(crate) fn evicted(&self, evicted: Ended<S>, now: SystemTime, out: &mut Vec<Synthetic<S>>) {
         if self.close_policy() {
             self.synthesize(evicted, now, STALE_STATUS, Some(FindingCode::Stale), out, 0);
         } else {
-            findings::count_only(self.metrics.as_ref(), FindingCode::Stale, evicted.role);
+            Finding::new(FindingCode::Stale, evicted.role).count_only(self.metrics());
         }
     }
 
     /// Builds the export of a span the audit closed, after those of its open children.
     fn synthesize(
         &self,
-        closed: Ended,
+        closed: Ended<S>,
         end_time: SystemTime,
         status: &'static str,
         reason: Option<FindingCode>,
-        out: &mut Vec<Synthetic>,
+        out: &mut Vec<Synthetic<S>>,
         depth: usize,
     ) {
         let role = closed.role;
         let mut writes = AttributeWrites::default();
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
-            writes.set(audit::ROLE, role.as_str());
+            writes.set(keys::ROLE, role.as_str());
         }
         for code in closed.pending.iter() {
-            findings.record(code, role, false);
+            findings.add(Finding::new(code, role));
         }
         if let Some(code) = reason {
-            findings.record(code, role, false);
+            findings.add(Finding::new(code, role));
         }
-        findings.record(FindingCode::ClosedByAudit, role, false);
+        findings.add(Finding::new(FindingCode::ClosedByAudit, role));
         self.write_structure(role, &closed, &mut writes);
         if !closed.open_children.is_empty() {
             self.unclosed(
@@ -122,7 +118,7 @@ impl Audit {
                 depth,
             );
         }
-        findings.emit(&mut writes, self.metrics.as_ref());
+        findings.emit(&mut writes, self.metrics());
         if let Kept::Snapshot(snapshot) = closed.kept {
             out.push(Synthetic {
                 snapshot,

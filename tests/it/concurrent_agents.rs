@@ -1,5 +1,5 @@
 //! One agent shared by concurrent callers, on a real `SdkTracerProvider` with the audit
-//! processor (issue 4).
+//! processor.
 //!
 //! The agent is written here: each invocation runs a few ReAct steps; each step makes an
 //! LLM call and, for each tool call, runs the tool and calls the LLM again. A tiny
@@ -46,7 +46,7 @@
 //!   `Condvar`; tasks poll for it with `yield_now`, so 8 tasks share 2 runtime workers.
 //!   The interleaving is therefore a seeded schedule executed on real threads.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Barrier, Condvar, Mutex};

@@ -1,4 +1,4 @@
-//! Cross-invocation contamination (issue 4, DESIGN §6, semantics.md "Contamination"):
+//! Cross-invocation contamination (the design contract, `../shared/DESIGN.md` §6):
 //! trace scripts of each symptom of concurrent invocations of one shared agent
 //! overwriting each other's telemetry state, with the exact findings under the policy
 //! `flag`, and the exact repaired values and `genai_audit.reported.*` originals under
@@ -12,7 +12,7 @@
 //! with the expected originals (no other), and the `genai_audit.findings` metric with
 //! the expected counts by (code, role, repaired), all exactly.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Cross-invocation contamination (DESIGN §6): the detectors that run when an
+//! Cross-invocation contamination: the detectors that run when an
 //! invocation, step or other recognised span ends, and the repairs of the policy
 //! `repair`.
 //!
@@ -15,13 +15,15 @@
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::bounded_memory::BoundedMemory;
-use crate::findings::{FindingCode, SpanFindings};
+use super::bounded_memory::BoundedMemory;
+use super::findings::{Finding, SpanFindings};
+use super::ledger::{Identity, LastResponse, OwnUsage};
+use crate::attributes::{last_value, AttributeWrites};
+use crate::cost;
+use crate::findings::FindingCode;
 use crate::hashing::hash_str;
-use crate::keys::gen_ai;
-use crate::ledger::{Identity, LastResponse, OwnUsage};
+use crate::keys::read::gen_ai;
 use crate::recognition::Role;
-use crate::span_attributes::{last_value, AttributeWrites};
 use crate::usage::{count_value, reported_count, token_count, Totals, INPUT_KEYS, OUTPUT_KEYS};
 
 /// Which invocation each recent generation's response id belongs to, across traces, in
@@ -51,10 +53,7 @@ impl ResponseOwners {
         self.owners.insert(hash_str(&id), invocation);
         keep.then(|| LastResponse {
             id: id.into_owned(),
-            model: [gen_ai::RESPONSE_MODEL, gen_ai::REQUEST_MODEL]
-                .iter()
-                .find_map(|k| last_value(attributes, k).and_then(non_empty))
-                .map(|m| m.into_owned()),
+            model: cost::model(attributes).map(str::to_owned),
         })
     }
 
@@ -118,7 +117,7 @@ impl Check<'_, '_> {
         }
         if found {
             self.findings
-                .record(FindingCode::UsageMismatch, self.role, self.repair);
+                .add(Finding::new(FindingCode::UsageMismatch, self.role).repaired(self.repair));
         }
     }
 
@@ -155,7 +154,7 @@ impl Check<'_, '_> {
             _ => false,
         };
         self.findings
-            .record(FindingCode::ForeignResponse, self.role, repaired);
+            .add(Finding::new(FindingCode::ForeignResponse, self.role).repaired(repaired));
     }
 
     /// `round_mismatch` (step): its `gen_ai.react.round` differs from its position.
@@ -172,7 +171,7 @@ impl Check<'_, '_> {
             self.writes.set(gen_ai::REACT_ROUND, i64::from(index));
         }
         self.findings
-            .record(FindingCode::RoundMismatch, self.role, self.repair);
+            .add(Finding::new(FindingCode::RoundMismatch, self.role).repaired(self.repair));
     }
 
     /// `identity_mismatch` (recognised descendant): its conversation id or agent name
@@ -191,7 +190,7 @@ impl Check<'_, '_> {
             || differs(mine.agent, invocation.agent)
         {
             self.findings
-                .record(FindingCode::IdentityMismatch, self.role, false);
+                .add(Finding::new(FindingCode::IdentityMismatch, self.role).repaired(false));
         }
     }
 }

@@ -11,8 +11,8 @@
 //! `gen_ai.response.id`. Agent and tool spans are opt-in helpers
 //! (`genai::otel::agent`) for applications that build agents on genai.
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use common::{direct_price, findings_of, value, Harness};
 use genai::chat::{ChatMessage, ChatRequest};

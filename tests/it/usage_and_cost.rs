@@ -1,7 +1,7 @@
-//! Usage edge cases (DESIGN §3) and cost edge cases (DESIGN §4), through a real
+//! Usage edge cases (the design contract (`../shared/DESIGN.md`) §3) and cost edge cases (the design contract (`../shared/DESIGN.md`) §4), through a real
 //! tracer provider.
 
-mod common;
+use crate::common;
 
 use common::{direct_price, findings_of, value, Harness};
 use genai_audit::{CostAttributes, ModelPrice};

@@ -1,7 +1,7 @@
 //! A clean coding-agent turn: one invocation, one step, three generations on a model
 //! the price data knows, two `read` tool calls and one `webfetch` between them.
 
-mod common;
+use crate::common;
 
 use common::{direct_price, Harness};
 

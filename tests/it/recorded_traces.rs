@@ -2,7 +2,7 @@
 //! recognised as its README says, no findings, and the per-invocation totals of the
 //! README.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 

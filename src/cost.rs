@@ -1,0 +1,176 @@
+//! What one model call cost, and the keys that say so.
+//!
+//! A generation or embedding is priced once, as it ends. A cost the span already
+//! reports (`gen_ai.usage.cost`, `gen_ai.usage.cost.amount` with currency `USD`,
+//! `llm.cost.total`) is used as it is; otherwise its usage is priced by the
+//! [`Pricer`] at the call's start time, for the model and provider it names, each read
+//! from one precedence list ([`MODEL_KEYS`], [`PROVIDER_KEYS`]). The result is written as
+//! `genai_audit.cost_usd` with its source and matched model, plus the cost keys other
+//! backends read ([`CostAttributes`]), or as `genai_audit.cost.unpriced` when there is
+//! no price: an unknown model is never priced at zero.
+
+use std::time::SystemTime;
+
+use opentelemetry::{KeyValue, Value};
+
+use crate::attributes::{first_string, last_value, AttributeWrites};
+use crate::keys::{self, read};
+use crate::pricing::{PriceQuery, Pricer};
+use crate::usage::Usage;
+
+/// Where a call's model is read from, first present wins.
+pub(crate) const MODEL_KEYS: [&str; 5] = [
+    read::gen_ai::RESPONSE_MODEL,
+    read::gen_ai::REQUEST_MODEL,
+    read::openinference::MODEL_NAME,
+    read::vercel::RESPONSE_MODEL,
+    read::vercel::MODEL_ID,
+];
+
+/// Where a call's provider is read from, first present wins.
+pub(crate) const PROVIDER_KEYS: [&str; 4] = [
+    read::gen_ai::PROVIDER_NAME,
+    read::gen_ai::SYSTEM,
+    read::openinference::PROVIDER,
+    read::vercel::MODEL_PROVIDER,
+];
+
+/// The model a call names (the first non-blank of [`MODEL_KEYS`]).
+pub(crate) fn model(attributes: &[KeyValue]) -> Option<&str> {
+    first_string(attributes, &MODEL_KEYS)
+}
+
+/// Prices one generation or embedding and writes its cost keys. Returns the cost in
+/// USD, or `None` when it is unpriced.
+pub(crate) fn price_call(
+    pricer: &dyn Pricer,
+    dialects: CostAttributes,
+    attributes: &[KeyValue],
+    usage: &Usage,
+    start_time: SystemTime,
+    writes: &mut AttributeWrites,
+) -> Option<f64> {
+    let (cost_usd, source, matched) = if let Some(reported) = reported_cost(attributes) {
+        (reported, "reported", None)
+    } else {
+        let price = if usage.invalid || usage.is_empty() {
+            None
+        } else {
+            model(attributes).and_then(|model| {
+                pricer.price(&PriceQuery {
+                    provider: first_string(attributes, &PROVIDER_KEYS),
+                    model,
+                    usage,
+                    time: start_time,
+                })
+            })
+        };
+        match price {
+            Some(p) => (p.cost_usd, "computed", Some(p.matched)),
+            None => {
+                writes.set(keys::COST_UNPRICED, true);
+                return None;
+            }
+        }
+    };
+    writes.set(keys::COST_USD, cost_usd);
+    writes.set(keys::COST_SOURCE, source);
+    if let Some(matched) = matched {
+        writes.set(keys::COST_MODEL, Value::String(matched.to_string().into()));
+    }
+    for (on, key) in [
+        (dialects.gen_ai_usage_cost, keys::GEN_AI_USAGE_COST),
+        (dialects.llm_cost_total, keys::LLM_COST_TOTAL),
+        (dialects.operation_cost, keys::OPERATION_COST),
+    ] {
+        if on && last_value(attributes, key).is_none() {
+            writes.set_absent(key, cost_usd);
+        }
+    }
+    Some(cost_usd)
+}
+
+/// A cost the span reports itself, in USD: `gen_ai.usage.cost`, then
+/// `gen_ai.usage.cost.amount` with currency `USD`, then `llm.cost.total`.
+fn reported_cost(attributes: &[KeyValue]) -> Option<f64> {
+    let number = |key| {
+        match last_value(attributes, key)? {
+            Value::F64(v) => Some(*v),
+            Value::I64(v) => Some(*v as f64),
+            Value::String(s) => s.as_str().trim().parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+    };
+    number(read::cost::GEN_AI_USAGE_COST)
+        .or_else(|| {
+            let usd = matches!(
+                last_value(attributes, read::cost::GEN_AI_USAGE_COST_CURRENCY),
+                Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
+            );
+            usd.then(|| number(read::cost::GEN_AI_USAGE_COST_AMOUNT))
+                .flatten()
+        })
+        .or_else(|| number(read::cost::LLM_COST_TOTAL))
+}
+
+/// Which cost keys a priced generation or embedding gets besides `genai_audit.cost_usd`,
+/// for backends that read cost from their own keys. Each is written only when the span
+/// does not already carry it.
+///
+/// ```
+/// use genai_audit::CostAttributes;
+/// // The default: `gen_ai.usage.cost` only (read by Langfuse and OpenLIT).
+/// assert_eq!(CostAttributes::default(), CostAttributes::GEN_AI_USAGE_COST);
+/// // Also OpenInference's `llm.cost.total`:
+/// let both = CostAttributes::GEN_AI_USAGE_COST.with_llm_cost_total(true);
+/// assert!(both.llm_cost_total);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostAttributes {
+    /// `gen_ai.usage.cost` (on by default).
+    pub gen_ai_usage_cost: bool,
+    /// `llm.cost.total`, read by OpenInference backends such as Phoenix (opt-in).
+    pub llm_cost_total: bool,
+    /// `operation.cost` (opt-in).
+    pub operation_cost: bool,
+}
+
+impl CostAttributes {
+    /// No cost key besides `genai_audit.cost_usd`.
+    pub const NONE: CostAttributes = CostAttributes {
+        gen_ai_usage_cost: false,
+        llm_cost_total: false,
+        operation_cost: false,
+    };
+    /// `gen_ai.usage.cost` only: the default.
+    pub const GEN_AI_USAGE_COST: CostAttributes = CostAttributes {
+        gen_ai_usage_cost: true,
+        llm_cost_total: false,
+        operation_cost: false,
+    };
+
+    /// Turns `gen_ai.usage.cost` on or off.
+    pub const fn with_gen_ai_usage_cost(mut self, on: bool) -> Self {
+        self.gen_ai_usage_cost = on;
+        self
+    }
+
+    /// Turns `llm.cost.total` on or off.
+    pub const fn with_llm_cost_total(mut self, on: bool) -> Self {
+        self.llm_cost_total = on;
+        self
+    }
+
+    /// Turns `operation.cost` on or off.
+    pub const fn with_operation_cost(mut self, on: bool) -> Self {
+        self.operation_cost = on;
+        self
+    }
+}
+
+impl Default for CostAttributes {
+    fn default() -> Self {
+        CostAttributes::GEN_AI_USAGE_COST
+    }
+}

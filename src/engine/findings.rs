@@ -1,0 +1,118 @@
+//! Findings as the engine makes them: one typed event per finding, which feeds the
+//! span's `genai_audit.findings` attribute and the `genai_audit.findings` metric in one
+//! place, so that the two cannot disagree.
+
+use opentelemetry::{StringValue, Value};
+
+use crate::attributes::AttributeWrites;
+use crate::findings::FindingCode;
+use crate::keys;
+use crate::metrics::AuditMetrics;
+use crate::recognition::Role;
+
+/// One finding about one span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Finding {
+    code: FindingCode,
+    role: Role,
+    repaired: bool,
+    /// Already counted on the metric when it was made (a `stale` eviction whose span
+    /// ends later).
+    counted: bool,
+}
+
+impl Finding {
+    /// A finding about a span of this role, not repaired, not yet counted.
+    pub(crate) fn new(code: FindingCode, role: Role) -> Self {
+        Finding {
+            code,
+            role,
+            repaired: false,
+            counted: false,
+        }
+    }
+
+    /// Whether the `repair` policy corrected the span.
+    pub(crate) fn repaired(mut self, repaired: bool) -> Self {
+        self.repaired = repaired;
+        self
+    }
+
+    /// The finding was counted on the metric when it was made.
+    pub(crate) fn counted_before(mut self) -> Self {
+        self.counted = true;
+        self
+    }
+
+    fn count(&self, metrics: Option<&AuditMetrics>) {
+        if let (false, Some(metrics)) = (self.counted, metrics) {
+            metrics.count_finding(self.code.as_str(), self.role.as_str(), self.repaired);
+        }
+    }
+
+    /// Counts a finding about a span that is exported without it, or not at all (a span
+    /// evicted under `flag`; the real end of a span the audit already exported).
+    pub(crate) fn count_only(self, metrics: Option<&AuditMetrics>) {
+        self.count(metrics);
+    }
+}
+
+/// A set of finding codes made before the span they are about is exported (at its
+/// start, say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FindingSet(u16);
+
+impl FindingSet {
+    const fn bit(code: FindingCode) -> u16 {
+        1 << (code as u16)
+    }
+
+    pub(crate) fn insert(&mut self, code: FindingCode) {
+        self.0 |= Self::bit(code);
+    }
+
+    pub(crate) fn contains(self, code: FindingCode) -> bool {
+        self.0 & Self::bit(code) != 0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The codes in the set, in the order of [`FindingCode::ALL`].
+    pub(crate) fn iter(self) -> impl Iterator<Item = FindingCode> {
+        FindingCode::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+/// The findings about one span, written and counted together when it is exported.
+#[derive(Debug, Default)]
+pub(crate) struct SpanFindings {
+    findings: Vec<Finding>,
+}
+
+impl SpanFindings {
+    pub(crate) fn add(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    /// Counts each finding not counted yet, and writes the codes to
+    /// `genai_audit.findings`.
+    pub(crate) fn emit(self, writes: &mut AttributeWrites, metrics: Option<&AuditMetrics>) {
+        if self.findings.is_empty() {
+            return;
+        }
+        for finding in &self.findings {
+            finding.count(metrics);
+        }
+        let codes: Vec<StringValue> = self
+            .findings
+            .iter()
+            .map(|f| StringValue::from(f.code.as_str()))
+            .collect();
+        writes.set(keys::FINDINGS, Value::Array(codes.into()));
+    }
+}

@@ -1,0 +1,30 @@
+//! The integration tests, in one binary so that the heavy dev-dependencies (the real
+//! clients, the OTLP exporter, tokio) are linked once. `tests/configuration.rs` stays a
+//! binary of its own: it sets environment variables, which every processor built in
+//! the same process would read.
+
+mod common;
+mod http_support;
+mod rig_support;
+
+mod bad_input;
+mod capacity;
+mod coding_agent_turn;
+mod concurrent_agents;
+mod contamination;
+mod contamination_recorded;
+mod conventions;
+mod leaks;
+mod metrics;
+mod metrics_disabled;
+mod otlp_example;
+mod passthrough_and_forwarding;
+mod real_clients_genai;
+mod real_clients_rig;
+mod real_clients_rig_leak;
+mod recorded_traces;
+mod replay_example;
+mod rollups;
+mod script_format;
+mod tracing_bridge;
+mod usage_and_cost;
