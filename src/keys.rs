@@ -167,6 +167,8 @@ pub(crate) mod read {
     pub(crate) mod openinference {
         /// `openinference.span.kind`.
         pub(crate) const SPAN_KIND: &str = "openinference.span.kind";
+        /// `metadata`: a JSON object (LangChain puts LangGraph's node and agent names in it).
+        pub(crate) const METADATA: &str = "metadata";
         /// `llm.model_name`.
         pub(crate) const MODEL_NAME: &str = "llm.model_name";
         /// `llm.provider`.
@@ -230,6 +232,12 @@ pub(crate) mod read {
             "ai.usage.outputTokenDetails.reasoningTokens";
         /// `ai.usage.reasoningTokens` (AI SDK 5).
         pub(crate) const USAGE_REASONING_TOKENS: &str = "ai.usage.reasoningTokens";
+    }
+
+    /// Mastra's observability exported as OpenTelemetry spans.
+    pub(crate) mod mastra {
+        /// `mastra.span.type`: `agent_run`, `model_generation`, `model_step`, ...
+        pub(crate) const SPAN_TYPE: &str = "mastra.span.type";
     }
 
     /// Cost keys of other tools, read when a span reports its own cost.

@@ -377,6 +377,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
         if let Some(audit) = &self.audit {
             let outcome = audit.on_end(EndedSpan {
                 id: id(span.span_context.span_id()),
+                parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
                 name: &span.name,
                 start_time: span.start_time,
                 end_time: span.end_time,

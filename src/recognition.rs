@@ -41,7 +41,7 @@ use std::sync::Arc;
 use opentelemetry::{KeyValue, Value};
 
 use crate::attributes::last_value;
-use crate::keys::read::{gen_ai, langfuse, openinference, traceloop, vercel};
+use crate::keys::read::{gen_ai, langfuse, mastra, openinference, traceloop, vercel};
 
 /// The part a span plays in an agent trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,6 +212,23 @@ impl Recogniser {
         }
         builtin_role(name, attributes)
     }
+
+    /// The role of a starting span. Besides what [`classify`](Self::classify) sees,
+    /// Mastra's `step: N` is a step when its parent is a generation (`parent_role` is
+    /// asked only for such a name).
+    pub(crate) fn classify_start(
+        &self,
+        name: &str,
+        attributes: &[KeyValue],
+        parent_role: impl FnOnce() -> Option<Role>,
+    ) -> Role {
+        match self.classify(name, attributes) {
+            Role::Other if mastra_step_name(name) && parent_role() == Some(Role::Generation) => {
+                Role::Step
+            }
+            role => role,
+        }
+    }
 }
 
 /// The built-in rules.
@@ -225,9 +242,18 @@ pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
         traceloop::SPAN_KIND,
         langfuse::OBSERVATION_TYPE,
     ] {
-        if let Some(role) = string_attr(attributes, key).and_then(kind_role) {
+        let Some(kind) = string_attr(attributes, key) else {
+            continue;
+        };
+        if key == openinference::SPAN_KIND && kind.eq_ignore_ascii_case("chain") {
+            return langgraph_chain_role(name, attributes);
+        }
+        if let Some(role) = kind_role(kind) {
             return role;
         }
+    }
+    if let Some(role) = string_attr(attributes, mastra::SPAN_TYPE).and_then(mastra_role) {
+        return role;
     }
     if let Some(role) = string_attr(attributes, vercel::OPERATION_ID).and_then(vercel_role) {
         return role;
@@ -302,7 +328,96 @@ fn vercel_role(operation_id: &str) -> Option<Role> {
     }
 }
 
+/// Mastra's `mastra.span.type` (set at end). Its `model_inference` and `model_chunk`
+/// spans play no role.
+fn mastra_role(span_type: &str) -> Option<Role> {
+    Some(match span_type {
+        "agent_run" => Role::Invocation,
+        "model_step" => Role::Step,
+        "model_generation" => Role::Generation,
+        "tool_call" | "mcp_tool_call" => Role::Tool,
+        "workflow_run" => Role::Workflow,
+        _ => return None,
+    })
+}
+
+/// How much of OpenInference's `metadata` JSON is searched for LangGraph's keys: the
+/// value can hold whole message lists (megabytes), and LangChain writes the keys it
+/// needs first.
+const METADATA_SCAN_BYTES: usize = 4096;
+
+/// An OpenInference `CHAIN` under LangChain / LangGraph: the agent (an invocation) has
+/// `lc_agent_name` in its `metadata` and no `langgraph_node`; a node run named after a
+/// model node (`model_request`, `model`, `agent`) is a step; every other chain is a
+/// workflow. Nested runnables inherit their node's metadata, so a step must also carry
+/// its node's name (a `RunnableLambda` inside `model_request` is a workflow).
+fn langgraph_chain_role(name: &str, attributes: &[KeyValue]) -> Role {
+    let Some(metadata) = string_attr(attributes, openinference::METADATA) else {
+        return Role::Workflow;
+    };
+    let head = bounded_prefix(metadata, METADATA_SCAN_BYTES);
+    match json_string_member(head, "langgraph_node") {
+        Some(node) if ["model_request", "model", "agent"].contains(&node) && node == name => {
+            Role::Step
+        }
+        Some(_) => Role::Workflow,
+        None if json_string_member(head, "lc_agent_name").is_some() => Role::Invocation,
+        None => Role::Workflow,
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn bounded_prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The value of the first member `"key": "value"` in a JSON text, when it is a string
+/// without escapes (LangGraph's node names and agent names are plain identifiers).
+/// Not a JSON parser: it looks for the key's quoted name followed by a colon, so it
+/// costs one pass over the text, whatever its size.
+fn json_string_member<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let mut rest = json;
+    loop {
+        let at = rest.find(key)?;
+        let before = &rest[..at];
+        let after = &rest[at + key.len()..];
+        rest = after;
+        if !before.ends_with('"') {
+            continue;
+        }
+        let Some(after) = after.strip_prefix('"') else {
+            continue;
+        };
+        let Some(after) = after.trim_start().strip_prefix(':') else {
+            continue;
+        };
+        let after = after.trim_start();
+        let Some(value) = after.strip_prefix('"') else {
+            return None;
+        };
+        let end = value.find(['"', '\\'])?;
+        return value[end..].starts_with('"').then(|| &value[..end]);
+    }
+}
+
+/// Whether a span name is Mastra's name of a model step (`step: 0`, `step: 1`, ...). It
+/// makes a step only under a Mastra generation (see [`Recogniser::classify_start`]).
+fn mastra_step_name(name: &str) -> bool {
+    name.strip_prefix("step: ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn name_role(name: &str) -> Option<Role> {
+    if let Some(role) = mastra_name_role(name) {
+        return Some(role);
+    }
     if name.starts_with("invoke_agent") {
         Some(Role::Invocation)
     } else if name == "react step" {
@@ -319,6 +434,22 @@ fn name_role(name: &str) -> Option<Role> {
     } else {
         None
     }
+}
+
+/// Mastra names its spans at start: `agent run: 'name'`, `llm: 'model'`,
+/// `tool: 'name'`, `workflow run: 'name'`.
+fn mastra_name_role(name: &str) -> Option<Role> {
+    const NAMES: [(&str, Role); 5] = [
+        ("agent run: '", Role::Invocation),
+        ("llm: '", Role::Generation),
+        ("tool: '", Role::Tool),
+        ("mcp tool: '", Role::Tool),
+        ("workflow run: '", Role::Workflow),
+    ];
+    NAMES
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix) && name.ends_with('\''))
+        .map(|(_, role)| *role)
 }
 
 /// Whether a span name is an OpenTelemetry GenAI operation name: `{operation} {model}`,

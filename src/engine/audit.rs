@@ -13,7 +13,8 @@ use opentelemetry::KeyValue;
 use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
-    Contribution, Ended, Ending, Identity, Kept, Ledger, NewSpan, OwnUsage, Start, StartCopy,
+    Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
+    StartCopy,
 };
 use crate::attributes::AttributeWrites;
 use crate::config::{ContaminationPolicy, LeakPolicy, Resolved};
@@ -38,6 +39,8 @@ pub(crate) struct StartedSpan<'a> {
 #[derive(Debug)]
 pub(crate) struct EndedSpan<'a> {
     pub(crate) id: u64,
+    /// The parent the span names, unless it is remote (in another process).
+    pub(crate) parent: Option<u64>,
     pub(crate) name: &'a str,
     pub(crate) start_time: SystemTime,
     pub(crate) end_time: SystemTime,
@@ -172,7 +175,11 @@ impl<S: StartCopy> Audit<S> {
 
     /// Classifies a starting span.
     pub(crate) fn plan_start(&self, span: &StartedSpan<'_>) -> StartPlan {
-        let role = self.recogniser.classify(span.name, span.attributes);
+        let role = self
+            .recogniser
+            .classify_start(span.name, span.attributes, || {
+                span.parent.and_then(|p| self.ledger.role_of(p))
+            });
         let identity = if role == Role::Invocation {
             contamination::identity_of(span.attributes)
         } else {
@@ -259,11 +266,11 @@ impl<S: StartCopy> Audit<S> {
             synthetic: Vec::new(),
         };
         let mut evicted_as = None;
-        let tracked = match self.ledger.end(span.id) {
+        let node = match self.ledger.end(span.id, span.parent) {
             Ending::Tracked(t) => Some(t),
             Ending::Closed(role) => {
                 // Already exported, closed by the audit: its real end is only counted.
-                Finding::new(FindingCode::LateEnd, role).count_only(self.metrics.as_ref());
+                Finding::new(FindingCode::LateEnd, role).count_only(self.metrics());
                 outcome.forward = false;
                 return outcome;
             }
@@ -274,9 +281,17 @@ impl<S: StartCopy> Audit<S> {
             Ending::Untracked => None,
         };
         let role = self.recogniser.classify(span.name, span.attributes);
-        if tracked.is_none() && evicted_as.is_none() && !role.is_recognised() {
+        if node.is_none() && evicted_as.is_none() && !role.is_recognised() {
             return outcome;
         }
+        // Tracked since its start (else: known only through what its children handed
+        // up, or not at all).
+        let tracked = node.as_ref().filter(|t| t.tracked_at_start);
+        // Known only at its end: it hands its totals up itself. Not a span evicted while
+        // open (its state is gone), nor one handed to `on_end` a second time.
+        let end_only = tracked.is_none()
+            && evicted_as.is_none()
+            && (node.is_some() || !self.ledger.ended_before(span.id));
         let mut writes = AttributeWrites::default();
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
@@ -287,35 +302,65 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(FindingCode::Stale, role).counted_before());
         }
 
-        match role {
-            Role::Generation | Role::Embedding => {
-                self.call(&span, role, tracked.as_ref(), &mut writes, &mut findings)
-            }
-            Role::Tool => {
-                if let Some(t) = &tracked {
-                    let contribution = Contribution {
-                        totals: Totals::of_tool_call(),
-                        ..Contribution::default()
-                    };
-                    self.ledger
-                        .contribute(span.id, t.parent, t.invocation, contribution);
-                }
-            }
-            _ => {
-                if let Some(t) = &tracked {
-                    self.ledger.detach(span.id, t.parent);
-                }
+        // What this span and its descendants hand to its parent, when it is not tracked
+        // since its start (or is a tracked root).
+        let mut up = Contribution::default();
+        if let Some(n) = node.as_ref() {
+            up.totals = n.totals;
+            if role != Role::Invocation {
+                up.own = n.own;
+                up.steps = if n.tracked_at_start { 0 } else { n.steps };
+                up.own_responses.clone_from(&n.own_responses);
             }
         }
+        let call = match role {
+            Role::Generation | Role::Embedding => {
+                self.call(&span, role, tracked, &mut writes, &mut findings)
+            }
+            Role::Tool => Some(Contribution {
+                totals: Totals::of_tool_call(),
+                ..Contribution::default()
+            }),
+            _ => None,
+        };
+        match (call, tracked) {
+            (Some(call), Some(t)) if t.parent.is_some() => {
+                let cumulative = self
+                    .ledger
+                    .contribute(span.id, t.parent, t.invocation, call);
+                if let Some(c) = cumulative.filter(|_| role == Role::Generation) {
+                    write_cumulative(&mut writes, &c);
+                }
+            }
+            (Some(mut call), _) => {
+                up.totals.add(&call.totals);
+                up.own.add(&call.own);
+                up.response = call.response.take();
+                up.own_responses.append(&mut call.own_responses);
+            }
+            (None, Some(t)) => self.ledger.detach(span.id, t.parent),
+            (None, None) => {}
+        }
 
-        if let Some(t) = &tracked {
+        let late = match tracked {
+            Some(t) => t.parent_ended,
+            None => end_only && span.parent.is_some_and(|p| self.ledger.has_ended(p)),
+        };
+        if let Some(t) = tracked {
             for code in t.pending.iter() {
                 findings.add(Finding::new(code, role));
             }
-            if t.parent_ended {
-                findings.add(Finding::new(FindingCode::LateEnd, role));
-            }
-            let step_index = self.write_structure(role, t, &mut writes);
+        }
+        if late {
+            findings.add(Finding::new(FindingCode::LateEnd, role));
+        }
+        let open_children = tracked.is_some_and(|t| !t.open_children.is_empty());
+        let step_parent = span.parent.filter(|_| end_only);
+        let step_index = self.write_structure(role, node.as_ref(), step_parent, &mut writes);
+        if role == Role::Invocation && node.is_none() && end_only {
+            writes.set(keys::STEPS, 0i64);
+        }
+        if let Some(n) = node.as_ref() {
             let attrs: &[KeyValue] = span.attributes;
             let mut check = contamination::Check {
                 attributes: attrs,
@@ -325,34 +370,77 @@ impl<S: StartCopy> Audit<S> {
                 findings: &mut findings,
             };
             if matches!(role, Role::Invocation | Role::Step) {
-                check.usage(&t.own, &t.totals);
+                check.usage(&n.own, &n.totals);
             }
             if role == Role::Invocation {
-                check.response(span.id, &self.responses, t.last_response.as_deref());
+                check.response(
+                    span.id,
+                    &self.responses,
+                    n.last_response.as_deref(),
+                    &n.own_responses,
+                );
             }
             if role == Role::Step && step_index > 0 {
                 check.round(step_index);
             }
             if role.is_recognised() && role != Role::Invocation {
-                if let Some(inv) = t.invocation {
+                if let Some(inv) = n.invocation {
                     check.identity(|| self.ledger.identity(inv));
                 }
             }
-            if !t.open_children.is_empty() {
+        }
+        if let Some(t) = tracked {
+            if open_children {
                 self.open_children_at_end(
                     &t.open_children,
                     span.end_time,
                     (&mut writes, &mut findings, role),
                     &mut outcome.synthetic,
                 );
+                up.totals.partial = true;
+                self.ledger.mark_partial(t.parent);
             }
+        } else if node.is_none() && end_only && role.is_recognised() {
+            // Remembered so that a child ending after it is known to end late.
+            self.ledger.remember_end(span.id, span.parent, role);
         }
-        findings.emit(&mut writes, self.metrics());
-        writes.apply(span.attributes);
+        if role == Role::Invocation {
+            up.response = None;
+        }
+        let hands_up = end_only || tracked.is_some_and(|t| t.parent.is_none());
+        if hands_up && !up.is_empty() {
+            self.hand_up(span.id, span.parent, up, &mut outcome.synthetic);
+        }
+        if role.is_recognised() {
+            findings.emit(&mut writes, self.metrics());
+            writes.apply(span.attributes);
+        } else {
+            // A span that is not gen-ai passes through untouched; findings about it
+            // are only counted.
+            findings.count_only(self.metrics());
+        }
         outcome
     }
 
-    /// Usage, cost and contribution of a generation or embedding.
+    /// Hands what a span gathered to the parent its end names, making room in a full
+    /// ledger first (the oldest spans go, as for a start).
+    fn hand_up(
+        &self,
+        child: u64,
+        parent: Option<u64>,
+        up: Contribution,
+        synthetic: &mut Vec<Synthetic<S>>,
+    ) {
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(|| (self.clock)());
+        if let Forward::Full(parent, up) = self.ledger.forward(child, parent, up, || nanos(now())) {
+            self.evict_due(true, now, synthetic);
+            self.ledger
+                .forward(child, Some(parent), up, || nanos(now()));
+        }
+    }
+
+    /// Usage and cost of a generation or embedding; what a generation contributes.
     fn call(
         &self,
         span: &EndedSpan<'_>,
@@ -360,7 +448,7 @@ impl<S: StartCopy> Audit<S> {
         tracked: Option<&Ended<S>>,
         writes: &mut AttributeWrites,
         findings: &mut SpanFindings,
-    ) {
+    ) -> Option<Contribution> {
         let usage = Usage::from_attributes(span.attributes);
         if usage.invalid {
             findings.add(Finding::new(FindingCode::InvalidUsage, role));
@@ -379,16 +467,22 @@ impl<S: StartCopy> Audit<S> {
             span.start_time,
             writes,
         );
-        let Some(t) = tracked else { return };
         if role != Role::Generation {
-            self.ledger.detach(span.id, t.parent);
-            return;
+            return None;
         }
         let attrs: &[KeyValue] = span.attributes;
-        let response = t
-            .invocation
-            .and_then(|inv| self.responses.record(attrs, inv, self.repair()));
-        let contribution = Contribution {
+        // The owner of its response id: its invocation when tracked, else unknown (0)
+        // and the id travels up with the totals.
+        let invocation = tracked.and_then(|t| t.invocation);
+        let recorded = self
+            .responses
+            .record(attrs, invocation.unwrap_or(0), self.repair());
+        let (own_responses, response) = match recorded {
+            Some((hash, response)) if invocation.is_none() => (vec![hash], response),
+            Some((_, response)) => (Vec::new(), response),
+            None => (Vec::new(), None),
+        };
+        Some(Contribution {
             totals: Totals::of_generation(&usage, cost),
             own: OwnUsage {
                 input: usage.input.unwrap_or(0),
@@ -396,35 +490,45 @@ impl<S: StartCopy> Audit<S> {
                 reporting: u32::from(usage.input.is_some() || usage.output.is_some()),
             },
             response,
-        };
-        let cumulative = self
-            .ledger
-            .contribute(span.id, t.parent, t.invocation, contribution);
-        if let Some(c) = cumulative {
-            write_cumulative(writes, &c);
-        }
+            own_responses,
+            ..Contribution::default()
+        })
     }
 
-    /// Totals, step counts and step positions; returns the step's index (0: none).
+    /// Totals, step counts and step positions; returns the step's index (0: none). A
+    /// step not tracked since its start is counted under the parent its end names.
     pub(crate) fn write_structure(
         &self,
         role: Role,
-        t: &Ended<S>,
+        node: Option<&Ended<S>>,
+        parent: Option<u64>,
         writes: &mut AttributeWrites,
     ) -> u32 {
-        if role.carries_totals() && t.totals.has_calls() {
-            write_totals(writes, &t.totals, !t.open_children.is_empty());
+        if let Some(t) = node {
+            let open_children = !t.open_children.is_empty();
+            if role.carries_totals() && t.totals.has_calls() {
+                write_totals(writes, &t.totals);
+            }
+            if role.carries_totals() && (t.totals.partial || open_children) {
+                writes.set(keys::total::PARTIAL, true);
+            }
         }
         match role {
             Role::Invocation => {
-                writes.set(keys::STEPS, i64::from(t.steps));
+                if let Some(t) = node {
+                    writes.set(keys::STEPS, i64::from(t.steps));
+                }
                 0
             }
             Role::Step => {
-                // A step recognised only at its end gets its position then.
-                let index = match (t.step_index, t.invocation) {
-                    (0, Some(inv)) => self.ledger.next_step(inv),
-                    (index, _) => index,
+                let index = match node.filter(|t| t.tracked_at_start) {
+                    Some(t) if t.step_index > 0 => t.step_index,
+                    // Recognised only at its end: its position then.
+                    Some(t) => t.invocation.map_or(0, |inv| self.ledger.next_step(inv)),
+                    None => {
+                        let now = || nanos((self.clock)());
+                        parent.map_or(0, |p| self.ledger.count_step_under(p, now))
+                    }
                 };
                 if index > 0 {
                     writes.set(keys::STEP_INDEX, i64::from(index));
@@ -484,10 +588,7 @@ fn write_cumulative(writes: &mut AttributeWrites, c: &Totals) {
     write_sums(writes, &CUMULATIVE, c);
 }
 
-fn write_totals(writes: &mut AttributeWrites, t: &Totals, open_children: bool) {
+fn write_totals(writes: &mut AttributeWrites, t: &Totals) {
     write_sums(writes, &TOTAL, t);
     writes.set(keys::total::TOOL_CALLS, count_value(t.tool_calls));
-    if t.partial || open_children {
-        writes.set(keys::total::PARTIAL, true);
-    }
 }

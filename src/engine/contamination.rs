@@ -41,20 +41,23 @@ impl ResponseOwners {
         }
     }
 
-    /// Remembers the response id of a generation of `invocation`, if it has one; with
-    /// `keep`, returns it with the model, to become the invocation's last response.
+    /// Remembers the response id of a generation of `invocation` (0: not known when the
+    /// generation ended), if it has one; returns the id's hash and, with `keep`, the id
+    /// with the model, to become the invocation's last response.
     pub(crate) fn record(
         &self,
         attributes: &[KeyValue],
         invocation: u64,
         keep: bool,
-    ) -> Option<LastResponse> {
+    ) -> Option<(u64, Option<LastResponse>)> {
         let id = non_empty(last_value(attributes, gen_ai::RESPONSE_ID)?)?;
-        self.owners.insert(hash_str(&id), invocation);
-        keep.then(|| LastResponse {
+        let hash = hash_str(&id);
+        self.owners.insert(hash, invocation);
+        let last = keep.then(|| LastResponse {
             id: id.into_owned(),
             model: cost::model(attributes).map(str::to_owned),
-        })
+        });
+        Some((hash, last))
     }
 
     fn owner(&self, response_id: &str) -> Option<u64> {
@@ -122,20 +125,24 @@ impl Check<'_, '_> {
     }
 
     /// `foreign_response` (invocation): its `gen_ai.response.id` belongs to a
-    /// generation of another invocation. Repair: the id and model of its last-ended own
+    /// generation of another invocation. A generation whose invocation was not known
+    /// when it ended (recognised only at end) is this invocation's when its id came up
+    /// with its totals (`own_responses`). Repair: the id and model of its last-ended own
     /// generation, when it has one.
     pub(crate) fn response(
         &mut self,
         invocation: u64,
         owners: &ResponseOwners,
         last_own: Option<&LastResponse>,
+        own_responses: &[u64],
     ) {
         let Some(value) = last_value(self.attributes, gen_ai::RESPONSE_ID) else {
             return;
         };
         let Some(id) = non_empty(value) else { return };
         match owners.owner(&id) {
-            Some(owner) if owner != invocation => {}
+            Some(0) if !own_responses.contains(&hash_str(&id)) => {}
+            Some(owner) if owner != 0 && owner != invocation => {}
             _ => return,
         }
         let repaired = match last_own {

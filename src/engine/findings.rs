@@ -99,6 +99,14 @@ impl SpanFindings {
         self.findings.push(finding);
     }
 
+    /// Counts each finding not counted yet, and writes nothing (the span they are about
+    /// is not gen-ai: it passes through untouched).
+    pub(crate) fn count_only(self, metrics: Option<&AuditMetrics>) {
+        for finding in &self.findings {
+            finding.count(metrics);
+        }
+    }
+
     /// Counts each finding not counted yet, and writes the codes to
     /// `genai_audit.findings`.
     pub(crate) fn emit(self, writes: &mut AttributeWrites, metrics: Option<&AuditMetrics>) {

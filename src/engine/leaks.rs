@@ -108,7 +108,7 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(code, role));
         }
         findings.add(Finding::new(FindingCode::ClosedByAudit, role));
-        self.write_structure(role, &closed, &mut writes);
+        self.write_structure(role, Some(&closed), None, &mut writes);
         if !closed.open_children.is_empty() {
             self.unclosed(
                 &closed.open_children,

@@ -7,13 +7,26 @@
 //! ancestor that was an invocation at its start), so rollups and invocation lookup see
 //! through non-recognised spans in between.
 //!
-//! When a generation or tool call ends, its contribution is added to every tracked
-//! ancestor, nearest first; the running total of its invocation after that addition is
-//! the generation's cumulative total. A generation's usage also counts as *own* usage of
-//! the ancestors up to and including its invocation (nested invocations' generations are
-//! not their parent's own). A span that ends while tracked children are still open stays
-//! as a tombstone until they end, so that their contributions still reach the ancestors
-//! above it, and its children learn that their parent has ended (for `late_end`).
+//! Spans not tracked from their start hand their totals up one hop as they end: what
+//! they and their descendants contribute (generations, tool calls, `partial`, own
+//! usage, steps counted at end) goes to their parent, keyed by the parent's span id,
+//! which the SDK gives every ended span. A tracked parent takes it like a tracked
+//! child's contribution; a parent never seen before gets a *pending* entry that holds it
+//! until the parent ends, so a span recognised only at its end (or never) still passes
+//! its descendants' totals up. Totals are therefore ready when a span ends, whatever
+//! was known at its start. A
+//! generation's usage counts as *own* usage of the spans up to and including its
+//! invocation (an invocation hands no own usage up). A span that ends while tracked
+//! children are still open stays as a tombstone until they end, so that a late child's
+//! contribution still reaches the ancestors above it, and its children learn that their
+//! parent has ended (for `late_end`); ended spans that matter are also remembered in
+//! bounded memory, for children that were not tracked.
+//!
+//! Within spans tracked since their start, a generation's or tool call's contribution
+//! is added to every tracked ancestor as it ends, nearest first; the running total of
+//! its invocation after that addition is the generation's cumulative total (which
+//! therefore needs the invocation tracked when the generation ends). Pending entries
+//! and tracked roots hand their sums across to the parent their end names.
 //!
 //! Memory is bounded: at most `capacity` entries. Spans are queued in start order; at
 //! each tracked start the oldest are evicted when the ledger is full or when they are
@@ -56,6 +69,9 @@ pub(crate) enum Fate {
     /// Evicted while open under leak policy `flag`; its real end, if it comes, is
     /// exported with `stale`.
     Evicted,
+    /// Not seen starting (not tracked at its start): its entry only holds what its
+    /// ended children handed up, until it ends.
+    Pending,
 }
 
 /// A copy of a span as it started, kept under leak policy `close` to export the span
@@ -106,7 +122,7 @@ pub(crate) struct OwnUsage {
 }
 
 impl OwnUsage {
-    fn add(&mut self, other: &OwnUsage) {
+    pub(crate) fn add(&mut self, other: &OwnUsage) {
         self.input = self.input.saturating_add(other.input);
         self.output = self.output.saturating_add(other.output);
         self.reporting = self.reporting.saturating_add(other.reporting);
@@ -162,6 +178,30 @@ struct Below {
     /// The invocation's identity at its start.
     identity: Identity,
     last_response: Option<Box<LastResponse>>,
+    /// Hashes of the response ids of the latest own generations (at most
+    /// [`OWN_RESPONSES`]).
+    own_responses: Vec<u64>,
+}
+
+/// How many own response ids a span remembers for `foreign_response` (an invocation's
+/// response id is its last generation's).
+const OWN_RESPONSES: usize = 16;
+
+impl Below {
+    fn absorb(&mut self, c: &mut Contribution) {
+        self.totals.add(&c.totals);
+        self.own.add(&c.own);
+        self.steps = self.steps.saturating_add(c.steps);
+        if let Some(response) = c.response.take() {
+            self.last_response = Some(Box::new(response));
+        }
+        for hash in c.own_responses.drain(..) {
+            if self.own_responses.len() >= OWN_RESPONSES {
+                self.own_responses.remove(0);
+            }
+            self.own_responses.push(hash);
+        }
+    }
 }
 
 impl<S> Entry<S> {
@@ -224,8 +264,12 @@ pub(crate) struct Ended<S> {
     pub(crate) step_index: u32,
     pub(crate) pending: FindingSet,
     pub(crate) last_response: Option<Box<LastResponse>>,
+    /// Hashes of the response ids of the latest own generations.
+    pub(crate) own_responses: Vec<u64>,
     /// Tracked children still open at the end.
     pub(crate) open_children: Vec<u64>,
+    /// Tracked since its start (false: its entry only held what its children handed up).
+    pub(crate) tracked_at_start: bool,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
 }
@@ -265,7 +309,13 @@ const ROLES: [Role; 8] = [
     Role::Retrieval,
     Role::Other,
 ];
-const FATES: [Fate; 4] = [Fate::Open, Fate::Ended, Fate::Closed, Fate::Evicted];
+const FATES: [Fate; 5] = [
+    Fate::Open,
+    Fate::Ended,
+    Fate::Closed,
+    Fate::Evicted,
+    Fate::Pending,
+];
 
 impl Record for Recent {
     fn to_words(self) -> [u64; 3] {
@@ -293,13 +343,40 @@ pub(crate) struct OpenChild {
     pub(crate) name: Option<String>,
 }
 
-/// A contribution of an ended generation or tool call to its ancestors.
+/// What an ended span hands to its parent: its own call (a generation or tool call)
+/// and what its descendants handed it.
 #[derive(Debug, Default)]
 pub(crate) struct Contribution {
     pub(crate) totals: Totals,
     pub(crate) own: OwnUsage,
+    /// Steps counted at their end under a span that is not an invocation.
+    pub(crate) steps: u32,
     /// Becomes the invocation's last response (under `repair`).
     pub(crate) response: Option<LastResponse>,
+    /// Hashes of own generations' response ids.
+    pub(crate) own_responses: Vec<u64>,
+}
+
+impl Contribution {
+    /// Whether there is anything to hand up.
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.totals.has_calls()
+            && !self.totals.partial
+            && self.own.reporting == 0
+            && self.steps == 0
+            && self.response.is_none()
+            && self.own_responses.is_empty()
+    }
+}
+
+/// What [`Ledger::forward`] did.
+#[derive(Debug)]
+pub(crate) enum Forward {
+    /// Handed up (or dropped at the root).
+    Done,
+    /// The parent needs a new entry and the ledger is full: the contribution back, to
+    /// make room and try again.
+    Full(u64, Contribution),
 }
 
 /// Spans in start order, for eviction by age and capacity.
@@ -397,7 +474,7 @@ impl<S: StartCopy> Ledger<S> {
             order.queue.retain(|(id, _)| {
                 self.spans
                     .get(id)
-                    .is_some_and(|e| matches!(e.fate, Fate::Open | Fate::Closed))
+                    .is_some_and(|e| matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending))
             });
         }
     }
@@ -419,7 +496,8 @@ impl<S: StartCopy> Ledger<S> {
     /// ones that will be reported).
     fn evict(&self, id: u64, start: u64, full: bool) -> Option<Ended<S>> {
         let (_, mut entry) = self.spans.remove_if(&id, |_, e| {
-            e.start_nanos == start && (matches!(e.fate, Fate::Open | Fate::Closed) || full)
+            e.start_nanos == start
+                && (matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending) || full)
         })?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         if entry.fate != Fate::Open {
@@ -520,6 +598,11 @@ impl<S: StartCopy> Ledger<S> {
         pending: &mut FindingSet,
     ) -> (Option<u64>, Option<u64>) {
         if let Some(mut p) = self.spans.get_mut(&parent_id) {
+            if p.fate == Fate::Pending {
+                // A parent never seen starting: its children hand their totals up as
+                // they end, tracked or not.
+                return (None, None);
+            }
             if p.fate != Fate::Open && p.role.is_recognised() && role.is_recognised() {
                 pending.insert(FindingCode::LateStart);
             }
@@ -597,6 +680,170 @@ impl<S: StartCopy> Ledger<S> {
         })
     }
 
+    /// The role a tracked span had at its start.
+    pub(crate) fn role_of(&self, id: u64) -> Option<Role> {
+        self.spans
+            .get(&id)
+            .filter(|e| e.fate != Fate::Pending)
+            .map(|e| e.role)
+    }
+
+    /// Hands what a span not tracked from its start (or a tracked root) gathered to the
+    /// parent its end names. A tracked parent takes it as a tracked child's
+    /// contribution (on to every tracked ancestor); a pending parent keeps it; a parent
+    /// that has ended passes it on to its own parent (a late child still counts above
+    /// it); a parent never seen gets a pending entry, tracked from `now`, that holds it
+    /// until the parent ends.
+    pub(crate) fn forward(
+        &self,
+        child: u64,
+        parent: Option<u64>,
+        mut contribution: Contribution,
+        now: impl FnOnce() -> u64,
+    ) -> Forward {
+        let mut next = parent;
+        for _ in 0..MAX_DEPTH {
+            let Some(id) = next else {
+                return Forward::Done;
+            };
+            if let Some(mut entry) = self.spans.get_mut(&id) {
+                if entry.fate == Fate::Pending {
+                    entry.below().absorb(&mut contribution);
+                    return Forward::Done;
+                }
+                let invocation = if entry.role == Role::Invocation {
+                    Some(id)
+                } else {
+                    entry.invocation()
+                };
+                drop(entry);
+                if contribution.steps > 0 {
+                    if let Some(mut inv) = invocation.and_then(|inv| self.spans.get_mut(&inv)) {
+                        let inv = inv.below();
+                        inv.steps = inv.steps.saturating_add(contribution.steps);
+                    }
+                }
+                self.contribute(child, Some(id), invocation, contribution);
+                return Forward::Done;
+            }
+            match self.recent.get(id) {
+                Some(r) if matches!(r.fate, Fate::Ended | Fate::Closed | Fate::Evicted) => {
+                    next = r.parent;
+                    continue;
+                }
+                _ => {}
+            }
+            if self.len() >= self.capacity {
+                return Forward::Full(id, contribution);
+            }
+            self.pending(id, contribution, now);
+            return Forward::Done;
+        }
+        Forward::Done
+    }
+
+    /// Marks every tracked ancestor from `parent` up as `partial` (a span below them
+    /// ended with children open).
+    pub(crate) fn mark_partial(&self, parent: Option<u64>) {
+        let mut next = parent;
+        for _ in 0..MAX_DEPTH {
+            let Some(id) = next else { break };
+            let Some(mut entry) = self.spans.get_mut(&id) else {
+                break;
+            };
+            next = entry.parent();
+            entry.below().totals.partial = true;
+        }
+    }
+
+    /// A pending entry for `id`, holding `contribution` (added to the entry another
+    /// thread may have made meanwhile).
+    fn pending(&self, id: u64, mut contribution: Contribution, now: impl FnOnce() -> u64) {
+        let start_nanos = now();
+        let mut created = false;
+        self.spans
+            .entry(id)
+            .or_insert_with(|| {
+                created = true;
+                Entry {
+                    parent: 0,
+                    invocation: 0,
+                    start_nanos,
+                    kept: Kept::Nothing,
+                    below: None,
+                    step_index: 0,
+                    pending: FindingSet::default(),
+                    role: Role::Other,
+                    fate: Fate::Pending,
+                    parent_ended: false,
+                }
+            })
+            .below()
+            .absorb(&mut contribution);
+        if created {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            self.order.lock().queue.push_back((id, start_nanos));
+        }
+    }
+
+    /// Counts a step recognised only at its end, and not tracked, under its parent:
+    /// returns its 1-based position among the steps counted there (0 when the parent
+    /// has ended). The count travels up with the parent's contribution to the nearest
+    /// invocation.
+    pub(crate) fn count_step_under(&self, parent: u64, now: impl FnOnce() -> u64) -> u32 {
+        if let Some(mut entry) = self.spans.get_mut(&parent) {
+            if !matches!(entry.fate, Fate::Open | Fate::Pending) {
+                return 0;
+            }
+            let below = entry.below();
+            below.steps = below.steps.saturating_add(1);
+            return below.steps;
+        }
+        if self.recent.get(parent).is_some() || self.len() >= self.capacity {
+            return 0;
+        }
+        let one = Contribution {
+            steps: 1,
+            ..Contribution::default()
+        };
+        self.pending(parent, one, now);
+        self.spans
+            .get(&parent)
+            .and_then(|e| e.below.as_ref().map(|b| b.steps))
+            .unwrap_or(0)
+    }
+
+    /// Whether `id` is known to have ended (or to have been closed by the audit).
+    pub(crate) fn has_ended(&self, id: u64) -> bool {
+        if let Some(entry) = self.spans.get(&id) {
+            return matches!(entry.fate, Fate::Ended | Fate::Closed);
+        }
+        self.recent
+            .get(id)
+            .is_some_and(|r| matches!(r.fate, Fate::Ended | Fate::Closed))
+    }
+
+    /// Whether the end of `id` was seen before (a span handed to `on_end` twice).
+    pub(crate) fn ended_before(&self, id: u64) -> bool {
+        self.recent
+            .get(id)
+            .is_some_and(|r| matches!(r.fate, Fate::Ended | Fate::Closed))
+    }
+
+    /// Remembers the end of a recognised span that was not tracked, so that a child
+    /// ending after it is known to end late, and hands what it gets on to `parent`.
+    pub(crate) fn remember_end(&self, id: u64, parent: Option<u64>, role: Role) {
+        self.recent.insert(
+            id,
+            Recent {
+                parent,
+                invocation: None,
+                role,
+                fate: Fate::Ended,
+            },
+        );
+    }
+
     /// Adds a contribution to every tracked ancestor, starting at `parent` (which also
     /// stops counting `child` as open); own usage stops at `invocation`. Returns the
     /// totals of `invocation` after the addition, if the walk reached it.
@@ -654,8 +901,10 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// Ends a span: what the ledger knows of it. A tracked entry is removed unless
-    /// tracked children are still open (then it stays as a tombstone).
-    pub(crate) fn end(&self, id: u64) -> Ending<S> {
+    /// tracked children are still open (then it stays as a tombstone). `parent` is the
+    /// parent the span names (for an entry that was not tracked at its start, whose
+    /// parent the ledger did not know).
+    pub(crate) fn end(&self, id: u64, parent: Option<u64>) -> Ending<S> {
         if self.len() == 0 && !self.any_gone.load(Ordering::Relaxed) {
             return Ending::Untracked;
         }
@@ -687,9 +936,11 @@ impl<S: StartCopy> Ledger<S> {
                     return Ending::Closed(role);
                 }
                 Fate::Ended | Fate::Evicted => return Ending::Untracked,
+                Fate::Pending => entry.parent = pack(parent),
             }
+            let ended = take_ended(&mut entry);
             entry.fate = Fate::Ended;
-            take_ended(&mut entry)
+            ended
         };
         self.leave(id, &ended, Fate::Ended);
         if ended.open_children.is_empty() {
@@ -771,16 +1022,18 @@ impl<S: StartCopy> Ledger<S> {
 /// What an entry held, for a span that is no longer open (the parts only needed at the
 /// end are moved out).
 fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
-    let (open_children, totals, own, steps, last_response) = match entry.below.as_mut() {
-        Some(b) => (
-            b.open_children.clone(),
-            b.totals,
-            b.own,
-            b.steps,
-            b.last_response.take(),
-        ),
-        None => Default::default(),
-    };
+    let (open_children, totals, own, steps, last_response, own_responses) =
+        match entry.below.as_mut() {
+            Some(b) => (
+                b.open_children.clone(),
+                b.totals,
+                b.own,
+                b.steps,
+                b.last_response.take(),
+                std::mem::take(&mut b.own_responses),
+            ),
+            None => Default::default(),
+        };
     Ended {
         parent: entry.parent(),
         invocation: entry.invocation(),
@@ -792,7 +1045,9 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
         step_index: entry.step_index,
         pending: entry.pending,
         last_response,
+        own_responses,
         open_children,
+        tracked_at_start: entry.fate != Fate::Pending,
         kept: std::mem::take(&mut entry.kept),
     }
 }
@@ -852,7 +1107,7 @@ mod tests {
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
         assert!(start(&l, 4, Some(3), Role::Generation));
-        let g = tracked(l.end(4));
+        let g = tracked(l.end(4, None));
         assert_eq!(g.invocation, Some(1));
         let c = Contribution {
             totals: Totals {
@@ -865,22 +1120,22 @@ mod tests {
                 output: 0,
                 reporting: 1,
             },
-            response: None,
+            ..Contribution::default()
         };
         let cumulative = l.contribute(4, g.parent, g.invocation, c).unwrap();
         assert_eq!(cumulative.input, 5);
         // The intermediate ends before the step: no open children left.
-        let mid = tracked(l.end(3));
+        let mid = tracked(l.end(3, None));
         assert_eq!(mid.totals.input, 5);
         assert_eq!(mid.own.input, 5);
         l.detach(3, mid.parent);
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
-        let inv = tracked(l.end(1));
+        let inv = tracked(l.end(1, None));
         assert_eq!(inv.open_children, vec![2]);
         assert_eq!(inv.steps, 1);
         assert_eq!(inv.own.reporting, 1);
         assert!(l.contains(1));
-        let step = tracked(l.end(2));
+        let step = tracked(l.end(2, None));
         assert_eq!(step.step_index, 1);
         l.detach(2, step.parent);
         assert!(!l.contains(1));
@@ -894,7 +1149,7 @@ mod tests {
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
         start(&l, 4, Some(3), Role::Generation);
-        let g = tracked(l.end(4));
+        let g = tracked(l.end(4, None));
         let c = Contribution {
             totals: Totals {
                 input: 7,
@@ -905,16 +1160,16 @@ mod tests {
                 output: 1,
                 reporting: 1,
             },
-            response: None,
+            ..Contribution::default()
         };
         l.contribute(4, g.parent, g.invocation, c);
-        let child = tracked(l.end(3));
+        let child = tracked(l.end(3, None));
         assert_eq!((child.totals.input, child.own.input), (7, 7));
         l.detach(3, child.parent);
-        let tool = tracked(l.end(2));
+        let tool = tracked(l.end(2, None));
         assert_eq!((tool.totals.input, tool.own.input), (7, 0));
         l.detach(2, tool.parent);
-        let outer = tracked(l.end(1));
+        let outer = tracked(l.end(1, None));
         assert_eq!((outer.totals.input, outer.own.input), (7, 0));
     }
 
@@ -932,7 +1187,7 @@ mod tests {
         assert!(start(&l, 3, Some(2), Role::Generation));
         assert_eq!(l.len(), 2);
         // The evicted span's real end is known as such.
-        assert!(matches!(l.end(1), Ending::Evicted(Role::Invocation)));
+        assert!(matches!(l.end(1, None), Ending::Evicted(Role::Invocation)));
     }
 
     #[test]
@@ -963,16 +1218,16 @@ mod tests {
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
-        let s2 = tracked(l.end(2));
+        let s2 = tracked(l.end(2, None));
         assert!(s2.pending.is_empty());
         l.detach(2, s2.parent);
         // A generation starting under the ended step joins the invocation, late.
         start(&l, 4, Some(2), Role::Generation);
-        let g = tracked(l.end(4));
+        let g = tracked(l.end(4, None));
         assert!(g.pending.contains(FindingCode::LateStart));
         assert_eq!((g.parent, g.invocation), (Some(1), Some(1)));
         l.detach(4, g.parent);
-        let s3 = tracked(l.end(3));
+        let s3 = tracked(l.end(3, None));
         assert!(s3.pending.contains(FindingCode::OverlappingStep));
         assert_eq!(s3.step_index, 2);
     }
@@ -982,7 +1237,7 @@ mod tests {
         let l = Ledger::new(10, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        let inv = tracked(l.end(1));
+        let inv = tracked(l.end(1, None));
         assert_eq!(inv.open_children, vec![2]);
         assert!(l.orphan(2).is_some());
         let step = l.close(2).unwrap();
@@ -991,7 +1246,7 @@ mod tests {
             !l.contains(1),
             "the tombstone goes with its last open child"
         );
-        assert!(matches!(l.end(2), Ending::Closed(Role::Step)));
+        assert!(matches!(l.end(2, None), Ending::Closed(Role::Step)));
     }
 
     #[test]
@@ -999,7 +1254,7 @@ mod tests {
         let l = Ledger::new(10, false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        assert!(matches!(l.end(1), Ending::Tracked(_)));
-        assert!(matches!(l.end(1), Ending::Untracked));
+        assert!(matches!(l.end(1, None), Ending::Tracked(_)));
+        assert!(matches!(l.end(1, None), Ending::Untracked));
     }
 }

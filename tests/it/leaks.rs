@@ -632,7 +632,10 @@ fn children_of_unknown_parents_are_tracked_as_roots() {
         TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
     );
     assert!(h.finding_counts().is_empty());
-    assert_eq!(h.tracked_spans(), 0);
+    // The local parent never seen starting may still end (and be recognised then): it
+    // holds its children's totals until it ends or is evicted. A remote parent ends in
+    // another process: nothing is kept for it.
+    assert_eq!(h.tracked_spans(), 1);
 }
 
 // ---------------------------------------------------------------------------------

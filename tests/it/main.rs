@@ -10,6 +10,7 @@ mod rig_support;
 mod bad_input;
 mod capacity;
 mod coding_agent_turn;
+mod end_only;
 mod concurrent_agents;
 mod contamination;
 mod contamination_recorded;
