@@ -399,9 +399,7 @@ fn json_string_member<'a>(json: &'a str, key: &str) -> Option<&'a str> {
             continue;
         };
         let after = after.trim_start();
-        let Some(value) = after.strip_prefix('"') else {
-            return None;
-        };
+        let value = after.strip_prefix('"')?;
         let end = value.find(['"', '\\'])?;
         return value[end..].starts_with('"').then(|| &value[..end]);
     }
@@ -660,5 +658,100 @@ mod tests {
         assert_eq!(r.classify("chat gpt-4o", &[]), Role::Tool);
         assert_eq!(r.classify("llm-call-2", &[]), Role::Generation);
         assert_eq!(r.classify("invoke_agent a", &[]), Role::Invocation);
+    }
+
+    #[test]
+    fn mastra_names_and_span_types() {
+        assert_eq!(builtin_role("agent run: 'weather'", &[]), Role::Invocation);
+        assert_eq!(builtin_role("llm: 'gpt-4o-mini'", &[]), Role::Generation);
+        assert_eq!(builtin_role("tool: 'weather'", &[]), Role::Tool);
+        assert_eq!(builtin_role("workflow run: 'w'", &[]), Role::Workflow);
+        assert_eq!(builtin_role("llm: gpt", &[]), Role::Other);
+        let typed = |t: &'static str| builtin_role("x", &[kv("mastra.span.type", t)]);
+        assert_eq!(typed("model_step"), Role::Step);
+        assert_eq!(typed("mcp_tool_call"), Role::Tool);
+        assert_eq!(typed("model_inference"), Role::Other);
+        assert_eq!(typed("model_chunk"), Role::Other);
+        // `gen_ai.operation.name = model_step` names no role: the span type decides.
+        let attrs = [
+            kv("gen_ai.operation.name", "model_step"),
+            kv("mastra.span.type", "model_step"),
+        ];
+        assert_eq!(builtin_role("step: 0", &attrs), Role::Step);
+        // `step: N` is a step only under a generation.
+        let r = Recogniser::default();
+        assert_eq!(
+            r.classify_start("step: 1", &[], || Some(Role::Generation)),
+            Role::Step
+        );
+        assert_eq!(
+            r.classify_start("step: 1", &[], || Some(Role::Invocation)),
+            Role::Other
+        );
+        assert_eq!(
+            r.classify_start("step: x", &[], || Some(Role::Generation)),
+            Role::Other
+        );
+    }
+
+    #[test]
+    fn langgraph_chains() {
+        let chain = |name: &str, metadata: &str| {
+            let attrs = [
+                KeyValue::new("openinference.span.kind", "CHAIN"),
+                KeyValue::new("metadata", metadata.to_owned()),
+            ];
+            builtin_role(name, &attrs)
+        };
+        assert_eq!(
+            chain("agent", r#"{"lc_agent_name":"agent"}"#),
+            Role::Invocation
+        );
+        // Python's json.dumps puts blanks after the separators.
+        assert_eq!(
+            chain(
+                "model",
+                r#"{"lc_agent_name": "a", "langgraph_node": "model"}"#
+            ),
+            Role::Step
+        );
+        assert_eq!(
+            chain("model_request", r#"{"langgraph_node":"model_request"}"#),
+            Role::Step
+        );
+        // A runnable inside the node inherits its metadata, not its name.
+        assert_eq!(
+            chain("RunnableLambda", r#"{"langgraph_node":"model_request"}"#),
+            Role::Workflow
+        );
+        assert_eq!(
+            chain("tools", r#"{"lc_agent_name":"a","langgraph_node":"tools"}"#),
+            Role::Workflow
+        );
+        assert_eq!(chain("x", "not json"), Role::Workflow);
+        assert_eq!(chain("x", r#"{"other_lc_agent_name":"a"}"#), Role::Workflow);
+        // Only the head of a huge value is read: keys past it are not seen.
+        let huge = format!(
+            r#"{{"messages":"{}","lc_agent_name":"a"}}"#,
+            "x".repeat(1 << 20)
+        );
+        assert_eq!(chain("agent", &huge), Role::Workflow);
+        // Other kinds ignore the metadata.
+        let attrs = [
+            KeyValue::new("openinference.span.kind", "LLM"),
+            KeyValue::new("metadata", r#"{"langgraph_node":"model"}"#),
+        ];
+        assert_eq!(builtin_role("model", &attrs), Role::Generation);
+    }
+
+    #[test]
+    fn json_members_without_a_parser() {
+        assert_eq!(json_string_member(r#"{"a":"b"}"#, "a"), Some("b"));
+        assert_eq!(json_string_member(r#"{"a" : "b"}"#, "a"), Some("b"));
+        assert_eq!(json_string_member(r#"{"ba":"x","a":"b"}"#, "a"), Some("b"));
+        assert_eq!(json_string_member(r#"{"a":1}"#, "a"), None);
+        assert_eq!(json_string_member(r#"{"a":"b\"c"}"#, "a"), None);
+        assert_eq!(json_string_member(r#"{"a":"unterminated"#, "a"), None);
+        assert_eq!(bounded_prefix("ééé", 3), "é");
     }
 }
