@@ -40,8 +40,20 @@ pub(crate) fn model(attributes: &[KeyValue]) -> Option<&str> {
     first_string(attributes, &MODEL_KEYS)
 }
 
-/// Prices one generation or embedding and writes its cost keys. Returns the cost in
-/// USD, or `None` when it is unpriced.
+/// The most a call may report it cost, in USD; a reported cost above it (or negative,
+/// or not a finite number) is not used.
+pub(crate) const MAX_REPORTED_COST_USD: f64 = 1_000_000.0;
+
+/// What pricing one call found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CallCost {
+    /// The cost in USD (`None`: unpriced).
+    pub(crate) cost_usd: Option<f64>,
+    /// The span reported a cost that cannot be used (the `invalid_usage` finding).
+    pub(crate) invalid_reported: bool,
+}
+
+/// Prices one generation or embedding and writes its cost keys.
 pub(crate) fn price_call(
     pricer: &dyn Pricer,
     dialects: CostAttributes,
@@ -49,8 +61,10 @@ pub(crate) fn price_call(
     usage: &Usage,
     start_time: SystemTime,
     writes: &mut AttributeWrites,
-) -> Option<f64> {
-    let (cost_usd, source, matched) = if let Some(reported) = reported_cost(attributes) {
+) -> CallCost {
+    let reported = reported_cost(attributes);
+    let invalid_reported = matches!(reported, Some(None));
+    let (cost_usd, source, matched) = if let Some(Some(reported)) = reported {
         (reported, "reported", None)
     } else {
         let price = if usage.invalid || usage.is_empty() {
@@ -65,11 +79,16 @@ pub(crate) fn price_call(
                 })
             })
         };
-        match price {
+        // A pricer of the user's that answers something that is not a cost prices
+        // nothing.
+        match price.filter(|p| p.cost_usd.is_finite() && p.cost_usd >= 0.0) {
             Some(p) => (p.cost_usd, "computed", Some(p.matched)),
             None => {
                 writes.set(keys::COST_UNPRICED, true);
-                return None;
+                return CallCost {
+                    cost_usd: None,
+                    invalid_reported,
+                };
             }
         }
     };
@@ -87,31 +106,38 @@ pub(crate) fn price_call(
             writes.set_absent(key, cost_usd);
         }
     }
-    Some(cost_usd)
+    CallCost {
+        cost_usd: Some(cost_usd),
+        invalid_reported,
+    }
 }
 
-/// A cost the span reports itself, in USD: `gen_ai.usage.cost`, then
-/// `gen_ai.usage.cost.amount` with currency `USD`, then `llm.cost.total`.
-fn reported_cost(attributes: &[KeyValue]) -> Option<f64> {
-    let number = |key| {
-        match last_value(attributes, key)? {
+/// A cost the span reports itself, in USD: the first present of `gen_ai.usage.cost`,
+/// `gen_ai.usage.cost.amount` with currency `USD`, `llm.cost.total`. `Some(None)` when
+/// it is present but not a finite number from 0 to [`MAX_REPORTED_COST_USD`].
+fn reported_cost(attributes: &[KeyValue]) -> Option<Option<f64>> {
+    let number = |value: &Value| {
+        match value {
             Value::F64(v) => Some(*v),
             Value::I64(v) => Some(*v as f64),
             Value::String(s) => s.as_str().trim().parse::<f64>().ok(),
             _ => None,
         }
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .filter(|v: &f64| v.is_finite() && (0.0..=MAX_REPORTED_COST_USD).contains(v))
     };
-    number(read::cost::GEN_AI_USAGE_COST)
-        .or_else(|| {
-            let usd = matches!(
-                last_value(attributes, read::cost::GEN_AI_USAGE_COST_CURRENCY),
-                Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
-            );
-            usd.then(|| number(read::cost::GEN_AI_USAGE_COST_AMOUNT))
-                .flatten()
-        })
-        .or_else(|| number(read::cost::LLM_COST_TOTAL))
+    if let Some(value) = last_value(attributes, read::cost::GEN_AI_USAGE_COST) {
+        return Some(number(value));
+    }
+    let usd = matches!(
+        last_value(attributes, read::cost::GEN_AI_USAGE_COST_CURRENCY),
+        Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
+    );
+    if let Some(value) = last_value(attributes, read::cost::GEN_AI_USAGE_COST_AMOUNT) {
+        if usd {
+            return Some(number(value));
+        }
+    }
+    last_value(attributes, read::cost::LLM_COST_TOTAL).map(number)
 }
 
 /// Which cost keys a priced generation or embedding gets besides `genai_audit.cost_usd`,

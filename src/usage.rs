@@ -213,7 +213,8 @@ impl Totals {
         self.cache_read = self.cache_read.saturating_add(other.cache_read);
         self.cache_write = self.cache_write.saturating_add(other.cache_write);
         self.reasoning = self.reasoning.saturating_add(other.reasoning);
-        self.cost_usd += other.cost_usd;
+        // Every cost added is finite and non-negative; the sum stays finite too.
+        self.cost_usd = (self.cost_usd + other.cost_usd).min(f64::MAX);
         self.priced += other.priced;
         self.generations += other.generations;
         self.tool_calls += other.tool_calls;

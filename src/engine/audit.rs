@@ -459,7 +459,7 @@ impl<S: StartCopy> Audit<S> {
         if usage.reasoning_exclusive {
             writes.set(keys::USAGE_REASONING_EXCLUSIVE, true);
         }
-        let cost = cost::price_call(
+        let priced = cost::price_call(
             self.pricer.as_ref(),
             self.cost_attributes,
             span.attributes,
@@ -467,6 +467,10 @@ impl<S: StartCopy> Audit<S> {
             span.start_time,
             writes,
         );
+        if priced.invalid_reported && !usage.invalid {
+            findings.add(Finding::new(FindingCode::InvalidUsage, role));
+        }
+        let cost = priced.cost_usd;
         if role != Role::Generation {
             return None;
         }

@@ -78,7 +78,7 @@ impl<S: StartCopy> Audit<S> {
     /// Reports a span evicted while open: counted under `flag`, exported closed under
     /// `close` (with its open children, closed as unclosed).
     pub(crate) fn evicted(&self, evicted: Ended<S>, now: SystemTime, out: &mut Vec<Synthetic<S>>) {
-        if self.close_policy() {
+        if self.close_policy() && evicted.role.is_recognised() {
             self.synthesize(evicted, now, STALE_STATUS, Some(FindingCode::Stale), out, 0);
         } else {
             Finding::new(FindingCode::Stale, evicted.role).count_only(self.metrics());

@@ -379,6 +379,57 @@ pub(crate) enum Forward {
     Full(u64, Contribution),
 }
 
+/// The spans the audit exported closed whose real end has not come yet, remembered
+/// exactly (not in the lossy memory of recently ended spans), so that a real end is
+/// never exported a second time. Bounded on its own, independently of a small
+/// `max_tracked_spans`: at most [`closed_capacity`] ids, the oldest forgotten first.
+#[derive(Debug)]
+struct ClosedIds {
+    ids: DashMap<u64, Role, BuildIdHasher>,
+    order: Mutex<VecDeque<u64>>,
+    capacity: usize,
+}
+
+/// How many spans closed by the audit can await their real end: the ledger's capacity,
+/// and at least 65 536.
+pub(crate) fn closed_capacity(max_tracked_spans: usize) -> usize {
+    max_tracked_spans.max(1 << 16)
+}
+
+impl ClosedIds {
+    fn new(capacity: usize) -> Self {
+        ClosedIds {
+            ids: DashMap::with_hasher(BuildIdHasher::default()),
+            order: Mutex::new(VecDeque::new()),
+            capacity,
+        }
+    }
+
+    fn insert(&self, id: u64, role: Role) {
+        if self.ids.insert(id, role).is_some() {
+            return;
+        }
+        let mut order = self.order.lock();
+        order.push_back(id);
+        while self.ids.len() > self.capacity {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            self.ids.remove(&oldest);
+        }
+        // Ids whose real end came stay in the queue until they reach its front; drop
+        // them once the queue is twice the bound (amortised O(1) per insert).
+        if order.len() > 2 * self.capacity {
+            order.retain(|id| self.ids.contains_key(id));
+        }
+    }
+
+    /// The role of a span the audit closed, once: its real end has come.
+    fn take(&self, id: u64) -> Option<Role> {
+        self.ids.remove(&id).map(|(_, role)| role)
+    }
+}
+
 /// Spans in start order, for eviction by age and capacity.
 #[derive(Debug, Default)]
 struct StartOrder {
@@ -393,6 +444,7 @@ pub(crate) struct Ledger<S> {
     capacity: usize,
     order: Mutex<StartOrder>,
     recent: BoundedMemory<Recent>,
+    closed: ClosedIds,
     /// Evicted spans are exported closed (leak policy `close`).
     close_on_evict: bool,
     /// Set once a span has been closed or evicted by the audit.
@@ -408,6 +460,7 @@ impl<S: StartCopy> Ledger<S> {
             capacity,
             order: Mutex::new(StartOrder::default()),
             recent: BoundedMemory::new(capacity),
+            closed: ClosedIds::new(closed_capacity(capacity)),
             close_on_evict,
             any_gone: std::sync::atomic::AtomicBool::new(false),
         }
@@ -505,8 +558,10 @@ impl<S: StartCopy> Ledger<S> {
         }
         let ended = take_ended(&mut entry);
         self.detach(id, ended.parent);
-        // Under `close` the audit exports it closed: its real end must not be exported.
-        let fate = if self.close_on_evict {
+        // Under `close` the audit exports a recognised span closed: its real end must not
+        // be exported. A span that is not gen-ai is never closed: its real end, if it
+        // comes, passes through untouched.
+        let fate = if self.close_on_evict && ended.role.is_recognised() {
             Fate::Closed
         } else {
             Fate::Evicted
@@ -915,6 +970,9 @@ impl<S: StartCopy> Ledger<S> {
                 if !self.any_gone.load(Ordering::Relaxed) {
                     return Ending::Untracked;
                 }
+                if let Some(role) = self.closed.take(id) {
+                    return Ending::Closed(role);
+                }
                 return match self.recent.get(id) {
                     Some(r) if r.fate == Fate::Closed => Ending::Closed(r.role),
                     Some(r) if r.fate == Fate::Evicted => Ending::Evicted(r.role),
@@ -926,6 +984,7 @@ impl<S: StartCopy> Ledger<S> {
                 Fate::Closed => {
                     // The real end of a span the audit closed: from now on the entry is an
                     // ordinary tombstone, gone with its last open child.
+                    self.closed.take(id);
                     entry.fate = Fate::Ended;
                     let role = entry.role;
                     let done = !entry.has_open_children();
@@ -986,6 +1045,9 @@ impl<S: StartCopy> Ledger<S> {
     fn leave(&self, id: u64, ended: &Ended<S>, fate: Fate) {
         if matches!(fate, Fate::Closed | Fate::Evicted) {
             self.any_gone.store(true, Ordering::Relaxed);
+        }
+        if fate == Fate::Closed {
+            self.closed.insert(id, ended.role);
         }
         self.recent.insert(
             id,

@@ -20,6 +20,7 @@ mod metrics;
 mod metrics_disabled;
 mod otlp_example;
 mod passthrough_and_forwarding;
+mod properties;
 mod real_clients_genai;
 mod real_clients_rig;
 mod real_clients_rig_leak;

@@ -1,8 +1,10 @@
-//! Seeded property tests of the audit processor, through its public API only (issue 13,
-//! item 5), and focused regression tests for three known bugs.
+//! Seeded property tests of the audit processor, through its public API only, and
+//! focused regression tests for three bugs they found (a span exported twice under leak
+//! policy `close`, infinite sums from huge reported costs, findings written on spans
+//! that are not gen-ai).
 //!
 //! Every case is a random forest of spans (depth up to 5, any fan-out) whose names and
-//! attributes come from every convention the processor reads (DESIGN §2), with usage
+//! attributes come from every convention the processor reads (the design contract, `../shared/DESIGN.md` §2), with usage
 //! and reported costs full of junk (§3, §4), attributes set at start or only at end,
 //! parents ending before children, spans ended twice, dropped without `end()` or never
 //! ended; a random leak and contamination policy, capacity (1..=65536, biased small),
@@ -13,12 +15,12 @@
 //! for comparison. Each `prop_*` test checks one invariant over the same seeded cases,
 //! so a failure names the invariant and shrinks to a minimal case for it.
 //!
-//! Run: `cargo test --test properties` (a bounded number of cases, seconds in debug).
-//! Longer: `GENAI_AUDIT_PROPTEST_CASES=5000 cargo test --release --test properties`;
+//! Run: `cargo test --test it properties` (a bounded number of cases, seconds in debug).
+//! Longer: `GENAI_AUDIT_PROPTEST_CASES=5000 cargo test --release --test it properties`;
 //! `GENAI_AUDIT_PROPTEST_SEED=<u64>` varies the fixed seed. The figures (cases, spans,
 //! attribute values, exports, findings) are printed on stderr (`-- --nocapture`).
 //!
-//! The helpers are deliberately local to this file (not `tests/common`), so that the
+//! The helpers are deliberately local to this file (not `common`), so that the
 //! suite depends on nothing but the crate's public API and the SDK.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,7 +41,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{IdGenerator, SdkTracerProvider, SpanData, SpanProcessor};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 // ---------------------------------------------------------------------------------
 // Small harness: sequential ids, a recording inner processor, a metrics reader.
@@ -1810,4 +1812,74 @@ fn regression_close_evicted_invocation_then_churn_is_exported_once() {
         duplicates(&spans)
     );
     assert_exported_once(&spans, &ids);
+}
+
+// ---------------------------------------------------------------------------------
+// The trace-script reader on arbitrary input: never a panic, and every error names a
+// line of the input.
+
+/// Valid script lines to mutate.
+const SCRIPT_LINES: [&str; 6] = [
+    r#"{"op":"start","span":"a","parent":null,"name":"invoke_agent x","time_ns":1700000000000000000,"attributes":{"k":[1,2.5],"b":true}}"#,
+    r#"{"op":"start","span":"b","parent":"a","name":"chat m","kind":"client","attributes":{"gen_ai.usage.input_tokens":5}}"#,
+    r#"{"op":"set","span":"b","attributes":{"k":"v","k":"w"}}"#,
+    r#"{"op":"end","span":"b","time_ns":1700000000000000001,"status":"error","status_message":"x"}"#,
+    "# a comment",
+    r#"{"op":"end","span":"a"}"#,
+];
+
+fn script_text() -> impl Strategy<Value = String> {
+    let mutated = proptest::collection::vec(
+        (0..SCRIPT_LINES.len(), 0usize..200, any::<u8>(), 0u8..4),
+        0..12,
+    )
+    .prop_map(|lines| {
+        lines
+            .into_iter()
+            .map(|(line, at, byte, how)| {
+                let mut bytes = SCRIPT_LINES[line].as_bytes().to_vec();
+                let at = at.min(bytes.len());
+                match how {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    2 => bytes.truncate(at),
+                    _ => {}
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    prop_oneof![mutated, any::<String>(), "[ -~\n]{0,400}"]
+}
+
+#[test]
+fn prop_trace_script_reader_never_panics() {
+    let config = Config {
+        cases: cases().saturating_mul(8),
+        failure_persistence: None,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed()));
+    let result = runner.run(&script_text(), |text| {
+        let lines = text.split('\n').count();
+        match catch_unwind(AssertUnwindSafe(|| {
+            genai_audit::script::TraceScript::parse(&text)
+        })) {
+            Err(_) => Err(TestCaseError::fail("the reader panicked")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if (1..=lines.max(1)).contains(&e.line) => Ok(()),
+            Ok(Err(e)) => Err(TestCaseError::fail(format!(
+                "error on line {} of {lines}: {e}",
+                e.line
+            ))),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }
