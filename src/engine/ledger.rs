@@ -385,7 +385,8 @@ pub(crate) enum Forward {
 /// `max_tracked_spans`: at most [`closed_capacity`] ids, the oldest forgotten first.
 #[derive(Debug)]
 struct ClosedIds {
-    ids: DashMap<u64, Role, BuildIdHasher>,
+    /// Each id's role and parent (0: none).
+    ids: DashMap<u64, (Role, u64), BuildIdHasher>,
     order: Mutex<VecDeque<u64>>,
     capacity: usize,
 }
@@ -405,8 +406,8 @@ impl ClosedIds {
         }
     }
 
-    fn insert(&self, id: u64, role: Role) {
-        if self.ids.insert(id, role).is_some() {
+    fn insert(&self, id: u64, role: Role, parent: Option<u64>) {
+        if self.ids.insert(id, (role, pack(parent))).is_some() {
             return;
         }
         let mut order = self.order.lock();
@@ -426,7 +427,12 @@ impl ClosedIds {
 
     /// The role of a span the audit closed, once: its real end has come.
     fn take(&self, id: u64) -> Option<Role> {
-        self.ids.remove(&id).map(|(_, role)| role)
+        self.ids.remove(&id).map(|(_, (role, _))| role)
+    }
+
+    /// Whether `id` was closed by the audit and has not really ended; its parent.
+    fn parent_of(&self, id: u64) -> Option<Option<u64>> {
+        self.ids.get(&id).map(|e| unpack(e.1))
     }
 }
 
@@ -781,6 +787,10 @@ impl<S: StartCopy> Ledger<S> {
                 self.contribute(child, Some(id), invocation, contribution);
                 return Forward::Done;
             }
+            if let Some(parent) = self.closed.parent_of(id) {
+                next = parent;
+                continue;
+            }
             match self.recent.get(id) {
                 Some(r) if matches!(r.fate, Fate::Ended | Fate::Closed | Fate::Evicted) => {
                     next = r.parent;
@@ -854,7 +864,10 @@ impl<S: StartCopy> Ledger<S> {
             below.steps = below.steps.saturating_add(1);
             return below.steps;
         }
-        if self.recent.get(parent).is_some() || self.len() >= self.capacity {
+        if self.recent.get(parent).is_some()
+            || self.closed.parent_of(parent).is_some()
+            || self.len() >= self.capacity
+        {
             return 0;
         }
         let one = Contribution {
@@ -870,6 +883,9 @@ impl<S: StartCopy> Ledger<S> {
 
     /// Whether `id` is known to have ended (or to have been closed by the audit).
     pub(crate) fn has_ended(&self, id: u64) -> bool {
+        if self.closed.parent_of(id).is_some() {
+            return true;
+        }
         if let Some(entry) = self.spans.get(&id) {
             return matches!(entry.fate, Fate::Ended | Fate::Closed);
         }
@@ -960,8 +976,17 @@ impl<S: StartCopy> Ledger<S> {
     /// parent the span names (for an entry that was not tracked at its start, whose
     /// parent the ledger did not know).
     pub(crate) fn end(&self, id: u64, parent: Option<u64>) -> Ending<S> {
-        if self.len() == 0 && !self.any_gone.load(Ordering::Relaxed) {
+        let any_gone = self.any_gone.load(Ordering::Relaxed);
+        if self.len() == 0 && !any_gone {
             return Ending::Untracked;
+        }
+        if any_gone {
+            // The real end of a span the audit exported closed: whatever entry it still
+            // has (closed, or pending because a late child handed something up) goes.
+            if let Some(role) = self.closed.take(id) {
+                self.settle_closed(id);
+                return Ending::Closed(role);
+            }
         }
         let ended = {
             let Some(mut entry) = self.spans.get_mut(&id) else {
@@ -1008,6 +1033,32 @@ impl<S: StartCopy> Ledger<S> {
         Ending::Tracked(ended)
     }
 
+    /// The entry of a span the audit closed, at its real end: a closed entry becomes an
+    /// ordinary tombstone (gone with its last open child), a pending one is dropped.
+    fn settle_closed(&self, id: u64) {
+        let done = match self.spans.get_mut(&id) {
+            Some(mut entry) if entry.fate == Fate::Closed => {
+                entry.fate = Fate::Ended;
+                !entry.has_open_children()
+            }
+            Some(entry) if entry.fate == Fate::Pending => {
+                drop(entry);
+                if self
+                    .spans
+                    .remove_if(&id, |_, e| e.fate == Fate::Pending)
+                    .is_some()
+                {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                false
+            }
+            _ => false,
+        };
+        if done {
+            self.remove_tombstone(id);
+        }
+    }
+
     /// Tells an open child that its parent has ended; returns its role and name.
     pub(crate) fn orphan(&self, child: u64) -> Option<OpenChild> {
         let mut entry = self.spans.get_mut(&child)?;
@@ -1047,7 +1098,7 @@ impl<S: StartCopy> Ledger<S> {
             self.any_gone.store(true, Ordering::Relaxed);
         }
         if fate == Fate::Closed {
-            self.closed.insert(id, ended.role);
+            self.closed.insert(id, ended.role, ended.parent);
         }
         self.recent.insert(
             id,
