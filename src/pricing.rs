@@ -2,7 +2,7 @@
 //!
 //! The processor asks a [`Pricer`] for the price of each generation and embedding, one
 //! call at a time: never summed usage, since tiered prices change the rate with the
-//! size of a call (DESIGN §4). The default pricer, [`GenAiPrices`], uses the
+//! size of a call. The default pricer, [`GenAiPrices`], uses the
 //! [`genai-prices`](https://docs.rs/genai-prices) data bundled with that crate, or a
 //! price file in the same JSON format, plus any per-model prices you add for private
 //! or fine-tuned models. Implement [`Pricer`] to plug in your own.
@@ -44,8 +44,14 @@ use std::time::SystemTime;
 use genai_prices::{Calculator, ErrorKind, PriceRequest, UsageKey};
 use parking_lot::RwLock;
 
-use crate::hashing::hash_str_pair;
+use crate::hashing::{hash_str_pair, BuildIdHasher};
 use crate::usage::Usage;
+
+#[cfg(test)]
+mod exact_tests;
+mod rates;
+
+use rates::{Known, Lookup, RateMemo, Slot, Tokens};
 
 /// One model call to price.
 #[derive(Debug, Clone, Copy)]
@@ -163,15 +169,34 @@ struct ExtraPrice {
 /// The [`Pricer`] backed by the `genai-prices` data: bundled, or loaded from a price
 /// file in its JSON format, plus per-model prices of your own (which win).
 ///
-/// Model resolution is memoised: the first call for a (provider, model) pair finds the
-/// model in the price data, and later calls reuse what it found (or that nothing was
-/// found). The memo holds at most 4096 pairs and starts over when full. A model the
-/// data does not know is then answered without touching the data (about 17 times
-/// faster than a fresh lookup); a known model is still priced by `genai-prices` on
-/// every call, exactly, which costs about as much as a fresh lookup (its price
-/// computation dominates, and it offers no public way to price an already-resolved
-/// model). See `benches/overhead.rs`.
+/// Prices are memoised, and a memoised price is the one `genai-prices` gives:
+///
+/// - The first call for a (provider, model) pair finds the model in the price data;
+///   later calls reuse what it found, or that nothing was found (an unknown model is
+///   then answered without touching the data).
+/// - For a known model, the price of a few probe usages at the call's time gives its
+///   per-token rates (input, cache read, cache write, output) and any per-request fee
+///   for that UTC day; further probes, from one token to 2^40, check that those rates
+///   reproduce `genai-prices`' prices. The first call in each later minute of the day
+///   checks again, at its own time, with two probes. Calls of a checked minute are then
+///   priced from the rates with the same arithmetic as `genai-prices` (tens of
+///   nanoseconds instead of microseconds).
+/// - Everything else is priced by `genai-prices` on each call: models whose price is
+///   not linear in the usage (tiered prices), minutes whose price differs from the
+///   day's (prices that change with the time of day), usages it may reject (cache
+///   counts without an input count or above it), counts above 2^40, times before 1970.
+///
+/// Prices in the `genai-prices` data change on calendar dates (at midnight UTC) or at
+/// times of day; the memo relies on those times of day being whole minutes, as they
+/// are in the bundled data. The memo holds at most 4096 (provider, model) pairs, with
+/// the rates of at most two days each (under 1 KB a pair), and starts over when full;
+/// each thread also keeps its last 8 pairs (and their rates for one minute) at hand,
+/// which it reads without any lock. Lookups in the shared memo take a read lock;
+/// probing is done outside any lock, and its findings are recorded under a brief
+/// write lock.
 pub struct GenAiPrices {
+    /// Tells this pricer's rates from other pricers' in the threads' recent rates.
+    id: u64,
     data: Data,
     extra: Vec<ExtraPrice>,
     memo: RwLock<Memo>,
@@ -180,7 +205,7 @@ pub struct GenAiPrices {
 /// Resolutions by hash of (provider, model), and how many there are.
 #[derive(Debug, Default)]
 struct Memo {
-    buckets: HashMap<u64, Vec<MemoEntry>>,
+    buckets: HashMap<u64, Vec<MemoEntry>, BuildIdHasher>,
     len: usize,
 }
 
@@ -195,15 +220,17 @@ struct MemoEntry {
 
 #[derive(Debug, Clone)]
 enum Resolution {
-    /// Shared, so that a memo hit copies a pointer, not the strings.
-    Found(Arc<Found>),
+    /// Shared, so that work outside the lock copies a pointer, not the strings; the
+    /// rates are changed under the memo's write lock.
+    Found(Arc<Found>, Box<RateMemo>),
     NotFound,
 }
 
 #[derive(Debug)]
 struct Found {
-    provider_id: Box<str>,
-    model_id: Box<str>,
+    /// The provider id the first lookup was made with (from the provider name), so that
+    /// later calculations make the very same request.
+    request_provider: Option<Box<str>>,
     matched: Arc<str>,
 }
 
@@ -248,7 +275,9 @@ impl GenAiPrices {
     }
 
     fn with_data(data: Data) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         GenAiPrices {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             data,
             extra: Vec::new(),
             memo: RwLock::new(Memo::default()),
@@ -292,13 +321,132 @@ impl GenAiPrices {
         })
     }
 
-    fn memo_get(&self, key: u64, provider: &str, model: &str) -> Option<Resolution> {
+    /// The memoised resolution of (provider, model); for a known model whose rates for
+    /// the call's minute are confirmed, the price itself, computed under the read lock
+    /// (no reference count is touched but the matched name's).
+    fn memo_get(&self, key: u64, query: &PriceQuery<'_>, model: &str) -> Option<MemoHit> {
+        let provider = query.provider.unwrap_or("");
         let memo = self.memo.read();
-        memo.buckets
+        let entry = memo
+            .buckets
             .get(&key)?
             .iter()
-            .find(|e| &*e.provider == provider && &*e.model == model)
-            .map(|e| e.resolution.clone())
+            .find(|e| &*e.provider == provider && &*e.model == model)?;
+        Some(match &entry.resolution {
+            Resolution::NotFound => MemoHit::NotFound,
+            Resolution::Found(found, rates) => {
+                let fast = Tokens::of(query.usage).zip(Slot::of(query.time));
+                match fast.map(|(tokens, slot)| (tokens, slot, rates.lookup(tokens, slot))) {
+                    Some((_, slot, Lookup::Priced(cost, rates))) => MemoHit::Priced(
+                        finite_cost(cost).map(|cost_usd| CallPrice {
+                            cost_usd,
+                            matched: found.matched.clone(),
+                        }),
+                        slot,
+                        rates,
+                    ),
+                    Some((tokens, slot, lookup)) => MemoHit::Found {
+                        found: found.clone(),
+                        work: Some((tokens, slot, lookup)),
+                    },
+                    None => MemoHit::Found {
+                        found: found.clone(),
+                        work: None,
+                    },
+                }
+            }
+        })
+    }
+
+    /// Prices a call of a known model that the memo could not price from confirmed
+    /// rates: derives or confirms the rates when that may help, else asks
+    /// `genai-prices`.
+    fn price_found(
+        &self,
+        key: u64,
+        found: &Found,
+        model: &str,
+        query: &PriceQuery<'_>,
+        work: Option<(Tokens, Slot, Lookup)>,
+    ) -> Option<CallPrice> {
+        let provider = found.request_provider.as_deref();
+        let probe = |tokens: Tokens| self.probe(model, provider, tokens, query.time);
+        let cost = match work {
+            Some((tokens, slot, Lookup::Derive)) => {
+                let rates = rates::derive(probe);
+                self.update_rates(key, query, model, |memo| memo.derived(slot, rates));
+                rates.map(|r| r.price(tokens).total)
+            }
+            Some((tokens, slot, Lookup::Confirm(rates))) => {
+                let same = rates::confirm(&rates, probe);
+                self.update_rates(key, query, model, |memo| memo.confirmed(slot, same));
+                same.then(|| rates.price(tokens).total)
+            }
+            Some((_, _, Lookup::Priced(cost, _))) => Some(cost),
+            Some((_, _, Lookup::Direct)) | None => None,
+        };
+        let cost = match cost {
+            Some(cost) => cost,
+            None => {
+                let usage = price_usage(query.usage);
+                self.calculate(model, provider, &usage, query.time)
+                    .ok()?
+                    .total_price
+            }
+        };
+        finite_cost(cost).map(|cost_usd| CallPrice {
+            cost_usd,
+            matched: found.matched.clone(),
+        })
+    }
+
+    /// Updates the rates of a memoised pair under the write lock (briefly), unless the
+    /// memo started over meanwhile.
+    fn update_rates(
+        &self,
+        key: u64,
+        query: &PriceQuery<'_>,
+        model: &str,
+        update: impl FnOnce(&mut RateMemo),
+    ) {
+        let provider = query.provider.unwrap_or("");
+        let mut memo = self.memo.write();
+        let entry = memo.buckets.get_mut(&key).and_then(|bucket| {
+            bucket
+                .iter_mut()
+                .find(|e| &*e.provider == provider && &*e.model == model)
+        });
+        if let Some(MemoEntry {
+            resolution: Resolution::Found(_, rates),
+            ..
+        }) = entry
+        {
+            update(rates);
+        }
+    }
+
+    /// One probe for the rate memo: the same request as a call's, with all four token
+    /// counts given.
+    fn probe(
+        &self,
+        model: &str,
+        provider_id: Option<&str>,
+        tokens: Tokens,
+        time: SystemTime,
+    ) -> rates::ProbeResult {
+        let mut usage = genai_prices::Usage::new();
+        usage.insert(UsageKey::INPUT_TOKENS, tokens.input as f64);
+        usage.insert(UsageKey::OUTPUT_TOKENS, tokens.output as f64);
+        usage.insert(UsageKey::CACHE_READ_TOKENS, tokens.cache_read as f64);
+        usage.insert(UsageKey::CACHE_WRITE_TOKENS, tokens.cache_write as f64);
+        match self.calculate(model, provider_id, &usage, time) {
+            Ok(calc) => Ok(rates::Priced {
+                input: calc.input_price,
+                output: calc.output_price,
+                total: calc.total_price,
+            }),
+            Err(e) => Err(matches!(e.kind(), ErrorKind::InvalidUsage)),
+        }
     }
 
     fn memo_put(&self, key: u64, provider: &str, model: &str, resolution: Resolution) {
@@ -345,6 +493,19 @@ impl GenAiPrices {
     }
 }
 
+/// What the memo knows of a (provider, model).
+enum MemoHit {
+    NotFound,
+    /// Priced from the rates confirmed for a minute (`None`: the cost was not a valid
+    /// price).
+    Priced(Option<CallPrice>, Slot, rates::Rates),
+    /// Known, to be priced with more work.
+    Found {
+        found: Arc<Found>,
+        work: Option<(Tokens, Slot, Lookup)>,
+    },
+}
+
 impl Pricer for GenAiPrices {
     fn price(&self, query: &PriceQuery<'_>) -> Option<CallPrice> {
         let model = query.model.trim();
@@ -358,31 +519,37 @@ impl Pricer for GenAiPrices {
             });
         }
         let provider = query.provider.unwrap_or("");
+        // What this thread knows of the pair, without the shared memo's lock.
+        match rates::recent(self.id, provider, model, query.time) {
+            Some(Known::Unknown) => return None,
+            Some(Known::Rates { rates, matched, .. }) => {
+                if let Some(tokens) = Tokens::of(query.usage) {
+                    return finite_cost(rates.price(tokens).total)
+                        .map(|cost_usd| CallPrice { cost_usd, matched });
+                }
+            }
+            None => {}
+        }
         let key = hash_str_pair(provider, model);
-        match self.memo_get(key, provider, model) {
-            Some(Resolution::NotFound) => None,
-            Some(Resolution::Found(found)) => {
-                let usage = price_usage(query.usage);
-                let calc = self.calculate(
-                    &found.model_id,
-                    Some(&found.provider_id),
-                    &usage,
-                    query.time,
-                );
-                let calc = match calc {
-                    Ok(calc) => calc,
-                    // The resolved id should always match itself; if the data disagrees,
-                    // fall back to the full lookup rather than lose the price.
-                    Err(_) => {
-                        let provider_id = query.provider.and_then(|p| self.resolve_provider(p));
-                        self.calculate(model, provider_id.as_deref(), &usage, query.time)
-                            .ok()?
-                    }
-                };
-                finite_cost(calc.total_price).map(|cost_usd| CallPrice {
-                    cost_usd,
-                    matched: found.matched.clone(),
-                })
+        match self.memo_get(key, query, model) {
+            Some(MemoHit::NotFound) => {
+                rates::remember(self.id, provider, model, Known::Unknown);
+                None
+            }
+            Some(MemoHit::Priced(price, slot, rates)) => {
+                if let Some(price) = &price {
+                    let matched = price.matched.clone();
+                    let known = Known::Rates {
+                        slot,
+                        rates,
+                        matched,
+                    };
+                    rates::remember(self.id, provider, model, known);
+                }
+                price
+            }
+            Some(MemoHit::Found { found, work }) => {
+                self.price_found(key, &found, model, query, work)
             }
             None => {
                 let usage = price_usage(query.usage);
@@ -395,11 +562,13 @@ impl Pricer for GenAiPrices {
                             key,
                             provider,
                             model,
-                            Resolution::Found(Arc::new(Found {
-                                provider_id: calc.provider_id.into_boxed_str(),
-                                model_id: calc.model_id.into_boxed_str(),
-                                matched: matched.clone(),
-                            })),
+                            Resolution::Found(
+                                Arc::new(Found {
+                                    request_provider: provider_id.map(String::into_boxed_str),
+                                    matched: matched.clone(),
+                                }),
+                                Box::default(),
+                            ),
                         );
                         finite_cost(calc.total_price)
                             .map(|cost_usd| CallPrice { cost_usd, matched })
