@@ -547,17 +547,10 @@ fn direct_price(
 
 fn bench_pricing(c: &mut Criterion, group_name: &str, provider: &'static str, model: &'static str) {
     let prices = GenAiPrices::bundled();
-    let usage = Usage {
-        input: Some(INPUT_TOKENS),
-        output: Some(OUTPUT_TOKENS),
-        ..Usage::default()
-    };
-    let query = PriceQuery {
-        provider: Some(provider),
-        model,
-        usage: &usage,
-        time: when(),
-    };
+    let usage = Usage::default()
+        .with_input(INPUT_TOKENS)
+        .with_output(OUTPUT_TOKENS);
+    let query = PriceQuery::new(model, &usage, when()).with_provider(provider);
     // Both paths agree, bit for bit (and the memo is warm before the timing starts: the
     // first call resolves the model, the second derives its rates).
     let memoised = prices.price(&query);

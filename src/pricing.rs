@@ -16,21 +16,21 @@
 //!     // A private fine-tune, $2 per million input tokens and $8 per million output.
 //!     .with_model_price(None, "acme-coder-ft", ModelPrice::per_million(2.0, 8.0));
 //!
-//! let usage = Usage { input: Some(1_000), output: Some(100), ..Usage::default() };
+//! let usage = Usage::default().with_input(1_000).with_output(100);
 //! let when = UNIX_EPOCH + Duration::from_secs(1_760_000_000);
 //! let price = prices
-//!     .price(&PriceQuery { provider: None, model: "acme-coder-ft", usage: &usage, time: when })
+//!     .price(&PriceQuery::new("acme-coder-ft", &usage, when))
 //!     .expect("priced");
 //! assert!((price.cost_usd - 0.0028).abs() < 1e-12);
 //! assert_eq!(&*price.matched, "custom/acme-coder-ft");
 //!
 //! let gpt = prices
-//!     .price(&PriceQuery { provider: Some("openai"), model: "gpt-4o", usage: &usage, time: when })
+//!     .price(&PriceQuery::new("gpt-4o", &usage, when).with_provider("openai"))
 //!     .expect("gpt-4o is in the bundled data");
 //! assert_eq!(&*gpt.matched, "openai/gpt-4o");
 //!
 //! // Unknown models are never priced at zero: there is no price.
-//! let none = prices.price(&PriceQuery { provider: None, model: "my-model", usage: &usage, time: when });
+//! let none = prices.price(&PriceQuery::new("my-model", &usage, when));
 //! assert!(none.is_none());
 //! ```
 
@@ -55,6 +55,7 @@ use rates::{Known, Lookup, RateMemo, Slot, Tokens};
 
 /// One model call to price.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct PriceQuery<'a> {
     /// The provider as the span reports it (`gen_ai.provider.name`, `gen_ai.system`,
     /// ...), not yet mapped to a price-data id.
@@ -65,6 +66,24 @@ pub struct PriceQuery<'a> {
     pub usage: &'a Usage,
     /// When the call started: prices change over time.
     pub time: SystemTime,
+}
+
+impl<'a> PriceQuery<'a> {
+    /// A call of `model` with this usage, started at `time`, with no provider.
+    pub fn new(model: &'a str, usage: &'a Usage, time: SystemTime) -> Self {
+        PriceQuery {
+            provider: None,
+            model,
+            usage,
+            time,
+        }
+    }
+
+    /// The provider as the span reports it.
+    pub fn with_provider(mut self, provider: &'a str) -> Self {
+        self.provider = Some(provider);
+        self
+    }
 }
 
 /// The price of one call.
@@ -141,17 +160,48 @@ impl ModelPrice {
     }
 }
 
-/// An error loading a price file.
+/// An error loading price data: a file that cannot be read (its `io::Error` is the
+/// [`source`](std::error::Error::source)), or data that is not in the genai-prices
+/// format.
 #[derive(Debug)]
-pub struct PriceDataError(String);
+pub struct PriceDataError {
+    path: Option<std::path::PathBuf>,
+    kind: PriceDataErrorKind,
+}
 
-impl fmt::Display for PriceDataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+#[derive(Debug)]
+enum PriceDataErrorKind {
+    Read(std::io::Error),
+    Invalid(String),
+}
+
+impl PriceDataError {
+    /// The file the error is about, when the data came from a file.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 }
 
-impl std::error::Error for PriceDataError {}
+impl fmt::Display for PriceDataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = &self.path {
+            write!(f, "{}: ", path.display())?;
+        }
+        match &self.kind {
+            PriceDataErrorKind::Read(e) => write!(f, "cannot read the price file: {e}"),
+            PriceDataErrorKind::Invalid(e) => write!(f, "invalid price data: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PriceDataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            PriceDataErrorKind::Read(e) => Some(e),
+            PriceDataErrorKind::Invalid(_) => None,
+        }
+    }
+}
 
 enum Data {
     Bundled,
@@ -261,17 +311,24 @@ impl GenAiPrices {
 
     /// Prices from a JSON document in the `genai-prices` format.
     pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self, PriceDataError> {
-        let calculator = Calculator::from_json(json)
-            .map_err(|e| PriceDataError(format!("invalid price data: {e}")))?;
+        let calculator = Calculator::from_json(json).map_err(|e| PriceDataError {
+            path: None,
+            kind: PriceDataErrorKind::Invalid(e.to_string()),
+        })?;
         Ok(Self::with_data(Data::Loaded(Box::new(calculator))))
     }
 
     /// Prices from a file in the `genai-prices` JSON format.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PriceDataError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| PriceDataError(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_json(bytes).map_err(|e| PriceDataError(format!("{}: {}", path.display(), e.0)))
+        let bytes = std::fs::read(path).map_err(|e| PriceDataError {
+            path: Some(path.to_owned()),
+            kind: PriceDataErrorKind::Read(e),
+        })?;
+        Self::from_json(bytes).map_err(|e| PriceDataError {
+            path: Some(path.to_owned()),
+            ..e
+        })
     }
 
     fn with_data(data: Data) -> Self {
@@ -776,5 +833,19 @@ mod tests {
         };
         let expected = 0.5 * 2.0 + 0.4 * 0.5 + 0.1 * 2.5 + 0.5 * 8.0;
         assert!((p.cost(&usage) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn price_data_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let missing = GenAiPrices::from_file("/nonexistent/prices.json").unwrap_err();
+        assert_eq!(missing.path(), Some(Path::new("/nonexistent/prices.json")));
+        let io = missing.source().and_then(|e| e.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+        assert!(missing.to_string().starts_with("/nonexistent/prices.json: cannot read"));
+        let invalid = GenAiPrices::from_json("{not json").unwrap_err();
+        assert!(invalid.source().is_none());
+        assert!(invalid.path().is_none());
+        assert!(invalid.to_string().starts_with("invalid price data"));
     }
 }

@@ -60,7 +60,11 @@ const REASONING_KEYS: [&str; 5] = [
 ];
 
 /// The usage one span reports, normalised.
+///
+/// Read from a span with [`Usage::from_attributes`]; to price a usage of your own (in
+/// a test of a [`Pricer`](crate::Pricer), say), build it with the `with_*` methods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Usage {
     /// Input tokens, cached ones included.
     pub input: Option<u64>,
@@ -131,6 +135,36 @@ impl Usage {
             }
         }
         usage
+    }
+
+    /// This usage with `tokens` input tokens (cached ones included).
+    pub fn with_input(mut self, tokens: u64) -> Self {
+        self.input = Some(tokens);
+        self
+    }
+
+    /// This usage with `tokens` output tokens (reasoning ones included).
+    pub fn with_output(mut self, tokens: u64) -> Self {
+        self.output = Some(tokens);
+        self
+    }
+
+    /// This usage with `tokens` input tokens read from the prompt cache.
+    pub fn with_cache_read(mut self, tokens: u64) -> Self {
+        self.cache_read = Some(tokens);
+        self
+    }
+
+    /// This usage with `tokens` input tokens written to the prompt cache.
+    pub fn with_cache_write(mut self, tokens: u64) -> Self {
+        self.cache_write = Some(tokens);
+        self
+    }
+
+    /// This usage with `tokens` output tokens spent on reasoning.
+    pub fn with_reasoning(mut self, tokens: u64) -> Self {
+        self.reasoning = Some(tokens);
+        self
     }
 
     /// Whether any token count is present.
