@@ -37,9 +37,27 @@ pub(crate) fn first_string<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Opt
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,
+    /// A one-word filter of the keys written so far: a key whose bit is clear was not
+    /// written, so most writes skip the search for an earlier value.
+    written: u64,
     /// Some written key outside `genai_audit.` may already be on the span.
     foreign: bool,
 }
+
+/// The filter bit of a key: from its length and last two bytes, which tell the
+/// processor's keys apart well.
+fn filter_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let tail = match bytes {
+        [.., a, b] => u64::from(*a) << 8 | u64::from(*b),
+        _ => 0,
+    };
+    let hash = (bytes.len() as u64 ^ tail << 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    1 << (hash >> 58)
+}
+
+/// Writes a span gets at most, in practice: reserved at the first write.
+const TYPICAL_WRITES: usize = 16;
 
 /// The prefix of the keys the processor owns.
 const OWN_PREFIX: &str = "genai_audit.";
@@ -59,23 +77,34 @@ impl AttributeWrites {
     }
 
     fn put(&mut self, key: &'static str, value: Value) {
-        if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
-            existing.value = value;
-        } else {
-            self.writes
-                .push(KeyValue::new(Key::from_static_str(key), value));
+        let bit = filter_bit(key);
+        if self.written & bit != 0 {
+            if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
+                existing.value = value;
+                return;
+            }
         }
+        self.written |= bit;
+        if self.writes.capacity() == 0 {
+            self.writes.reserve(TYPICAL_WRITES);
+        }
+        self.writes
+            .push(KeyValue::new(Key::from_static_str(key), value));
     }
 
     /// Keeps `original`, the value of `key` before a repair, under
     /// `genai_audit.reported.<key>`.
     pub(crate) fn set_reported(&mut self, key: &str, original: Value) {
         let key = Key::from(format!("{}{key}", crate::keys::REPORTED_PREFIX));
-        if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key == key) {
-            existing.value = original;
-        } else {
-            self.writes.push(KeyValue::new(key, original));
+        let bit = filter_bit(key.as_str());
+        if self.written & bit != 0 {
+            if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key == key) {
+                existing.value = original;
+                return;
+            }
         }
+        self.written |= bit;
+        self.writes.push(KeyValue::new(key, original));
     }
 
     /// Applies the writes: every existing value of a written key is removed, then the

@@ -95,7 +95,7 @@ pub(crate) fn price_call(
     writes.set(keys::COST_USD, cost_usd);
     writes.set(keys::COST_SOURCE, source);
     if let Some(matched) = matched {
-        writes.set(keys::COST_MODEL, Value::String(matched.to_string().into()));
+        writes.set(keys::COST_MODEL, Value::String(matched.into()));
     }
     for (on, key) in [
         (dialects.gen_ai_usage_cost, keys::GEN_AI_USAGE_COST),

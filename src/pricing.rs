@@ -840,9 +840,13 @@ mod tests {
         use std::error::Error as _;
         let missing = GenAiPrices::from_file("/nonexistent/prices.json").unwrap_err();
         assert_eq!(missing.path(), Some(Path::new("/nonexistent/prices.json")));
-        let io = missing.source().and_then(|e| e.downcast_ref::<std::io::Error>());
+        let io = missing
+            .source()
+            .and_then(|e| e.downcast_ref::<std::io::Error>());
         assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
-        assert!(missing.to_string().starts_with("/nonexistent/prices.json: cannot read"));
+        assert!(missing
+            .to_string()
+            .starts_with("/nonexistent/prices.json: cannot read"));
         let invalid = GenAiPrices::from_json("{not json").unwrap_err();
         assert!(invalid.source().is_none());
         assert!(invalid.path().is_none());
