@@ -9,6 +9,8 @@
 //! | `GENAI_AUDIT_MAX_TRACKED_SPANS` | integer ≥ 1 | 65536 |
 //! | `GENAI_AUDIT_MAX_SPAN_AGE_SECS` | integer ≥ 1 | 3600 |
 //! | `GENAI_AUDIT_PRICES_FILE` | path to a genai-prices JSON file | bundled prices |
+//! | `GENAI_AUDIT_BUDGET_USD` | number > 0, per invocation | none |
+//! | `GENAI_AUDIT_BUDGET_TOKENS` | integer ≥ 1 (input + output), per invocation | none |
 //!
 //! Values are compared without regard to case and surrounding blanks. An invalid value
 //! is reported through OpenTelemetry's internal log (`otel_warn!`, name
@@ -19,6 +21,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use opentelemetry::otel_warn;
+
+use crate::budget::Budget;
 
 /// Environment variable: `true` turns the processor into a pure pass-through.
 pub const ENV_DISABLED: &str = "GENAI_AUDIT_DISABLED";
@@ -32,6 +36,11 @@ pub const ENV_MAX_TRACKED_SPANS: &str = "GENAI_AUDIT_MAX_TRACKED_SPANS";
 pub const ENV_MAX_SPAN_AGE_SECS: &str = "GENAI_AUDIT_MAX_SPAN_AGE_SECS";
 /// Environment variable: a price file in the genai-prices JSON format.
 pub const ENV_PRICES_FILE: &str = "GENAI_AUDIT_PRICES_FILE";
+/// Environment variable: the cost budget of every invocation, in USD (a number > 0).
+pub const ENV_BUDGET_USD: &str = "GENAI_AUDIT_BUDGET_USD";
+/// Environment variable: the token budget (input + output) of every invocation (an
+/// integer ≥ 1).
+pub const ENV_BUDGET_TOKENS: &str = "GENAI_AUDIT_BUDGET_TOKENS";
 
 /// Default for the most spans tracked at once.
 pub const DEFAULT_MAX_TRACKED_SPANS: usize = 65_536;
@@ -138,6 +147,8 @@ pub(crate) struct Settings {
     pub(crate) max_tracked_spans: Option<usize>,
     pub(crate) max_span_age: Option<Duration>,
     pub(crate) prices_file: Option<std::path::PathBuf>,
+    /// Code set a budget (`with_budget`): the environment's is not read.
+    pub(crate) budget_in_code: bool,
 }
 
 /// Settings after the environment filled the gaps.
@@ -149,6 +160,8 @@ pub(crate) struct Resolved {
     pub(crate) max_tracked_spans: usize,
     pub(crate) max_span_age: Duration,
     pub(crate) prices_file: Option<std::path::PathBuf>,
+    /// The budget of every invocation from the environment, when code set none.
+    pub(crate) env_budget: Option<Budget>,
 }
 
 impl Settings {
@@ -200,7 +213,29 @@ impl Settings {
                     .filter(|s| !s.is_empty())
                     .map(std::path::PathBuf::from)
             }),
+            env_budget: if self.budget_in_code {
+                None
+            } else {
+                env_budget(&env)
+            },
         }
+    }
+}
+
+/// The budget of every invocation that `GENAI_AUDIT_BUDGET_USD` and
+/// `GENAI_AUDIT_BUDGET_TOKENS` give (an invalid one warns and counts as unset).
+fn env_budget(env: &impl Fn(&str) -> Option<String>) -> Option<Budget> {
+    let usd = from_env(env, ENV_BUDGET_USD, |s| {
+        s.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
+    });
+    let tokens = from_env(env, ENV_BUDGET_TOKENS, |s| {
+        s.parse::<u64>().ok().filter(|n| *n >= 1)
+    });
+    match (usd, tokens) {
+        (Some(usd), Some(tokens)) => Some(Budget::usd(usd).with_tokens(tokens)),
+        (Some(usd), None) => Some(Budget::usd(usd)),
+        (None, Some(tokens)) => Some(Budget::tokens(tokens)),
+        (None, None) => None,
     }
 }
 
@@ -255,8 +290,41 @@ mod tests {
                 max_tracked_spans: 65_536,
                 max_span_age: Duration::from_secs(3600),
                 prices_file: None,
+                env_budget: None,
             }
         );
+    }
+
+    #[test]
+    fn budgets_from_the_environment() {
+        let budget = |pairs: &[(&str, &str)]| Settings::default().resolve(env(pairs)).env_budget;
+        assert_eq!(budget(&[(ENV_BUDGET_USD, "0.5")]), Some(Budget::usd(0.5)));
+        assert_eq!(
+            budget(&[(ENV_BUDGET_USD, "2"), (ENV_BUDGET_TOKENS, "1000")]),
+            Some(Budget::usd(2.0).with_tokens(1000))
+        );
+        assert_eq!(
+            budget(&[(ENV_BUDGET_TOKENS, " 7 ")]),
+            Some(Budget::tokens(7))
+        );
+        // Invalid values warn and set no budget.
+        for bad in ["-1", "0", "abc", "NaN", "inf", ""] {
+            assert_eq!(budget(&[(ENV_BUDGET_USD, bad)]), None, "{bad:?}");
+        }
+        for bad in ["0", "-3", "1.5", "x"] {
+            assert_eq!(budget(&[(ENV_BUDGET_TOKENS, bad)]), None, "{bad:?}");
+        }
+        // A valid half is kept.
+        assert_eq!(
+            budget(&[(ENV_BUDGET_USD, "abc"), (ENV_BUDGET_TOKENS, "10")]),
+            Some(Budget::tokens(10))
+        );
+        // Code wins: a budget set in the builder ignores the environment.
+        let code = Settings {
+            budget_in_code: true,
+            ..Settings::default()
+        };
+        assert_eq!(code.resolve(env(&[(ENV_BUDGET_USD, "1")])).env_budget, None);
     }
 
     #[test]
@@ -289,6 +357,7 @@ mod tests {
             max_tracked_spans: Some(7),
             max_span_age: Some(Duration::from_secs(9)),
             prices_file: None,
+            budget_in_code: false,
         };
         let r = s.resolve(env(&[
             (ENV_DISABLED, "true"),

@@ -51,6 +51,8 @@ pub(crate) struct CallCost {
     pub(crate) cost_usd: Option<f64>,
     /// The span reported a cost that cannot be used (the `invalid_usage` finding).
     pub(crate) invalid_reported: bool,
+    /// `computed` or `reported` (meaningful when priced).
+    pub(crate) source: &'static str,
 }
 
 /// Prices one generation or embedding and writes its cost keys.
@@ -88,6 +90,7 @@ pub(crate) fn price_call(
                 return CallCost {
                     cost_usd: None,
                     invalid_reported,
+                    source: "computed",
                 };
             }
         }
@@ -109,6 +112,7 @@ pub(crate) fn price_call(
     CallCost {
         cost_usd: Some(cost_usd),
         invalid_reported,
+        source,
     }
 }
 

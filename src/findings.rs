@@ -34,11 +34,14 @@ pub enum FindingCode {
     IdentityMismatch,
     /// A usage value on this span is unusable.
     InvalidUsage,
+    /// The invocation's cumulative cost or tokens passed its budget (on the generation
+    /// that passed it, and on the invocation).
+    BudgetExceeded,
 }
 
 impl FindingCode {
     /// Every code.
-    pub const ALL: [FindingCode; 11] = [
+    pub const ALL: [FindingCode; 12] = [
         FindingCode::UnclosedChild,
         FindingCode::ClosedByAudit,
         FindingCode::LateEnd,
@@ -50,6 +53,7 @@ impl FindingCode {
         FindingCode::OverlappingStep,
         FindingCode::IdentityMismatch,
         FindingCode::InvalidUsage,
+        FindingCode::BudgetExceeded,
     ];
 
     /// The code as written to spans and metrics, e.g. `invalid_usage`.
@@ -66,6 +70,7 @@ impl FindingCode {
             FindingCode::OverlappingStep => "overlapping_step",
             FindingCode::IdentityMismatch => "identity_mismatch",
             FindingCode::InvalidUsage => "invalid_usage",
+            FindingCode::BudgetExceeded => "budget_exceeded",
         }
     }
 }

@@ -107,6 +107,31 @@ pub mod metric {
     pub const ROLE: &str = "genai_audit.role";
     /// Attribute of [`FINDINGS`]: whether the `repair` policy corrected it.
     pub const REPAIRED: &str = "genai_audit.repaired";
+    /// Counter of the cost of priced calls, unit `USD`.
+    pub const COST: &str = "genai_audit.cost";
+    /// Histogram of the cost of each invocation, unit `USD`.
+    pub const INVOCATION_COST: &str = "genai_audit.invocation.cost";
+    /// Histogram of the tokens of each invocation, unit `{token}`.
+    pub const INVOCATION_TOKENS: &str = "genai_audit.invocation.tokens";
+    /// The OpenTelemetry GenAI conventions' token histogram, unit `{token}` (opt-in).
+    pub const CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+    /// Attribute: the provider of a call.
+    pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
+    /// Attribute: the model of a call.
+    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+    /// Attribute: the model that answered a call.
+    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+    /// Attribute: the operation of a call (`chat`, ...).
+    pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+    /// Attribute: the agent of an invocation.
+    pub const AGENT_NAME: &str = "gen_ai.agent.name";
+    /// Attribute: `input` or `output`.
+    pub const TOKEN_TYPE: &str = "gen_ai.token.type";
+    /// Attribute of [`COST`]: `computed` or `reported`.
+    pub const COST_SOURCE: &str = "genai_audit.cost.source";
+    /// The value recorded instead of a model, provider or agent name past the
+    /// cardinality bound.
+    pub const OTHER: &str = "_other";
 }
 
 /// Keys of other projects' conventions that the processor reads.

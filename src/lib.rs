@@ -74,6 +74,8 @@
 //! | `GENAI_AUDIT_MAX_TRACKED_SPANS` | integer ≥ 1 | 65536 |
 //! | `GENAI_AUDIT_MAX_SPAN_AGE_SECS` | integer ≥ 1 | 3600 |
 //! | `GENAI_AUDIT_PRICES_FILE` | path to a genai-prices JSON file | bundled prices |
+//! | `GENAI_AUDIT_BUDGET_USD` | number > 0, per invocation | none |
+//! | `GENAI_AUDIT_BUDGET_TOKENS` | integer ≥ 1 (input + output), per invocation | none |
 //!
 //! ## How it is built
 //!
@@ -88,6 +90,7 @@
 #![warn(missing_docs)]
 
 mod attributes;
+pub mod budget;
 mod config;
 mod cost;
 mod engine;
@@ -102,6 +105,7 @@ pub mod script;
 pub mod usage;
 
 pub use attributes::last_value;
+pub use budget::{Budget, BudgetExceeded};
 pub use config::{ContaminationPolicy, LeakPolicy, ParsePolicyError, Policy};
 pub use cost::CostAttributes;
 pub use findings::FindingCode;

@@ -4,28 +4,128 @@
 //! | --- | --- | --- |
 //! | `genai_audit.findings` | `Counter<u64>`, `{finding}` | `genai_audit.finding`, `genai_audit.role`, `genai_audit.repaired` |
 //! | `genai_audit.spans.tracked` | observable `UpDownCounter<i64>`, `{span}` | none |
+//! | `genai_audit.cost` | `Counter<f64>`, `USD` | `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.agent.name` (when known), `genai_audit.cost.source` |
+//! | `genai_audit.invocation.cost` | `Histogram<f64>`, `USD` | `gen_ai.agent.name` |
+//! | `genai_audit.invocation.tokens` | `Histogram<u64>`, `{token}` | `gen_ai.agent.name`, `gen_ai.token.type` |
+//! | `gen_ai.client.token.usage` (opt-in) | `Histogram<u64>`, `{token}`, the GenAI conventions' buckets | `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.token.type`, `gen_ai.request.model`, `gen_ai.response.model` |
 //!
-//! Both live in the instrumentation scope `genai-audit` with the crate's version. The
+//! All live in the instrumentation scope `genai-audit` with the crate's version. The
 //! tracked-span count is read from an atomic the live-span ledger keeps anyway, so it
-//! costs nothing per span.
+//! costs nothing per span. Attribute values that come from spans (models, providers,
+//! agent names) are bounded: past a configurable number of distinct values per
+//! attribute, `_other` is recorded instead.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use opentelemetry::metrics::{Counter, MeterProvider, ObservableUpDownCounter};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider, ObservableUpDownCounter};
+use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
+use parking_lot::RwLock;
 
 use crate::keys::metric;
+
+/// The bucket boundaries the OpenTelemetry GenAI conventions give
+/// `gen_ai.client.token.usage`.
+pub(crate) const TOKEN_BUCKETS: [f64; 14] = [
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// Bucket boundaries for the invocation cost histogram, in USD.
+const COST_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0,
+];
+
+/// The distinct values of one attribute recorded so far, at most `limit`; past it,
+/// `_other`.
+#[derive(Debug)]
+struct Bounded {
+    seen: RwLock<HashSet<Arc<str>>>,
+    limit: usize,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Bounded {
+            seen: RwLock::new(HashSet::new()),
+            limit,
+        }
+    }
+
+    /// The value to record for `value`.
+    fn value(&self, value: &str) -> StringValue {
+        if let Some(known) = self.seen.read().get(value) {
+            return StringValue::from(known.clone());
+        }
+        let mut seen = self.seen.write();
+        if let Some(known) = seen.get(value) {
+            return StringValue::from(known.clone());
+        }
+        if seen.len() >= self.limit {
+            return StringValue::from(metric::OTHER);
+        }
+        let known: Arc<str> = Arc::from(value);
+        seen.insert(known.clone());
+        StringValue::from(known)
+    }
+}
+
+/// What one priced call records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallRecord<'a> {
+    pub(crate) operation: Option<&'a str>,
+    pub(crate) provider: Option<&'a str>,
+    pub(crate) model: Option<&'a str>,
+    pub(crate) response_model: Option<&'a str>,
+    pub(crate) agent: Option<&'a str>,
+    pub(crate) cost_usd: Option<f64>,
+    pub(crate) source: &'static str,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
+}
+
+/// Options of the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetricOptions {
+    /// Most distinct model, provider and agent names recorded (per attribute).
+    pub(crate) cardinality_limit: usize,
+    /// Record `gen_ai.client.token.usage`.
+    pub(crate) token_usage: bool,
+}
 
 /// The instruments, created on the meter provider given to the builder.
 #[derive(Debug)]
 pub(crate) struct AuditMetrics {
     findings: Counter<u64>,
     _tracked: ObservableUpDownCounter<i64>,
+    cost: Counter<f64>,
+    invocation_cost: Histogram<f64>,
+    invocation_tokens: Histogram<u64>,
+    token_usage: Option<Histogram<u64>>,
+    models: Bounded,
+    providers: Bounded,
+    agents: Bounded,
 }
 
 impl AuditMetrics {
-    pub(crate) fn new(provider: &dyn MeterProvider, tracked: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        provider: &dyn MeterProvider,
+        tracked: Arc<AtomicUsize>,
+        options: MetricOptions,
+    ) -> Self {
         let scope = InstrumentationScope::builder("genai-audit")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
@@ -44,9 +144,42 @@ impl AuditMetrics {
                 observer.observe(i64::try_from(n).unwrap_or(i64::MAX), &[]);
             })
             .build();
+        let cost = meter
+            .f64_counter(metric::COST)
+            .with_unit("USD")
+            .with_description("Cost of priced model calls.")
+            .build();
+        let invocation_cost = meter
+            .f64_histogram(metric::INVOCATION_COST)
+            .with_unit("USD")
+            .with_description("Cost of each agent invocation.")
+            .with_boundaries(COST_BUCKETS.to_vec())
+            .build();
+        let invocation_tokens = meter
+            .u64_histogram(metric::INVOCATION_TOKENS)
+            .with_unit("{token}")
+            .with_description("Input and output tokens of each agent invocation.")
+            .with_boundaries(TOKEN_BUCKETS.to_vec())
+            .build();
+        let token_usage = options.token_usage.then(|| {
+            meter
+                .u64_histogram(metric::CLIENT_TOKEN_USAGE)
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used.")
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
+                .build()
+        });
+        let limit = options.cardinality_limit.max(1);
         AuditMetrics {
             findings,
             _tracked: tracked,
+            cost,
+            invocation_cost,
+            invocation_tokens,
+            token_usage,
+            models: Bounded::new(limit),
+            providers: Bounded::new(limit),
+            agents: Bounded::new(limit),
         }
     }
 
@@ -61,5 +194,82 @@ impl AuditMetrics {
                 KeyValue::new(metric::REPAIRED, repaired),
             ],
         );
+    }
+
+    /// Records one generation or embedding: its cost (when priced) and, when asked for,
+    /// its tokens in `gen_ai.client.token.usage`.
+    pub(crate) fn record_call(&self, call: &CallRecord<'_>) {
+        let provider = call.provider.map(|p| self.providers.value(p));
+        let model = call.model.map(|m| self.models.value(m));
+        if let Some(cost) = call.cost_usd {
+            let mut attributes = Vec::with_capacity(4);
+            if let Some(p) = &provider {
+                attributes.push(KeyValue::new(metric::PROVIDER_NAME, p.clone()));
+            }
+            if let Some(m) = &model {
+                attributes.push(KeyValue::new(metric::REQUEST_MODEL, m.clone()));
+            }
+            if let Some(agent) = call.agent {
+                attributes.push(KeyValue::new(metric::AGENT_NAME, self.agents.value(agent)));
+            }
+            attributes.push(KeyValue::new(metric::COST_SOURCE, call.source));
+            self.cost.add(cost, &attributes);
+        }
+        if let Some(histogram) = &self.token_usage {
+            let mut attributes = Vec::with_capacity(5);
+            if let Some(op) = call.operation {
+                attributes.push(KeyValue::new(metric::OPERATION_NAME, op.to_owned()));
+            }
+            if let Some(p) = provider {
+                attributes.push(KeyValue::new(metric::PROVIDER_NAME, p));
+            }
+            if let Some(m) = model {
+                attributes.push(KeyValue::new(metric::REQUEST_MODEL, m));
+            }
+            if let Some(r) = call.response_model {
+                attributes.push(KeyValue::new(metric::RESPONSE_MODEL, self.models.value(r)));
+            }
+            for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+                if let Some(tokens) = tokens {
+                    let mut with_type = attributes.clone();
+                    with_type.push(KeyValue::new(metric::TOKEN_TYPE, kind));
+                    histogram.record(tokens, &with_type);
+                }
+            }
+        }
+    }
+
+    /// Records one ended invocation: its cost (when some call was priced) and tokens.
+    pub(crate) fn record_invocation(
+        &self,
+        agent: Option<&str>,
+        cost_usd: Option<f64>,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) {
+        let agent = agent.map(|a| KeyValue::new(metric::AGENT_NAME, self.agents.value(a)));
+        let attributes: &[KeyValue] = agent.as_slice();
+        if let Some(cost) = cost_usd {
+            self.invocation_cost.record(cost, attributes);
+        }
+        for (kind, tokens) in [("input", input_tokens), ("output", output_tokens)] {
+            let mut with_type = attributes.to_vec();
+            with_type.push(KeyValue::new(metric::TOKEN_TYPE, kind));
+            self.invocation_tokens.record(tokens, &with_type);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_values_fall_back_to_other() {
+        let b = Bounded::new(2);
+        assert_eq!(b.value("a").as_str(), "a");
+        assert_eq!(b.value("b").as_str(), "b");
+        assert_eq!(b.value("c").as_str(), "_other");
+        assert_eq!(b.value("a").as_str(), "a");
     }
 }

@@ -20,9 +20,11 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
+use crate::budget::{Budget, BudgetExceeded, Budgets, OnExceeded};
 use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
 use crate::cost::CostAttributes;
-use crate::engine::{Audit, Clock, EndedSpan, Kept, StartCopy, StartedSpan, Synthetic};
+use crate::engine::{Audit, Clock, EndedSpan, Kept, Parts, StartCopy, StartedSpan, Synthetic};
+use crate::metrics::MetricOptions;
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
 use crate::recognition::{Classifier, Recogniser, RoleRule};
 
@@ -92,6 +94,12 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
             classifier: None,
             meter_provider: None,
             clock: None,
+            budgets: Vec::new(),
+            on_exceeded: None,
+            metric_options: MetricOptions {
+                cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
+                token_usage: false,
+            },
         }
     }
 
@@ -140,7 +148,14 @@ pub struct GenAiAuditProcessorBuilder<P> {
     classifier: Option<Arc<dyn Classifier>>,
     meter_provider: Option<Box<dyn MeterProvider + Send + Sync>>,
     clock: Option<Clock>,
+    budgets: Vec<Budget>,
+    on_exceeded: Option<OnExceeded>,
+    metric_options: MetricOptions,
 }
+
+/// The most distinct model, provider and agent names recorded in metric attributes,
+/// by default.
+pub const DEFAULT_CARDINALITY_LIMIT: usize = 1000;
 
 impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,6 +169,9 @@ impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
             .field("classifier", &self.classifier.is_some())
             .field("meter_provider", &self.meter_provider.is_some())
             .field("clock", &self.clock.is_some())
+            .field("budgets", &self.budgets)
+            .field("on_exceeded", &self.on_exceeded)
+            .field("metric_options", &self.metric_options)
             .finish()
     }
 }
@@ -269,6 +287,56 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         self
     }
 
+    /// A budget per invocation (cost in USD and/or tokens, for every invocation or, with
+    /// [`Budget::for_agent`], for one agent's): the generation whose cumulative totals
+    /// first pass it, and the invocation at its end, get the finding `budget_exceeded`,
+    /// and the callback of [`on_budget_exceeded`](Self::on_budget_exceeded) is called
+    /// once per invocation. A later budget for the same agent replaces an earlier one.
+    /// Without any, `GENAI_AUDIT_BUDGET_USD` and `GENAI_AUDIT_BUDGET_TOKENS` set the
+    /// budget of every invocation. A budget that is not positive is reported through
+    /// `otel_warn!` and ignored.
+    ///
+    /// The cumulative totals need the invocation recognised at its start (and a
+    /// per-agent budget its `gen_ai.agent.name` then); an invocation recognised only at
+    /// its end is checked when it ends.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        if budget.is_valid() {
+            self.settings.budget_in_code = true;
+            self.budgets.push(budget);
+        } else {
+            otel_warn!(name: "GenAiAudit.InvalidBudget", reason = "a budget must be a finite cost above 0 or at least 1 token; ignored");
+        }
+        self
+    }
+
+    /// Called once per invocation that passes its budget, with the agent name, the
+    /// invocation's span and trace ids and its totals so far, on the thread that ended
+    /// the span that passed it and outside every lock of the processor: keep it fast
+    /// (set a flag, cancel a token). A callback that panics is caught, reported once
+    /// through `otel_warn!`, and the processor goes on.
+    pub fn on_budget_exceeded(
+        mut self,
+        callback: impl Fn(&BudgetExceeded) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_exceeded = Some(OnExceeded(Arc::new(callback)));
+        self
+    }
+
+    /// Also records the OpenTelemetry GenAI conventions' `gen_ai.client.token.usage`
+    /// histogram (off by default: most instrumentations that emit metrics record it
+    /// themselves, and it would count twice).
+    pub fn with_token_usage_metric(mut self, on: bool) -> Self {
+        self.metric_options.token_usage = on;
+        self
+    }
+
+    /// The most distinct values recorded per metric attribute that comes from spans
+    /// (model, provider and agent names); past it, `_other` (default 1000).
+    pub fn with_metric_cardinality_limit(mut self, limit: usize) -> Self {
+        self.metric_options.cardinality_limit = limit.max(1);
+        self
+    }
+
     /// `true` makes the processor a pure pass-through (environment
     /// `GENAI_AUDIT_DISABLED`).
     pub fn with_disabled(mut self, disabled: bool) -> Self {
@@ -301,18 +369,26 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 Arc::new(prices)
             }
         };
+        let mut budgets = self.budgets;
+        if let Some(budget) = settings.env_budget.clone() {
+            budgets.push(budget);
+        }
         GenAiAuditProcessor {
             inner: self.inner,
-            audit: Some(Audit::new(
+            audit: Some(Audit::new(Parts {
                 settings,
-                Recogniser::new(self.rules, self.classifier),
+                recogniser: Recogniser::new(self.rules, self.classifier),
                 pricer,
-                self.cost_attributes,
-                self.meter_provider
+                cost_attributes: self.cost_attributes,
+                meter_provider: self
+                    .meter_provider
                     .as_deref()
                     .map(|mp| mp as &dyn MeterProvider),
-                self.clock,
-            )),
+                metric_options: self.metric_options,
+                clock: self.clock,
+                budgets: Budgets::new(budgets),
+                on_exceeded: self.on_exceeded.map(|c| c.0),
+            })),
         }
     }
 }
@@ -377,6 +453,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
         if let Some(audit) = &self.audit {
             let outcome = audit.on_end(EndedSpan {
                 id: id(span.span_context.span_id()),
+                trace_id: span.span_context.trace_id(),
                 parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
                 name: &span.name,
                 start_time: span.start_time,

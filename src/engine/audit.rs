@@ -5,10 +5,12 @@
 //! The only SDK value it holds is the start copy kept under leak policy `close`, and it
 //! holds it as an opaque [`StartCopy`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::{otel_warn, KeyValue};
 
 use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
@@ -16,12 +18,13 @@ use super::ledger::{
     Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
     StartCopy,
 };
-use crate::attributes::AttributeWrites;
+use crate::attributes::{first_string, AttributeWrites};
+use crate::budget::{BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Resolved};
 use crate::cost::{self, CostAttributes};
 use crate::findings::FindingCode;
-use crate::keys;
-use crate::metrics::AuditMetrics;
+use crate::keys::{self, read::gen_ai};
+use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
 use crate::pricing::Pricer;
 use crate::recognition::{Recogniser, Role};
 use crate::usage::{count_value, Totals, Usage};
@@ -39,6 +42,7 @@ pub(crate) struct StartedSpan<'a> {
 #[derive(Debug)]
 pub(crate) struct EndedSpan<'a> {
     pub(crate) id: u64,
+    pub(crate) trace_id: TraceId,
     /// The parent the span names, unless it is remote (in another process).
     pub(crate) parent: Option<u64>,
     pub(crate) name: &'a str,
@@ -55,6 +59,7 @@ pub(crate) struct StartPlan {
     parent: Option<u64>,
     role: Role,
     identity: Identity,
+    agent_name: Option<Arc<str>>,
     close_policy: bool,
 }
 
@@ -104,6 +109,24 @@ pub(crate) struct Audit<S> {
     clock: Clock,
     /// Policies and bounds, as resolved at build.
     settings: Resolved,
+    budgets: Budgets,
+    on_exceeded: Option<BudgetCallback>,
+    /// Set once a budget callback panicked (warned once).
+    callback_panicked: AtomicBool,
+}
+
+/// What the engine is made of, as the builder assembled it.
+pub(crate) struct Parts<'a> {
+    pub(crate) settings: Resolved,
+    pub(crate) recogniser: Recogniser,
+    pub(crate) pricer: Arc<dyn Pricer>,
+    pub(crate) cost_attributes: CostAttributes,
+    /// Turns the metrics on.
+    pub(crate) meter_provider: Option<&'a dyn opentelemetry::metrics::MeterProvider>,
+    pub(crate) metric_options: MetricOptions,
+    pub(crate) clock: Option<Clock>,
+    pub(crate) budgets: Budgets,
+    pub(crate) on_exceeded: Option<BudgetCallback>,
 }
 
 impl<S: StartCopy> std::fmt::Debug for Audit<S> {
@@ -125,30 +148,40 @@ pub(crate) fn nanos(time: SystemTime) -> u64 {
 }
 
 impl<S: StartCopy> Audit<S> {
-    /// An engine with these settings and collaborators. `meter_provider`, when given,
-    /// turns the metrics on.
-    pub(crate) fn new(
-        settings: Resolved,
-        recogniser: Recogniser,
-        pricer: Arc<dyn Pricer>,
-        cost_attributes: CostAttributes,
-        meter_provider: Option<&dyn opentelemetry::metrics::MeterProvider>,
-        clock: Option<Clock>,
-    ) -> Self {
+    /// An engine made of these parts.
+    pub(crate) fn new(parts: Parts<'_>) -> Self {
+        let settings = parts.settings;
         let ledger = Ledger::new(
             settings.max_tracked_spans,
             settings.leak_policy == LeakPolicy::Close,
         );
-        let metrics = meter_provider.map(|mp| AuditMetrics::new(mp, ledger.len_handle()));
+        let metrics = parts
+            .meter_provider
+            .map(|mp| AuditMetrics::new(mp, ledger.len_handle(), parts.metric_options));
         Audit {
-            recogniser,
-            pricer,
+            recogniser: parts.recogniser,
+            pricer: parts.pricer,
             responses: ResponseOwners::new(settings.max_tracked_spans),
             ledger,
             metrics,
-            cost_attributes,
-            clock: clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            cost_attributes: parts.cost_attributes,
+            clock: parts.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             settings,
+            budgets: parts.budgets,
+            on_exceeded: parts.on_exceeded,
+            callback_panicked: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls the budget callback, outside every lock; a callback that panics is caught
+    /// (and reported once).
+    fn notify(&self, exceeded: &BudgetExceeded) {
+        let Some(callback) = &self.on_exceeded else {
+            return;
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(exceeded)));
+        if result.is_err() && !self.callback_panicked.swap(true, Ordering::Relaxed) {
+            otel_warn!(name: "GenAiAudit.BudgetCallbackPanicked", reason = "the budget callback panicked; the processor goes on");
         }
     }
 
@@ -180,16 +213,21 @@ impl<S: StartCopy> Audit<S> {
             .classify_start(span.name, span.attributes, || {
                 span.parent.and_then(|p| self.ledger.role_of(p))
             });
-        let identity = if role == Role::Invocation {
-            contamination::identity_of(span.attributes)
+        let (identity, agent_name) = if role == Role::Invocation {
+            let agent_name = (self.metrics.is_some() || !self.budgets.is_empty())
+                .then(|| first_string(span.attributes, &[gen_ai::AGENT_NAME]))
+                .flatten()
+                .map(Arc::from);
+            (contamination::identity_of(span.attributes), agent_name)
         } else {
-            Identity::default()
+            (Identity::default(), None)
         };
         StartPlan {
             id: span.id,
             parent: span.parent,
             role,
             identity,
+            agent_name,
             close_policy: self.close_policy(),
         }
     }
@@ -211,6 +249,7 @@ impl<S: StartCopy> Audit<S> {
             parent: plan.parent,
             role: plan.role,
             identity: plan.identity,
+            agent_name: plan.agent_name,
         };
         let recognised = plan.role.is_recognised();
         // The clock is read at most once per start, and only for a tracked span.
@@ -323,6 +362,7 @@ impl<S: StartCopy> Audit<S> {
             }),
             _ => None,
         };
+        let mut exceeded = None;
         match (call, tracked) {
             (Some(call), Some(t)) if t.parent.is_some() => {
                 let cumulative = self
@@ -330,6 +370,12 @@ impl<S: StartCopy> Audit<S> {
                     .contribute(span.id, t.parent, t.invocation, call);
                 if let Some(c) = cumulative.filter(|_| role == Role::Generation) {
                     write_cumulative(&mut writes, &c);
+                    if let Some(inv) = t.invocation {
+                        exceeded = self.budget_passed(&span, inv, &c);
+                        if exceeded.is_some() {
+                            findings.add(Finding::new(FindingCode::BudgetExceeded, role));
+                        }
+                    }
                 }
             }
             (Some(mut call), _) => {
@@ -406,6 +452,7 @@ impl<S: StartCopy> Audit<S> {
         }
         if role == Role::Invocation {
             up.response = None;
+            exceeded = self.invocation_ended(&span, node.as_ref(), &mut findings);
         }
         let hands_up = end_only || tracked.is_some_and(|t| t.parent.is_none());
         if hands_up && !up.is_empty() {
@@ -419,7 +466,79 @@ impl<S: StartCopy> Audit<S> {
             // are only counted.
             findings.count_only(self.metrics());
         }
+        if let Some(exceeded) = exceeded {
+            self.notify(&exceeded);
+        }
         outcome
+    }
+
+    /// Whether a generation's cumulative totals just passed its invocation's budget
+    /// (the first time for that invocation): what to tell the callback.
+    fn budget_passed(
+        &self,
+        span: &EndedSpan<'_>,
+        invocation: u64,
+        cumulative: &Totals,
+    ) -> Option<BudgetExceeded> {
+        if self.budgets.is_empty() {
+            return None;
+        }
+        let agent = self.ledger.agent_name(invocation);
+        let budget = self.budgets.for_agent(agent.as_deref())?;
+        let tokens = cumulative.input.saturating_add(cumulative.output);
+        if !budget.exceeded_by(cumulative.cost_usd, tokens)
+            || !self.ledger.mark_budget_exceeded(invocation)
+        {
+            return None;
+        }
+        Some(BudgetExceeded {
+            agent_name: agent,
+            trace_id: span.trace_id,
+            invocation: SpanId::from(invocation),
+            input_tokens: cumulative.input,
+            output_tokens: cumulative.output,
+            cost_usd: cumulative.cost_usd,
+            generations: cumulative.generations,
+            budget: budget.clone(),
+        })
+    }
+
+    /// At an invocation's end: its metrics, and `budget_exceeded` when it passed its
+    /// budget (what to tell the callback when no generation told it yet).
+    fn invocation_ended(
+        &self,
+        span: &EndedSpan<'_>,
+        node: Option<&Ended<S>>,
+        findings: &mut SpanFindings,
+    ) -> Option<BudgetExceeded> {
+        if self.metrics.is_none() && self.budgets.is_empty() {
+            return None;
+        }
+        let totals = node.map(|n| n.totals).unwrap_or_default();
+        let agent: Option<Arc<str>> = first_string(span.attributes, &[gen_ai::AGENT_NAME])
+            .map(Arc::from)
+            .or_else(|| node.and_then(|n| n.agent_name.clone()));
+        if let Some(metrics) = self.metrics() {
+            let cost = (totals.priced > 0).then_some(totals.cost_usd);
+            metrics.record_invocation(agent.as_deref(), cost, totals.input, totals.output);
+        }
+        let budget = self.budgets.for_agent(agent.as_deref())?;
+        let already = node.is_some_and(|n| n.budget_exceeded);
+        let tokens = totals.input.saturating_add(totals.output);
+        if !already && !budget.exceeded_by(totals.cost_usd, tokens) {
+            return None;
+        }
+        findings.add(Finding::new(FindingCode::BudgetExceeded, Role::Invocation));
+        (!already).then(|| BudgetExceeded {
+            agent_name: agent,
+            trace_id: span.trace_id,
+            invocation: SpanId::from(span.id),
+            input_tokens: totals.input,
+            output_tokens: totals.output,
+            cost_usd: totals.cost_usd,
+            generations: totals.generations,
+            budget: budget.clone(),
+        })
     }
 
     /// Hands what a span gathered to the parent its end names, making room in a full
@@ -471,6 +590,27 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(FindingCode::InvalidUsage, role));
         }
         let cost = priced.cost_usd;
+        if let Some(metrics) = self.metrics() {
+            let attrs: &[KeyValue] = span.attributes;
+            let agent = first_string(attrs, &[gen_ai::AGENT_NAME])
+                .map(Arc::from)
+                .or_else(|| {
+                    tracked
+                        .and_then(|t| t.invocation)
+                        .and_then(|inv| self.ledger.agent_name(inv))
+                });
+            metrics.record_call(&CallRecord {
+                operation: first_string(attrs, &[gen_ai::OPERATION_NAME]),
+                provider: first_string(attrs, &cost::PROVIDER_KEYS),
+                model: cost::model(attrs),
+                response_model: first_string(attrs, &[gen_ai::RESPONSE_MODEL]),
+                agent: agent.as_deref(),
+                cost_usd: cost,
+                source: priced.source,
+                input_tokens: usage.input,
+                output_tokens: usage.output,
+            });
+        }
         if role != Role::Generation {
             return None;
         }

@@ -181,6 +181,11 @@ struct Below {
     /// Hashes of the response ids of the latest own generations (at most
     /// [`OWN_RESPONSES`]).
     own_responses: Vec<u64>,
+    /// The invocation's `gen_ai.agent.name` at its start (kept when metrics or budgets
+    /// need it).
+    agent_name: Option<Arc<str>>,
+    /// The invocation passed its budget (reported once).
+    budget_exceeded: bool,
 }
 
 /// How many own response ids a span remembers for `foreign_response` (an invocation's
@@ -239,6 +244,8 @@ pub(crate) struct NewSpan {
     pub(crate) parent: Option<u64>,
     pub(crate) role: Role,
     pub(crate) identity: Identity,
+    /// An invocation's agent name, when metrics or budgets need it.
+    pub(crate) agent_name: Option<Arc<str>>,
 }
 
 /// What [`Ledger::start`] did with a span.
@@ -270,6 +277,10 @@ pub(crate) struct Ended<S> {
     pub(crate) open_children: Vec<u64>,
     /// Tracked since its start (false: its entry only held what its children handed up).
     pub(crate) tracked_at_start: bool,
+    /// An invocation's agent name at its start, when kept.
+    pub(crate) agent_name: Option<Arc<str>>,
+    /// The invocation passed its budget before it ended.
+    pub(crate) budget_exceeded: bool,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
 }
@@ -624,12 +635,14 @@ impl<S: StartCopy> Ledger<S> {
             0
         };
         let start_nanos = now();
-        let below = (span.identity != Identity::default()).then(|| {
-            Box::new(Below {
-                identity: span.identity,
-                ..Below::default()
-            })
-        });
+        let below =
+            (span.identity != Identity::default() || span.agent_name.is_some()).then(|| {
+                Box::new(Below {
+                    identity: span.identity,
+                    agent_name: span.agent_name,
+                    ..Below::default()
+                })
+            });
         let entry = Entry {
             parent: pack(parent),
             invocation: pack(invocation),
@@ -729,6 +742,24 @@ impl<S: StartCopy> Ledger<S> {
                 inv.steps
             }
             None => 0,
+        }
+    }
+
+    /// An invocation's agent name at its start, when kept.
+    pub(crate) fn agent_name(&self, invocation: u64) -> Option<Arc<str>> {
+        self.spans
+            .get(&invocation)
+            .and_then(|e| e.below.as_ref().and_then(|b| b.agent_name.clone()))
+    }
+
+    /// Marks an invocation as over its budget; true the first time.
+    pub(crate) fn mark_budget_exceeded(&self, invocation: u64) -> bool {
+        match self.spans.get_mut(&invocation) {
+            Some(mut entry) => {
+                let below = entry.below();
+                !std::mem::replace(&mut below.budget_exceeded, true)
+            }
+            None => false,
         }
     }
 
@@ -1135,7 +1166,7 @@ impl<S: StartCopy> Ledger<S> {
 /// What an entry held, for a span that is no longer open (the parts only needed at the
 /// end are moved out).
 fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
-    let (open_children, totals, own, steps, last_response, own_responses) =
+    let (open_children, totals, own, steps, last_response, own_responses, agent_name, exceeded) =
         match entry.below.as_mut() {
             Some(b) => (
                 b.open_children.clone(),
@@ -1144,6 +1175,8 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
                 b.steps,
                 b.last_response.take(),
                 std::mem::take(&mut b.own_responses),
+                b.agent_name.clone(),
+                b.budget_exceeded,
             ),
             None => Default::default(),
         };
@@ -1161,6 +1194,8 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
         own_responses,
         open_children,
         tracked_at_start: entry.fate != Fate::Pending,
+        agent_name,
+        budget_exceeded: exceeded,
         kept: std::mem::take(&mut entry.kept),
     }
 }
@@ -1186,6 +1221,7 @@ mod tests {
             parent,
             role,
             identity: Identity::default(),
+            agent_name: None,
         }
     }
 

@@ -113,6 +113,21 @@ fn repair(b: Builder) -> Builder {
         .contamination_policy(ContaminationPolicy::Repair)
 }
 
+fn budget(b: Builder) -> Builder {
+    flag(b).with_budget(genai_audit::Budget::tokens(150))
+}
+
+/// Two generations of 110 tokens each under one invocation: the second passes a
+/// budget of 150 tokens.
+const OVER_BUDGET: &str = r#"
+{"op":"start","span":"inv","parent":null,"name":"invoke_agent a","time_ns":1000,"attributes":{"gen_ai.operation.name":"invoke_agent"}}
+{"op":"start","span":"g1","parent":"inv","name":"chat m","time_ns":2000,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":100,"gen_ai.usage.output_tokens":10}}
+{"op":"end","span":"g1","time_ns":3000}
+{"op":"start","span":"g2","parent":"inv","name":"chat m","time_ns":4000,"attributes":{"gen_ai.operation.name":"chat","gen_ai.usage.input_tokens":100,"gen_ai.usage.output_tokens":10}}
+{"op":"end","span":"g2","time_ns":5000}
+{"op":"end","span":"inv","time_ns":6000}
+"#;
+
 // ---------------------------------------------------------------------------------
 // The scripts.
 
@@ -583,6 +598,7 @@ fn scenarios() -> Vec<Scenario> {
         ("identity_mismatch", flag, IDENTITY, false, true),
         ("invalid_usage", flag, INVALID, false, true),
         ("many", flag, MANY, false, true),
+        ("budget_exceeded", budget, OVER_BUDGET, false, true),
     ]
 }
 
@@ -598,7 +614,7 @@ fn every_finding_code_is_counted_with_its_role_and_repair_flag() {
         .iter()
         .map(|c| c.as_str().to_owned())
         .collect();
-    assert_eq!(all.len(), 11);
+    assert_eq!(all.len(), 12);
     let mut codes: Vec<String> = seen.keys().cloned().collect();
     codes.sort();
     let mut expected = all.clone();
