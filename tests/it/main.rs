@@ -8,6 +8,7 @@ mod http_support;
 mod rig_support;
 
 mod bad_input;
+mod budgets_and_metrics;
 mod capacity;
 mod coding_agent_turn;
 mod concurrent_agents;

@@ -85,6 +85,16 @@ impl Harness {
 /// A metric data point: (sorted attributes, value).
 pub type Point = (Vec<(String, String)>, f64);
 
+/// One histogram data point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramPoint {
+    pub attributes: Vec<(String, String)>,
+    pub count: u64,
+    pub sum: f64,
+    pub bounds: Vec<f64>,
+    pub bucket_counts: Vec<u64>,
+}
+
 /// A real `SdkMeterProvider` over an `InMemoryMetricExporter`, and what it read.
 #[derive(Clone)]
 pub struct Metrics {
@@ -127,6 +137,46 @@ impl Metrics {
             }
         }
         points.sort_by(|a, b| a.0.cmp(&b.0));
+        points
+    }
+
+    /// Every data point of a histogram, sorted by attributes.
+    pub fn histogram(&self, name: &str) -> Vec<HistogramPoint> {
+        self.provider.force_flush().expect("flush");
+        let all = self.exporter.get_finished_metrics().expect("metrics");
+        let mut points = Vec::new();
+        if let Some(last) = all.last() {
+            for scope in last.scope_metrics() {
+                for metric in scope.metrics().filter(|m| m.name() == name) {
+                    match metric.data() {
+                        AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                            for p in h.data_points() {
+                                points.push(HistogramPoint {
+                                    attributes: attrs_of(p.attributes()),
+                                    count: p.count(),
+                                    sum: p.sum() as f64,
+                                    bounds: p.bounds().collect(),
+                                    bucket_counts: p.bucket_counts().collect(),
+                                });
+                            }
+                        }
+                        AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                            for p in h.data_points() {
+                                points.push(HistogramPoint {
+                                    attributes: attrs_of(p.attributes()),
+                                    count: p.count(),
+                                    sum: p.sum(),
+                                    bounds: p.bounds().collect(),
+                                    bucket_counts: p.bucket_counts().collect(),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        points.sort_by(|a, b| a.attributes.cmp(&b.attributes));
         points
     }
 
