@@ -34,11 +34,15 @@ pub enum FindingCode {
     IdentityMismatch,
     /// A usage value on this span is unusable.
     InvalidUsage,
+    /// This span's parent (same trace, not remote) never appears in the exported
+    /// traces that were audited: the parent leaked (never ended) or was lost. Only the
+    /// `genai-audit` command reports it; the processor never sees an export.
+    MissingParent,
 }
 
 impl FindingCode {
     /// Every code.
-    pub const ALL: [FindingCode; 11] = [
+    pub const ALL: [FindingCode; 12] = [
         FindingCode::UnclosedChild,
         FindingCode::ClosedByAudit,
         FindingCode::LateEnd,
@@ -50,6 +54,7 @@ impl FindingCode {
         FindingCode::OverlappingStep,
         FindingCode::IdentityMismatch,
         FindingCode::InvalidUsage,
+        FindingCode::MissingParent,
     ];
 
     /// The code as written to spans and metrics, e.g. `invalid_usage`.
@@ -66,6 +71,7 @@ impl FindingCode {
             FindingCode::OverlappingStep => "overlapping_step",
             FindingCode::IdentityMismatch => "identity_mismatch",
             FindingCode::InvalidUsage => "invalid_usage",
+            FindingCode::MissingParent => "missing_parent",
         }
     }
 }

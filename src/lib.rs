@@ -95,9 +95,12 @@ pub mod findings;
 mod hashing;
 pub mod keys;
 mod metrics;
+#[cfg(feature = "cli")]
+pub mod otlp;
 pub mod pricing;
 mod processor;
 pub mod recognition;
+pub mod report;
 pub mod script;
 pub mod usage;
 
