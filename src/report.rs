@@ -124,11 +124,7 @@ impl ReportSpan {
         let call = matches!(role.as_deref(), Some("generation" | "embedding"));
         let (input_tokens, output_tokens, cost_usd) = if call {
             let usage = Usage::from_attributes(attributes);
-            (
-                usage.input,
-                usage.output,
-                float(attributes, keys::COST_USD),
-            )
+            (usage.input, usage.output, float(attributes, keys::COST_USD))
         } else {
             (
                 int(attributes, keys::total::INPUT_TOKENS),
@@ -357,7 +353,9 @@ impl<'a> Tree<'a> {
         let order = |list: &mut Vec<usize>| {
             list.sort_by(|&a, &b| {
                 let (a, b) = (spans[a], spans[b]);
-                a.start_ns.cmp(&b.start_ns).then_with(|| a.name.cmp(&b.name))
+                a.start_ns
+                    .cmp(&b.start_ns)
+                    .then_with(|| a.name.cmp(&b.name))
             })
         };
         order(&mut roots);
@@ -368,7 +366,7 @@ impl<'a> Tree<'a> {
             .iter()
             .filter(|s| matches!(s.role.as_deref(), Some("generation" | "embedding")))
             .filter_map(|s| s.cost_usd)
-            .sum();
+            .fold(0.0, |sum, c| sum + c);
         let findings = spans.iter().map(|s| s.findings.len()).sum();
         Tree {
             spans,
@@ -380,8 +378,16 @@ impl<'a> Tree<'a> {
     }
 
     fn write(&self, out: &mut dyn Write, paint: &Paint) -> io::Result<()> {
-        let trace_id = self.spans.first().map(|s| s.trace_id).unwrap_or(TraceId::INVALID);
-        let mut head = format!("trace {trace_id}  {} spans  {}", self.spans.len(), usd(Some(self.cost)));
+        let trace_id = self
+            .spans
+            .first()
+            .map(|s| s.trace_id)
+            .unwrap_or(TraceId::INVALID);
+        let mut head = format!(
+            "trace {trace_id}  {} spans  {}",
+            self.spans.len(),
+            usd(Some(self.cost))
+        );
         if self.findings > 0 {
             head += &format!("  {} findings", self.findings);
         }
@@ -427,7 +433,10 @@ impl<'a> Tree<'a> {
         } else {
             String::new()
         };
-        let mut line = format!("{indent}{name:<width$} {role:<10} {tokens:>11} {cost:>9}", width = 34usize.saturating_sub(indent.len()));
+        let mut line = format!(
+            "{indent}{name:<width$} {role:<10} {tokens:>11} {cost:>9}",
+            width = 34usize.saturating_sub(indent.len())
+        );
         let line_len = line.chars().count();
         let findings = span.findings.join(",");
         if !findings.is_empty() {
@@ -497,7 +506,12 @@ pub fn write_report(
             trees.iter().collect()
         } else {
             let mut picked: Vec<usize> = (0..total).filter(|&i| trees[i].findings > 0).collect();
-            picked.truncate(options.max_traces.saturating_sub(options.max_traces / 4).max(1));
+            picked.truncate(
+                options
+                    .max_traces
+                    .saturating_sub(options.max_traces / 4)
+                    .max(1),
+            );
             let mut by_cost: Vec<usize> = (0..total).collect();
             by_cost.sort_by(|&a, &b| trees[b].cost.total_cmp(&trees[a].cost));
             for i in by_cost {
@@ -541,7 +555,13 @@ fn write_summary(out: &mut dyn Write, summary: &Summary, paint: &Paint) -> io::R
         usd(Some(summary.cost_usd)),
     );
     if summary.unpriced > 0 {
-        line += &format!(" ({} unpriced)", summary.unpriced);
+        let unpriced = format!(" ({} unpriced)", summary.unpriced);
+        if line.chars().count() + unpriced.chars().count() > WIDTH {
+            line.push('\n');
+            line.push_str(unpriced.trim_start());
+        } else {
+            line += &unpriced;
+        }
     }
     writeln!(out, "{}", paint.bold(&line))?;
     if summary.findings_total == 0 {
@@ -556,7 +576,11 @@ fn write_summary(out: &mut dyn Write, summary: &Summary, paint: &Paint) -> io::R
         writeln!(
             out,
             "{}",
-            paint.red(&format!("findings: {} ({})", summary.findings_total, codes.join(", ")))
+            paint.red(&format!(
+                "findings: {} ({})",
+                summary.findings_total,
+                codes.join(", ")
+            ))
         )?;
     }
     Ok(())

@@ -290,7 +290,7 @@ fn span_at_mut(requests: &mut [Request], (r, rs, ss, sp): Location) -> Option<&m
 /// the original ids, name, kind, times and status, and every final attribute visible
 /// at start. Starts go in time order (a parent before its children); ends go, within
 /// one resource, in their order of appearance (a batch exporter sends spans in the
-/// order they ended) and across resources by time, a child ending less than
+/// order they ended) and otherwise (across traces and resources) by time, a child ending less than
 /// [`AuditOptions::skew`] after its parent counting as ending first. `progress` is
 /// called now and then with the number of spans replayed.
 pub fn audit(
@@ -324,7 +324,8 @@ pub fn audit(
                         trace,
                         id,
                         parent: span_id(&span.parent_span_id),
-                        parent_remote: span.flags & HAS_IS_REMOTE != 0 && span.flags & IS_REMOTE != 0,
+                        parent_remote: span.flags & HAS_IS_REMOTE != 0
+                            && span.flags & IS_REMOTE != 0,
                         parent_index: None,
                         start: span.start_time_unix_nano,
                         end: span.end_time_unix_nano.max(span.start_time_unix_nano),
@@ -388,12 +389,22 @@ pub fn audit(
     }
 
     // --- The order of events.
-    let mut sequences: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+    // One sequence per trace and resource, in order of appearance.
+    let mut sequences: Vec<Vec<u32>> = Vec::new();
+    let mut sequence_of: HashMap<(u32, TraceId), usize> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
         if !entry.duplicate {
-            sequences[group_of_span[i] as usize].push(i as u32);
+            let next = sequences.len();
+            let at = *sequence_of
+                .entry((group_of_span[i], entry.trace))
+                .or_insert(next);
+            if at == next {
+                sequences.push(Vec::new());
+            }
+            sequences[at].push(i as u32);
         }
     }
+    drop(sequence_of);
     let mut starts: Vec<u32> = (0..n as u32)
         .filter(|&i| !entries[i as usize].duplicate)
         .collect();
@@ -404,7 +415,10 @@ pub fn audit(
     let mut heads: BinaryHeap<Reverse<(u64, u32, u32)>> = sequences
         .iter()
         .enumerate()
-        .filter_map(|(g, seq)| seq.first().map(|&i| Reverse((entries[i as usize].key, g as u32, 0))))
+        .filter_map(|(g, seq)| {
+            seq.first()
+                .map(|&i| Reverse((entries[i as usize].key, g as u32, 0)))
+        })
         .collect();
 
     // --- The pipeline.
@@ -417,7 +431,9 @@ pub fn audit(
             Vec::new()
         },
     }));
-    let clock = Arc::new(AtomicU64::new(entries.iter().map(|e| e.start).min().unwrap_or(0)));
+    let clock = Arc::new(AtomicU64::new(
+        entries.iter().map(|e| e.start).min().unwrap_or(0),
+    ));
     let ids = SharedIds::default();
     let replay_clock = Arc::clone(&clock);
     let collector = Collector {
@@ -514,9 +530,8 @@ pub fn audit(
     let mut reports = Vec::with_capacity(n);
     for i in 0..n {
         let entry = &entries[i];
-        let missing_parent = entry.parent != SpanId::INVALID
-            && !entry.parent_remote
-            && entry.parent_index.is_none();
+        let missing_parent =
+            entry.parent != SpanId::INVALID && !entry.parent_remote && entry.parent_index.is_none();
         let mut report = match collected.reports.get_mut(i).and_then(Option::take) {
             Some(report) => report,
             None => {
@@ -524,7 +539,14 @@ pub fn audit(
                     s.attributes.iter().map(to_api).collect::<Vec<_>>()
                 });
                 let name = span_at(requests, locations[i]).map_or("", |s| s.name.as_str());
-                ReportSpan::new(entry.trace, entry.id, entry.parent, name, entry.start, &attributes)
+                ReportSpan::new(
+                    entry.trace,
+                    entry.id,
+                    entry.parent,
+                    name,
+                    entry.start,
+                    &attributes,
+                )
             }
         };
         let recognised = report.role.is_some();
@@ -556,7 +578,10 @@ fn add_finding(attributes: &mut Vec<KeyValue>, code: FindingCode) {
     }
     codes.push(StringValue::from(code.as_str()));
     attributes.retain(|kv| kv.key.as_str() != keys::FINDINGS);
-    attributes.push(KeyValue::new(keys::FINDINGS, Value::Array(Array::String(codes))));
+    attributes.push(KeyValue::new(
+        keys::FINDINGS,
+        Value::Array(Array::String(codes)),
+    ));
 }
 
 /// Writes the audit's attributes onto the original ones: a key the audit changed
@@ -582,7 +607,9 @@ fn merge(original: &mut Vec<OtlpKeyValue>, audited: &[KeyValue]) {
     let mut appended: Vec<&str> = Vec::new();
     for kv in audited {
         let key = kv.key.as_str();
-        let Some(&value) = last_audited.get(key) else { continue };
+        let Some(&value) = last_audited.get(key) else {
+            continue;
+        };
         if !std::ptr::eq(value, &kv.value) {
             continue; // not the last value of this key
         }

@@ -132,7 +132,10 @@ pub fn parse_requests(
         }
     }
     if requests.is_empty() {
-        return Err(error(1, "no OTLP trace request in the input (empty)".to_owned()));
+        return Err(error(
+            1,
+            "no OTLP trace request in the input (empty)".to_owned(),
+        ));
     }
     check_requests(&requests, file)?;
     Ok(requests)
@@ -151,7 +154,8 @@ fn parse_one(text: &str) -> Result<ExportTraceServiceRequest, (String, usize)> {
         Err(typed) => {
             // Valid JSON that the typed mapping rejects: normalise what real exporters
             // write differently, then read it again.
-            let mut json: Json = serde_json::from_str(text).map_err(|e| (describe(&e), e.line()))?;
+            let mut json: Json =
+                serde_json::from_str(text).map_err(|e| (describe(&e), e.line()))?;
             if !json.is_object() {
                 return Err(("not a JSON object".to_owned(), 1));
             }
@@ -222,7 +226,14 @@ fn normalise(json: &mut Json, key: Option<&str>) {
     }
 }
 
-const SPAN_KINDS: &[&str] = &["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"];
+const SPAN_KINDS: &[&str] = &[
+    "UNSPECIFIED",
+    "INTERNAL",
+    "SERVER",
+    "CLIENT",
+    "PRODUCER",
+    "CONSUMER",
+];
 const STATUS_CODES: &[&str] = &["UNSET", "OK", "ERROR"];
 
 fn enum_number(name: &str, prefix: &str, names: &[&str]) -> Option<u64> {
