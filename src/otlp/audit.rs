@@ -256,7 +256,7 @@ fn fed(attributes: &[OtlpKeyValue]) -> Vec<KeyValue> {
         .collect()
 }
 
-fn span_at<'a>(requests: &'a [Request], (r, rs, ss, sp): Location) -> Option<&'a OtlpSpan> {
+fn span_at(requests: &[Request], (r, rs, ss, sp): Location) -> Option<&OtlpSpan> {
     requests
         .get(r as usize)?
         .request

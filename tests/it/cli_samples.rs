@@ -221,11 +221,10 @@ fn collector_style_forms_are_read() {
     // One request over several lines (an OTLP/HTTP body, pretty-printed).
     let pretty = serde_json::to_string_pretty(
         &serde_json::from_str::<serde_json::Value>(
-            &cli::read(&cli::shared(SAMPLES[0]))
+            cli::read(&cli::shared(SAMPLES[0]))
                 .lines()
                 .next()
-                .unwrap_or_default()
-                .to_owned(),
+                .unwrap_or_default(),
         )
         .expect("json"),
     )
