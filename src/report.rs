@@ -38,6 +38,7 @@
 //! their own when they do not fit). With [`ReportOptions::color`] the findings are red
 //! and the totals dim (ANSI escapes); pass it only when the output is a terminal.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 
@@ -63,7 +64,7 @@ pub struct ReportSpan {
     /// Start time, UNIX nanoseconds (orders siblings).
     pub start_ns: u64,
     /// `genai_audit.role` (`None`: not recognised).
-    pub role: Option<String>,
+    pub role: Option<Cow<'static, str>>,
     /// Input tokens: a call's own, or the rolled-up total of an invocation, step,
     /// workflow or tool.
     pub input_tokens: Option<u64>,
@@ -86,6 +87,17 @@ pub struct ReportSpan {
     /// Values the `repair` policy replaced, as `(key, original value)`.
     pub repaired: Vec<(String, String)>,
 }
+
+/// The roles the processor writes (kept without allocating).
+const ROLES: [&str; 7] = [
+    "invocation",
+    "step",
+    "generation",
+    "embedding",
+    "tool",
+    "workflow",
+    "retrieval",
+];
 
 fn int(attributes: &[KeyValue], key: &str) -> Option<u64> {
     match last_value(attributes, key)? {
@@ -118,7 +130,12 @@ impl ReportSpan {
         attributes: &[KeyValue],
     ) -> ReportSpan {
         let role = match last_value(attributes, keys::ROLE) {
-            Some(Value::String(s)) => Some(s.as_str().to_owned()),
+            Some(Value::String(s)) => Some(
+                ROLES
+                    .iter()
+                    .find(|r| **r == s.as_str())
+                    .map_or_else(|| Cow::Owned(s.as_str().to_owned()), |r| Cow::Borrowed(*r)),
+            ),
             _ => None,
         };
         let call = matches!(role.as_deref(), Some("generation" | "embedding"));

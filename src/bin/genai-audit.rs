@@ -7,15 +7,16 @@
 //! ```
 
 use std::fs;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use genai_audit::otlp::Input::{Otlp, Script};
 use genai_audit::otlp::{
-    audit, audit_script, detect, parse_requests, write_requests, AuditOptions, InputError,
-    InputKind, Request, DEFAULT_MAX_LINE_BYTES,
+    audit, audit_script, read_input, write_requests, AuditOptions, InputError, Request,
+    DEFAULT_MAX_LINE_BYTES,
 };
 use genai_audit::report::{write_report, ReportOptions, ReportSpan, Summary};
 use genai_audit::script::TraceScript;
@@ -136,50 +137,30 @@ struct Loaded {
     scripts: Vec<TraceScript>,
 }
 
-fn read_text(file: &str) -> Result<String, InputError> {
-    let fail = |e: io::Error| InputError {
-        file: file.to_owned(),
-        line: 0,
-        reason: format!("cannot read: {e}"),
-    };
-    if file == "-" {
-        let mut text = String::new();
-        io::stdin().read_to_string(&mut text).map_err(fail)?;
-        Ok(text)
-    } else {
-        fs::read_to_string(file).map_err(fail)
-    }
-}
-
 fn load(input: &Input) -> Result<Loaded, InputError> {
     let mut loaded = Loaded {
         requests: Vec::new(),
         scripts: Vec::new(),
     };
     for file in &input.files {
-        let text = read_text(file)?;
-        match detect(&text) {
-            InputKind::Otlp => {
-                loaded
-                    .requests
-                    .extend(parse_requests(&text, file, input.max_line_bytes)?);
-            }
-            InputKind::Script => {
-                if let Some((index, line)) = text
-                    .split('\n')
-                    .enumerate()
-                    .find(|(_, l)| l.len() > input.max_line_bytes)
-                {
-                    return Err(InputError {
-                        file: file.clone(),
-                        line: index + 1,
-                        reason: format!(
-                            "line is {} bytes, longer than the limit of {} (--max-line-bytes)",
-                            line.len(),
-                            input.max_line_bytes
-                        ),
-                    });
-                }
+        let read = if file == "-" {
+            read_input(&mut io::stdin().lock(), file, input.max_line_bytes, None)
+        } else {
+            let opened = fs::File::open(file).map_err(|e| InputError {
+                file: file.clone(),
+                line: 0,
+                reason: format!("cannot read: {e}"),
+            })?;
+            read_input(
+                &mut io::BufReader::with_capacity(1 << 20, opened),
+                file,
+                input.max_line_bytes,
+                None,
+            )
+        };
+        match read? {
+            Otlp(requests) => loaded.requests.extend(requests),
+            Script(text) => {
                 let script = TraceScript::parse(&text).map_err(|e| InputError {
                     file: file.clone(),
                     line: e.line,

@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{
 use parking_lot::Mutex;
 
 use super::read::Request;
-use super::value::{to_api, to_otlp};
+use super::value::{into_api, to_api, to_otlp};
 use crate::attributes::last_value;
 use crate::config::{ContaminationPolicy, LeakPolicy};
 use crate::findings::FindingCode;
@@ -132,7 +132,10 @@ impl IdGenerator for SharedIds {
 
 #[derive(Default)]
 struct Collected {
-    reports: Vec<Option<ReportSpan>>,
+    /// Reports in export order (grown as spans end, while `check` frees their input).
+    reports: Vec<ReportSpan>,
+    /// Whether span `i` was exported (a span is kept once).
+    exported: Vec<bool>,
     attributes: Vec<Option<Vec<KeyValue>>>,
 }
 
@@ -140,6 +143,8 @@ struct Collected {
 /// first (a span is never exported twice).
 struct Collector {
     index: Arc<HashMap<(TraceId, SpanId), u32>>,
+    /// Whether span `i`'s parent is missing from the input (`missing_parent`).
+    missing: Arc<Vec<bool>>,
     keep_attributes: bool,
     collected: Arc<Mutex<Collected>>,
 }
@@ -165,10 +170,11 @@ impl SpanProcessor for Collector {
         };
         let index = index as usize;
         let mut collected = self.collected.lock();
-        if collected.reports.get(index).is_some_and(Option::is_some) {
-            return;
+        match collected.exported.get_mut(index) {
+            Some(exported) if !*exported => *exported = true,
+            _ => return,
         }
-        let report = ReportSpan::new(
+        let mut report = ReportSpan::new(
             key.0,
             key.1,
             span.parent_span_id,
@@ -176,12 +182,20 @@ impl SpanProcessor for Collector {
             nanos(span.start_time),
             &span.attributes,
         );
-        if let Some(slot) = collected.reports.get_mut(index) {
-            *slot = Some(report);
+        // Findings are written only onto recognised spans.
+        let missing_parent =
+            self.missing.get(index).copied().unwrap_or(false) && report.role.is_some();
+        if missing_parent {
+            report.add_finding(FindingCode::MissingParent);
         }
+        collected.reports.push(report);
         if self.keep_attributes {
+            let mut attributes = span.attributes;
+            if missing_parent {
+                add_finding(&mut attributes, FindingCode::MissingParent);
+            }
             if let Some(slot) = collected.attributes.get_mut(index) {
-                *slot = Some(span.attributes);
+                *slot = Some(attributes);
             }
         }
     }
@@ -246,6 +260,16 @@ fn has_computed_cost(attributes: &[OtlpKeyValue]) -> bool {
     })
 }
 
+/// What the audit reads of a span's attributes, taking them.
+fn fed_owned(attributes: Vec<OtlpKeyValue>) -> Vec<KeyValue> {
+    let computed = has_computed_cost(&attributes);
+    attributes
+        .into_iter()
+        .filter(|kv| !written_before(&kv.key, computed))
+        .map(into_api)
+        .collect()
+}
+
 /// What the audit reads of a span's attributes.
 fn fed(attributes: &[OtlpKeyValue]) -> Vec<KeyValue> {
     let computed = has_computed_cost(attributes);
@@ -280,8 +304,8 @@ fn span_at_mut(requests: &mut [Request], (r, rs, ss, sp): Location) -> Option<&m
         .get_mut(sp as usize)
 }
 
-/// Audits every span of `requests` and returns one [`ReportSpan`] per span, in input
-/// order. With [`AuditOptions::enrich`] the audit's attributes are written onto the
+/// Audits every span of `requests` and returns one [`ReportSpan`] per span, in the
+/// order the audit exported them. With [`AuditOptions::enrich`] the audit's attributes are written onto the
 /// spans (and `missing_parent` added to their findings); nothing else of a span is
 /// touched.
 ///
@@ -423,8 +447,15 @@ pub fn audit(
 
     // --- The pipeline.
     let index = Arc::new(index);
+    let missing: Arc<Vec<bool>> = Arc::new(
+        entries
+            .iter()
+            .map(|e| e.parent != SpanId::INVALID && !e.parent_remote && e.parent_index.is_none())
+            .collect(),
+    );
     let collected = Arc::new(Mutex::new(Collected {
-        reports: (0..n).map(|_| None).collect(),
+        reports: Vec::new(),
+        exported: vec![false; n],
         attributes: if options.enrich {
             (0..n).map(|_| None).collect()
         } else {
@@ -438,6 +469,7 @@ pub fn audit(
     let replay_clock = Arc::clone(&clock);
     let collector = Collector {
         index: Arc::clone(&index),
+        missing: Arc::clone(&missing),
         keep_attributes: options.enrich,
         collected: Arc::clone(&collected),
     };
@@ -459,14 +491,18 @@ pub fn audit(
         .build();
     let tracer = provider.tracer("genai-audit");
 
-    let mut live: Vec<Option<opentelemetry_sdk::trace::Span>> = (0..n).map(|_| None).collect();
+    // Only the spans open at a time (an SDK span is a few hundred bytes).
+    let mut live: HashMap<usize, opentelemetry_sdk::trace::Span> = HashMap::new();
     let mut started = vec![false; n];
-    let mut start = |i: usize, live: &mut Vec<Option<opentelemetry_sdk::trace::Span>>| {
+    let enrich = options.enrich;
+    let mut start = |i: usize,
+                     live: &mut HashMap<usize, opentelemetry_sdk::trace::Span>,
+                     requests: &mut [Request]| {
         if std::mem::replace(&mut started[i], true) {
             return;
         }
         let entry = &entries[i];
-        let Some(span) = span_at(requests, locations[i]) else {
+        let Some(span) = span_at_mut(requests, locations[i]) else {
             return;
         };
         clock.store(entry.start, Ordering::Relaxed);
@@ -482,12 +518,20 @@ pub fn audit(
                 TraceState::NONE,
             ))
         };
+        // `check` needs a span's name and attributes no more once it started: they
+        // move into the SDK's span (the report reads them from what the audit exports).
+        let (name, attributes) = if enrich {
+            (span.name.clone(), fed(&span.attributes))
+        } else {
+            let attributes = std::mem::take(&mut span.attributes);
+            (std::mem::take(&mut span.name), fed_owned(attributes))
+        };
         let builder = tracer
-            .span_builder(span.name.clone())
+            .span_builder(name)
             .with_kind(kind(span.kind))
             .with_start_time(time(entry.start))
-            .with_attributes(fed(&span.attributes));
-        live[i] = Some(tracer.build_with_context(builder, &parent_cx));
+            .with_attributes(attributes);
+        live.insert(i, tracer.build_with_context(builder, &parent_cx));
     };
     let mut replayed = 0u64;
     let mut s = 0;
@@ -502,11 +546,11 @@ pub fn audit(
             if entries[next as usize].start > end {
                 break;
             }
-            start(next as usize, &mut live);
+            start(next as usize, &mut live, requests);
             s += 1;
         }
-        start(e, &mut live);
-        if let Some(mut span) = live[e].take() {
+        start(e, &mut live, requests);
+        if let Some(mut span) = live.remove(&e) {
             clock.store(end, Ordering::Relaxed);
             if let Some(otlp) = span_at(requests, locations[e]) {
                 let status = status(otlp);
@@ -525,45 +569,37 @@ pub fn audit(
     progress(replayed);
     drop(live);
 
-    // --- The results, in input order.
+    // --- The results: spans never exported (a second copy of a span) pass through.
     let mut collected = std::mem::take(&mut *collected.lock());
-    let mut reports = Vec::with_capacity(n);
-    for i in 0..n {
-        let entry = &entries[i];
-        let missing_parent =
-            entry.parent != SpanId::INVALID && !entry.parent_remote && entry.parent_index.is_none();
-        let mut report = match collected.reports.get_mut(i).and_then(Option::take) {
-            Some(report) => report,
-            None => {
-                let attributes = span_at(requests, locations[i]).map_or_else(Vec::new, |s| {
-                    s.attributes.iter().map(to_api).collect::<Vec<_>>()
-                });
-                let name = span_at(requests, locations[i]).map_or("", |s| s.name.as_str());
-                ReportSpan::new(
-                    entry.trace,
-                    entry.id,
-                    entry.parent,
-                    name,
-                    entry.start,
-                    &attributes,
-                )
-            }
-        };
-        let recognised = report.role.is_some();
-        if missing_parent && recognised {
-            report.add_finding(FindingCode::MissingParent);
+    let mut reports = std::mem::take(&mut collected.reports);
+    for (i, entry) in entries.iter().enumerate() {
+        if collected.exported.get(i).copied().unwrap_or(true) {
+            continue;
         }
-        if options.enrich {
-            if let Some(mut audited) = collected.attributes.get_mut(i).and_then(Option::take) {
-                if missing_parent && recognised {
-                    add_finding(&mut audited, FindingCode::MissingParent);
-                }
-                if let Some(span) = span_at_mut(requests, locations[i]) {
-                    merge(&mut span.attributes, &audited);
-                }
+        if let Some(span) = span_at(requests, locations[i]) {
+            let attributes: Vec<KeyValue> = span.attributes.iter().map(to_api).collect();
+            let mut report = ReportSpan::new(
+                entry.trace,
+                entry.id,
+                entry.parent,
+                span.name.as_str(),
+                entry.start,
+                &attributes,
+            );
+            if missing[i] && report.role.is_some() {
+                report.add_finding(FindingCode::MissingParent);
+            }
+            reports.push(report);
+        }
+    }
+    if options.enrich {
+        for (i, audited) in collected.attributes.iter_mut().enumerate() {
+            if let (Some(audited), Some(span)) =
+                (audited.take(), span_at_mut(requests, locations[i]))
+            {
+                merge(&mut span.attributes, &audited);
             }
         }
-        reports.push(report);
     }
     reports
 }

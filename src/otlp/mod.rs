@@ -4,8 +4,8 @@
 //!
 //! - [`parse_requests`] reads OTLP JSON (`ExportTraceServiceRequest`s, one per line as
 //!   the Collector's file exporter writes them, or one per text as an OTLP/HTTP JSON
-//!   body) into the OTLP crate's own types, and [`detect`] tells it from a trace
-//!   script;
+//!   body) into the OTLP crate's own types; [`read_input`] reads a file a line at a
+//!   time and tells OTLP JSON from a trace script ([`detect`]);
 //! - [`audit`] replays the spans through a tracer provider whose only processor is
 //!   the audit processor, returns a [`ReportSpan`](crate::report::ReportSpan) per
 //!   span, and on request writes the audit's attributes back onto the spans;
@@ -39,6 +39,9 @@ mod value;
 mod write;
 
 pub use audit::{audit, AuditOptions};
-pub use read::{detect, parse_requests, InputError, InputKind, Request, DEFAULT_MAX_LINE_BYTES};
+pub use read::{
+    detect, parse_requests, read_input, Input, InputError, InputKind, Request,
+    DEFAULT_MAX_LINE_BYTES,
+};
 pub use scripted::audit_script;
 pub use write::write_requests;

@@ -1,6 +1,7 @@
 //! Reading OTLP JSON: `ExportTraceServiceRequest`s, one per line or one per file.
 
 use std::fmt;
+use std::io::{BufRead, Read};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
@@ -66,6 +67,16 @@ pub fn detect(text: &str) -> InputKind {
     InputKind::Otlp
 }
 
+/// What an input holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// OTLP JSON requests.
+    Otlp(Vec<Request>),
+    /// The text of a trace script (to be parsed by
+    /// [`TraceScript::parse`](crate::script::TraceScript::parse)).
+    Script(String),
+}
+
 /// Reads OTLP JSON `text` named `file`: one `ExportTraceServiceRequest` per line (as
 /// the Collector's file exporter writes), or one request over the whole text (an
 /// OTLP/HTTP JSON body, possibly pretty-printed). Blank lines are skipped.
@@ -74,62 +85,114 @@ pub fn detect(text: &str) -> InputKind {
 /// integers as strings or numbers, enum values as numbers or names
 /// (`SPAN_KIND_CLIENT`), `null` for an absent field. Every span must have a 16-byte
 /// trace id and an 8-byte span id, and a parent id that is empty or 8 bytes.
-/// A text without any span, a line longer than `max_line_bytes`, or anything
-/// unreadable is an [`InputError`] with its line.
+/// An empty text, a line longer than `max_line_bytes`, or anything unreadable is an
+/// [`InputError`] with its line.
 pub fn parse_requests(
     text: &str,
     file: &str,
     max_line_bytes: usize,
 ) -> Result<Vec<Request>, InputError> {
+    let mut reader = text.as_bytes();
+    match read_input(&mut reader, file, max_line_bytes, Some(InputKind::Otlp))? {
+        Input::Otlp(requests) => Ok(requests),
+        Input::Script(_) => Err(InputError {
+            file: file.to_owned(),
+            line: 1,
+            reason: "not OTLP JSON".to_owned(),
+        }),
+    }
+}
+
+/// Reads one input from `reader`, a line at a time (a request's text is dropped once
+/// it is read), telling OTLP JSON from a trace script by its first line that is not
+/// blank (see [`detect`]) unless `kind` says which it is. OTLP JSON is read as by
+/// [`parse_requests`]; a trace script is returned as text.
+pub fn read_input(
+    reader: &mut dyn BufRead,
+    file: &str,
+    max_line_bytes: usize,
+    kind: Option<InputKind>,
+) -> Result<Input, InputError> {
     let error = |line: usize, reason: String| InputError {
         file: file.to_owned(),
         line,
         reason,
     };
+    let too_long = |line: usize, what: &str, len: usize| {
+        error(
+            line,
+            format!("{what} is {len} bytes or more, longer than the limit of {max_line_bytes} (--max-line-bytes)"),
+        )
+    };
     let mut requests = Vec::new();
-    let mut offset = 0;
-    for (index, raw) in text.split('\n').enumerate() {
-        let line = index + 1;
-        let start = offset;
-        offset += raw.len() + 1;
-        if raw.len() > max_line_bytes {
-            return Err(error(
-                line,
-                format!(
-                    "line is {} bytes, longer than the limit of {max_line_bytes} (--max-line-bytes)",
-                    raw.len()
-                ),
-            ));
+    let mut skipped = String::new();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut line = 0;
+    loop {
+        buffer.clear();
+        let limit = u64::try_from(max_line_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(2);
+        let read = reader
+            .take(limit)
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| error(line + 1, format!("cannot read: {e}")))?;
+        if read == 0 {
+            break;
         }
-        let trimmed = raw.trim();
+        line += 1;
+        while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buffer.pop();
+        }
+        if buffer.len() > max_line_bytes {
+            return Err(too_long(line, "line", buffer.len()));
+        }
+        let text = std::str::from_utf8(&buffer)
+            .map_err(|e| error(line, format!("not UTF-8 text: {e}")))?;
+        let trimmed = text.trim();
         if trimmed.is_empty() {
+            if requests.is_empty() {
+                skipped.push('\n');
+            }
             continue;
         }
+        if requests.is_empty() {
+            let kind = kind.unwrap_or_else(|| detect(trimmed));
+            if kind == InputKind::Script {
+                let mut script = std::mem::take(&mut skipped);
+                script.push_str(text);
+                script.push('\n');
+                return read_rest(reader, &mut script, max_line_bytes, line)
+                    .map(|()| Input::Script(script))
+                    .map_err(|(at, reason)| error(at, reason));
+            }
+        }
         match parse_one(trimmed) {
-            Ok(request) => requests.push(Request { line, request }),
+            Ok(mut request) => {
+                compact(&mut request);
+                requests.push(Request { line, request });
+            }
             Err(reason) => {
                 // The first line of a request written over several lines: read the rest
                 // of the text as one request.
                 if requests.is_empty() && !complete_object(trimmed) {
-                    let rest = &text[start..];
-                    if rest.len() > max_line_bytes {
-                        return Err(error(
-                            line,
-                            format!("request is {} bytes, longer than the limit of {max_line_bytes} (--max-line-bytes)", rest.len()),
-                        ));
+                    let mut whole = text.to_owned();
+                    whole.push('\n');
+                    read_rest(reader, &mut whole, max_line_bytes, line)
+                        .map_err(|(at, reason)| error(at, reason))?;
+                    if whole.len() > max_line_bytes {
+                        return Err(too_long(line, "request", whole.len()));
                     }
-                    return match parse_one(rest) {
-                        Ok(request) => {
-                            let requests = vec![Request { line, request }];
-                            check_requests(&requests, file)?;
-                            Ok(requests)
-                        }
-                        Err(reason) => Err(error(line + reason.1.saturating_sub(1), reason.0)),
-                    };
+                    let request = parse_one(&whole)
+                        .map_err(|reason| error(line + reason.1.saturating_sub(1), reason.0))?;
+                    requests.push(Request { line, request });
+                    check_requests(&requests, file)?;
+                    return Ok(Input::Otlp(requests));
                 }
                 return Err(error(line, reason.0));
             }
         }
+        check_requests(&requests[requests.len() - 1..], file)?;
     }
     if requests.is_empty() {
         return Err(error(
@@ -137,8 +200,62 @@ pub fn parse_requests(
             "no OTLP trace request in the input (empty)".to_owned(),
         ));
     }
-    check_requests(&requests, file)?;
-    Ok(requests)
+    Ok(Input::Otlp(requests))
+}
+
+/// Gives back the room a request's vectors grew into while parsing (inputs are kept
+/// whole until the audit, so this is most of their memory).
+fn compact(request: &mut ExportTraceServiceRequest) {
+    request.resource_spans.shrink_to_fit();
+    for rs in &mut request.resource_spans {
+        rs.scope_spans.shrink_to_fit();
+        for ss in &mut rs.scope_spans {
+            ss.spans.shrink_to_fit();
+            for span in &mut ss.spans {
+                span.attributes.shrink_to_fit();
+                span.events.shrink_to_fit();
+                span.links.shrink_to_fit();
+            }
+        }
+    }
+}
+
+/// Reads the rest of `reader` onto `text`, each line at most `max_line_bytes`.
+fn read_rest(
+    reader: &mut dyn BufRead,
+    text: &mut String,
+    max_line_bytes: usize,
+    mut line: usize,
+) -> Result<(), (usize, String)> {
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        let limit = u64::try_from(max_line_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(2);
+        let read = reader
+            .take(limit)
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| (line + 1, format!("cannot read: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let content = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.len() > max_line_bytes {
+            return Err((
+                line,
+                format!(
+                    "line is {} bytes or more, longer than the limit of {max_line_bytes} (--max-line-bytes)",
+                    content.len()
+                ),
+            ));
+        }
+        let piece =
+            std::str::from_utf8(&buffer).map_err(|e| (line, format!("not UTF-8 text: {e}")))?;
+        text.push_str(piece);
+    }
 }
 
 /// Whether a line holds a whole JSON value (rather than the start of one).

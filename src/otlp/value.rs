@@ -11,6 +11,17 @@ pub(crate) fn to_api(kv: &OtlpKeyValue) -> KeyValue {
     KeyValue::new(kv.key.clone(), value_to_api(kv.value.as_ref()))
 }
 
+/// Like [`to_api`], taking the attribute (strings move instead of being copied).
+pub(crate) fn into_api(kv: OtlpKeyValue) -> KeyValue {
+    let value = match kv.value {
+        Some(AnyValue {
+            value: Some(Any::StringValue(s)),
+        }) => Value::String(s.into()),
+        other => value_to_api(other.as_ref()),
+    };
+    KeyValue::new(kv.key, value)
+}
+
 fn value_to_api(value: Option<&AnyValue>) -> Value {
     match value.and_then(|v| v.value.as_ref()) {
         None => Value::String(StringValue::from("")),
