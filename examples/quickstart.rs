@@ -1,41 +1,41 @@
 //! Quickstart: the audit processor in a real OpenTelemetry pipeline, watching a small
-//! coding agent.
+//! coding agent — instrumented wrong, then right.
 //!
 //! ```text
 //! cargo run --example quickstart
 //! ```
 //!
-//! No network, services, arguments or environment are needed. The example
+//! No network, services, arguments or environment are needed. The example runs ONE
+//! shared `coder` agent (`Arc<Agent>`) for TWO invocations at the same time, on two
+//! threads — one on `openai/gpt-4o`, one on `anthropic/claude-sonnet-4-5` — twice:
 //!
-//! 1. builds an `SdkTracerProvider` whose only span processor is
-//!    [`GenAiAuditProcessor`], wrapping the processor that exports (here a
-//!    `SimpleSpanProcessor` over an in-memory exporter) and recording its metrics on an
-//!    `SdkMeterProvider`;
-//! 2. runs ONE shared `coder` agent (`Arc<Agent>`) for TWO invocations at the same
-//!    time on two threads — one on `openai/gpt-4o`, one on
-//!    `anthropic/claude-sonnet-4-5` with a prompt-cache hit — each a few ReAct steps
-//!    of one LLM call and usually one tool call, with fixed token counts;
-//! 3. prints the exported trace as a tree with what the processor added to each span
-//!    (`genai_audit.*` attributes: role, per-call cost, running totals, rolled-up
-//!    invocation totals, findings), and the number of findings its
-//!    `genai_audit.findings` metric counted.
+//! 1. through an instrumentation with the per-instance state bug this crate exists
+//!    for (as in LoongSuite's Hermes instrumentation 0.5): it keeps "the current step"
+//!    and the token counters on the shared agent, so the second invocation overwrites
+//!    the first one's. The two threads take turns in a fixed order, so the output is
+//!    the same on every run. The audit processor runs with the `repair` contamination
+//!    policy: the report shows the findings (`usage_mismatch`, `foreign_response`, an
+//!    unclosed, leaked step) and the values it repaired;
+//! 2. through an instrumentation that keeps each invocation's state in the call: the
+//!    report shows no findings.
 //!
-//! The agent keeps each invocation's telemetry state (its span contexts) in the call,
-//! not on the shared instance, and parents every span explicitly, so the two
-//! concurrent invocations do not contaminate each other and the audit finds nothing.
-//! The trace is printed sorted, so the output is the same on every run however the two
-//! threads interleave.
+//! Each pipeline is an `SdkTracerProvider` whose only span processor is
+//! [`GenAiAuditProcessor`], wrapping the processor that exports (here a
+//! `SimpleSpanProcessor` over an in-memory exporter), with its metrics on an
+//! `SdkMeterProvider`. The reports are printed by `genai_audit::report`, the printer
+//! of the `genai-audit` command.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::IsTerminal;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
-use genai_audit::GenAiAuditProcessor;
+use genai_audit::report::{write_report, ReportOptions, ReportSpan, Summary};
+use genai_audit::{ContaminationPolicy, GenAiAuditProcessor};
 use opentelemetry::trace::{
-    Span as _, SpanId, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Array, Context, KeyValue, Value};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
@@ -43,7 +43,34 @@ use opentelemetry_sdk::trace::{
 };
 
 fn main() {
-    // --- The pipeline -------------------------------------------------------------
+    println!(
+        "genai-audit quickstart: one shared `coder` agent, two invocations at once on two threads."
+    );
+    println!();
+    println!("1. Instrumented with per-instance state (the bug): each invocation overwrites the");
+    println!("   other's current step and token counters. Contamination policy `repair`.");
+    println!();
+    let buggy = run(ContaminationPolicy::Repair, |agent, task, turns, me| {
+        agent.invoke_buggy(task, turns, me)
+    });
+    println!();
+    println!("2. Instrumented right: each invocation's state lives in the call.");
+    println!();
+    let clean = run(ContaminationPolicy::Flag, |agent, task, _, _| {
+        agent.invoke(task)
+    });
+    println!();
+    println!(
+        "Findings counted by the genai_audit.findings metric: {buggy} with the bug (the steps it"
+    );
+    println!("abandoned never ended: evicted as `stale` at shutdown), {clean} done right.");
+    println!("Every genai_audit.* attribute shown travels with its span to your exporter; the");
+    println!("genai-audit command prints the same report from exported OTLP JSON.");
+}
+
+/// Runs the two invocations through a fresh pipeline, prints the report and returns
+/// the number of findings the processor's metric counted.
+fn run(policy: ContaminationPolicy, invoke: fn(&Agent, &Task, &Turns, usize)) -> u64 {
     // Metrics: the processor counts findings on this meter provider.
     let metric_exporter = InMemoryMetricExporter::default();
     let meter_provider = SdkMeterProvider::builder()
@@ -57,56 +84,100 @@ fn main() {
     let exporter = InMemorySpanExporter::default();
     let audit = GenAiAuditProcessor::builder(SimpleSpanProcessor::new(exporter.clone()))
         .with_meter_provider(meter_provider.clone())
+        .contamination_policy(policy)
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(audit)
         .build();
 
-    // --- The agent: one instance, two concurrent invocations ------------------------
     let agent = Arc::new(Agent {
         name: "coder",
         tracer: provider.tracer("quickstart-coding-agent"),
+        state: Mutex::new(SharedState::default()),
     });
-    let tasks = [&FIX_TEST, &SUMMARISE_DOCS];
-    let handles: Vec<_> = tasks
+    let turns = Arc::new(Turns::default());
+    let handles: Vec<_> = [&FIX_TEST, &SUMMARISE_DOCS]
         .into_iter()
-        .map(|task| {
-            let agent = Arc::clone(&agent);
-            thread::spawn(move || agent.invoke(task))
+        .enumerate()
+        .map(|(me, task)| {
+            let (agent, turns) = (Arc::clone(&agent), Arc::clone(&turns));
+            thread::spawn(move || invoke(&agent, task, &turns, me))
         })
         .collect();
     for handle in handles {
         handle.join().expect("an agent thread panicked");
     }
 
-    // --- What was exported ----------------------------------------------------------
     provider
         .force_flush()
         .expect("flushing the tracer provider failed");
     let spans = exporter
         .get_finished_spans()
         .expect("reading the exported spans failed");
-    print_report(&spans);
+    let report: Vec<ReportSpan> = spans.iter().map(report_span).collect();
+    let options = ReportOptions {
+        color: std::io::stdout().is_terminal(),
+        ..ReportOptions::default()
+    };
+    let mut stdout = std::io::stdout().lock();
+    let summary = write_report(&mut stdout, &report, &options).expect("writing to stdout failed");
+    drop(stdout);
+    let _: Summary = summary;
 
+    // Steps the buggy instrumentation abandoned are still open: the shutdown evicts
+    // them (`stale`), as at an application's exit.
+    provider
+        .shutdown()
+        .expect("shutting down the tracer provider failed");
+    drop(agent);
     meter_provider
         .force_flush()
         .expect("flushing the meter provider failed");
     let findings = findings_counted(&metric_exporter);
-    let total_cost: f64 = spans
-        .iter()
-        .filter(|s| s.parent_span_id == SpanId::INVALID)
-        .filter_map(|s| float(s, "genai_audit.total.cost_usd"))
-        .fold(0.0, |sum, cost| sum + cost);
-    println!("Both invocations: ${total_cost:.6} in total; findings counted (genai_audit.findings metric): {findings}.");
-    println!("Every genai_audit.* attribute shown travels with its span to your exporter: chart cost and");
-    println!("tokens per invocation from genai_audit.total.*, and alert on the genai_audit.findings metric.");
-
-    provider
-        .shutdown()
-        .expect("shutting down the tracer provider failed");
     meter_provider
         .shutdown()
         .expect("shutting down the meter provider failed");
+    findings
+}
+
+fn report_span(span: &SpanData) -> ReportSpan {
+    let start = span
+        .start_time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    ReportSpan::new(
+        span.span_context.trace_id(),
+        span.span_context.span_id(),
+        span.parent_span_id,
+        span.name.as_ref(),
+        start,
+        &span.attributes,
+    )
+}
+
+/// Makes two threads take turns (0, 1, 0, 1, ...), so that the buggy run interleaves
+/// the same way on every run.
+#[derive(Default)]
+struct Turns {
+    next: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Turns {
+    /// Runs `action` on thread `me`'s next turn.
+    fn take<T>(&self, me: usize, action: impl FnOnce() -> T) -> T {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        while *next % 2 != me {
+            next = self
+                .changed
+                .wait(next)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let result = action();
+        *next += 1;
+        self.changed.notify_all();
+        result
+    }
 }
 
 // === A toy coding agent =============================================================
@@ -172,6 +243,8 @@ const SUMMARISE_DOCS: Task = Task {
 struct Agent {
     name: &'static str,
     tracer: SdkTracer,
+    /// Used only by the buggy instrumentation (`invoke_buggy`).
+    state: Mutex<SharedState>,
 }
 
 impl Agent {
@@ -209,7 +282,8 @@ impl Agent {
         invocation_cx.span().end();
     }
 
-    fn call_model(&self, parent: &Context, task: &Task, step: &Step, round: i64) {
+    /// Calls the model; returns the response id.
+    fn call_model(&self, parent: &Context, task: &Task, step: &Step, round: i64) -> String {
         let mut span = self
             .tracer
             .span_builder(format!("chat {}", task.model))
@@ -236,11 +310,10 @@ impl Agent {
                 step.cache_read_tokens,
             ));
         }
-        span.set_attribute(KeyValue::new(
-            "gen_ai.response.id",
-            format!("{}-response-{round}", task.conversation_id),
-        ));
+        let response_id = format!("{}-response-{round}", task.conversation_id);
+        span.set_attribute(KeyValue::new("gen_ai.response.id", response_id.clone()));
         span.end();
+        response_id
     }
 
     fn run_tool(&self, parent: &Context, tool: &'static str) {
@@ -257,92 +330,96 @@ impl Agent {
     }
 }
 
-// === Printing the enriched trace ====================================================
+// === The same agent, instrumented with per-instance state (the bug) ===================
 
-fn print_report(spans: &[SpanData]) {
-    println!("genai-audit quickstart: one shared `coder` agent ran two invocations at once, on two threads.");
-    println!("The exported trace, with what the audit processor added (genai_audit.*): each span's role;");
-    println!("per LLM call, tokens in→out, its cost and the invocation's running total; findings.");
-
-    let mut children: HashMap<SpanId, Vec<&SpanData>> = HashMap::new();
-    let mut roots = Vec::new();
-    for span in spans {
-        if span.parent_span_id == SpanId::INVALID {
-            roots.push(span);
-        } else {
-            children.entry(span.parent_span_id).or_default().push(span);
-        }
-    }
-    for list in children.values_mut() {
-        list.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.name.cmp(&b.name)));
-    }
-    roots.sort_by_key(|s| string(s, "gen_ai.conversation.id"));
-
-    for root in roots {
-        println!();
-        print_span(root, &children, 0);
-        println!(
-            "  = invocation total: {} in ({} cache read), {} out, {} LLM calls, {} tool calls, {} steps, {}",
-            int(root, "genai_audit.total.input_tokens").unwrap_or(0),
-            int(root, "genai_audit.total.cache_read_tokens").unwrap_or(0),
-            int(root, "genai_audit.total.output_tokens").unwrap_or(0),
-            int(root, "genai_audit.total.generations").unwrap_or(0),
-            int(root, "genai_audit.total.tool_calls").unwrap_or(0),
-            int(root, "genai_audit.steps").unwrap_or(0),
-            usd(float(root, "genai_audit.total.cost_usd")),
-        );
-    }
-    println!();
+/// What the buggy instrumentation keeps on the shared agent instance instead of in
+/// each call: the current step, the token counters and the last response id.
+#[derive(Default)]
+struct SharedState {
+    step: Option<Context>,
+    input_tokens: i64,
+    output_tokens: i64,
+    last_response_id: Option<String>,
+    /// Steps overwritten before they ended: never ended (kept alive, as a leaked span
+    /// is in a garbage-collected language, until the program exits).
+    abandoned: Vec<Context>,
 }
 
-fn print_span(span: &SpanData, children: &HashMap<SpanId, Vec<&SpanData>>, depth: usize) {
-    let role = string(span, "genai_audit.role").unwrap_or_else(|| "other".into());
-    let name = format!("{:indent$}{}", "", span.name, indent = depth * 2);
-    let findings = findings(span);
-    let findings = if findings.is_empty() {
-        "no findings".to_owned()
-    } else {
-        format!("FINDINGS: {}", findings.join(","))
-    };
-    let mut line = format!("{name:<26}  {role:<10}  {findings:<11}");
-    match role.as_str() {
-        "invocation" => {
-            if let Some(id) = string(span, "gen_ai.conversation.id") {
-                line += &format!("  {id}");
-            }
-        }
-        "step" => {
-            if let Some(index) = int(span, "genai_audit.step.index") {
-                line += &format!("  #{index}");
-            }
-        }
-        "generation" => {
-            line += &format!(
-                "  {}→{}",
-                int(span, "gen_ai.usage.input_tokens").unwrap_or(0),
-                int(span, "gen_ai.usage.output_tokens").unwrap_or(0),
-            );
-            if let Some(cached) = int(span, "gen_ai.usage.cache_read.input_tokens") {
-                line += &format!(" ({cached} cached)");
-            }
-            line += &format!("  {}", usd(float(span, "genai_audit.cost_usd")));
-            if let Some(model) = string(span, "genai_audit.cost.model") {
-                line += &format!(" {model}");
-            }
-            line += &format!(
-                "  so far {}→{} {}",
-                int(span, "genai_audit.cumulative.input_tokens").unwrap_or(0),
-                int(span, "genai_audit.cumulative.output_tokens").unwrap_or(0),
-                usd(float(span, "genai_audit.cumulative.cost_usd")),
-            );
-        }
-        _ => {}
+impl Agent {
+    fn state(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    println!("{}", line.trim_end());
 
-    let id = span.span_context.span_id();
-    for child in children.get(&id).into_iter().flatten() {
-        print_span(child, children, depth + 1);
+    /// One invocation through the buggy instrumentation; every step of it is one turn.
+    fn invoke_buggy(&self, task: &Task, turns: &Turns, me: usize) {
+        let invocation_cx = turns.take(me, || {
+            let mut state = self.state();
+            // A new invocation resets "its" counters: the other one's too.
+            state.input_tokens = 0;
+            state.output_tokens = 0;
+            let span = self
+                .tracer
+                .span_builder(format!("invoke_agent {}", self.name))
+                .with_attributes([
+                    KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+                    KeyValue::new("gen_ai.agent.name", self.name),
+                    KeyValue::new("gen_ai.conversation.id", task.conversation_id),
+                ])
+                .start_with_context(&self.tracer, &Context::new());
+            Context::new().with_span(span)
+        });
+        for (round, step) in (1..).zip(task.steps) {
+            let step_cx = turns.take(me, || {
+                let span = self
+                    .tracer
+                    .span_builder("react step")
+                    .with_attributes([
+                        KeyValue::new("gen_ai.operation.name", "react"),
+                        KeyValue::new("gen_ai.react.round", round),
+                    ])
+                    .start_with_context(&self.tracer, &invocation_cx);
+                let cx = invocation_cx.with_span(span);
+                let mut state = self.state();
+                // The bug: "the current step" is a field of the shared instance.
+                if let Some(overwritten) = state.step.replace(cx.clone()) {
+                    state.abandoned.push(overwritten);
+                }
+                cx
+            });
+            turns.take(me, || {
+                let response_id = self.call_model(&step_cx, task, step, round);
+                if let Some(tool) = step.tool {
+                    self.run_tool(&step_cx, tool);
+                }
+                let mut state = self.state();
+                state.input_tokens += step.input_tokens;
+                state.output_tokens += step.output_tokens;
+                state.last_response_id = Some(response_id);
+            });
+            turns.take(me, || {
+                // Ends "the current step": whichever invocation set it last.
+                if let Some(current) = self.state().step.take() {
+                    current.span().end();
+                }
+            });
+        }
+        turns.take(me, || {
+            let state = self.state();
+            let span = invocation_cx.span();
+            span.set_attribute(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                state.input_tokens,
+            ));
+            span.set_attribute(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                state.output_tokens,
+            ));
+            if let Some(id) = &state.last_response_id {
+                span.set_attribute(KeyValue::new("gen_ai.response.id", id.clone()));
+            }
+            drop(state);
+            span.end();
+        });
     }
 }
 
@@ -365,43 +442,4 @@ fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
             _ => 0,
         })
         .sum()
-}
-
-// --- Attribute helpers (a key set twice: the last value wins, as the processor reads it)
-
-fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-    genai_audit::last_value(&span.attributes, key)
-}
-
-fn int(span: &SpanData, key: &str) -> Option<i64> {
-    match attr(span, key)? {
-        Value::I64(v) => Some(*v),
-        _ => None,
-    }
-}
-
-fn float(span: &SpanData, key: &str) -> Option<f64> {
-    match attr(span, key)? {
-        Value::F64(v) => Some(*v),
-        _ => None,
-    }
-}
-
-fn string(span: &SpanData, key: &str) -> Option<String> {
-    match attr(span, key)? {
-        Value::String(v) => Some(v.to_string()),
-        _ => None,
-    }
-}
-
-fn findings(span: &SpanData) -> Vec<String> {
-    match attr(span, "genai_audit.findings") {
-        Some(Value::Array(Array::String(codes))) => codes.iter().map(|c| c.to_string()).collect(),
-        Some(other) => vec![other.to_string()],
-        None => Vec::new(),
-    }
-}
-
-fn usd(cost: Option<f64>) -> String {
-    cost.map_or_else(|| "(no cost)".to_owned(), |c| format!("${c:.6}"))
 }

@@ -37,11 +37,15 @@ pub enum FindingCode {
     /// The invocation's cumulative cost or tokens passed its budget (on the generation
     /// that passed it, and on the invocation).
     BudgetExceeded,
+    /// This span's parent (same trace, not remote) never appears in the exported
+    /// traces that were audited: the parent leaked (never ended) or was lost. Only the
+    /// `genai-audit` command reports it; the processor never sees an export.
+    MissingParent,
 }
 
 impl FindingCode {
     /// Every code.
-    pub const ALL: [FindingCode; 12] = [
+    pub const ALL: [FindingCode; 13] = [
         FindingCode::UnclosedChild,
         FindingCode::ClosedByAudit,
         FindingCode::LateEnd,
@@ -54,6 +58,7 @@ impl FindingCode {
         FindingCode::IdentityMismatch,
         FindingCode::InvalidUsage,
         FindingCode::BudgetExceeded,
+        FindingCode::MissingParent,
     ];
 
     /// The code as written to spans and metrics, e.g. `invalid_usage`.
@@ -71,6 +76,7 @@ impl FindingCode {
             FindingCode::IdentityMismatch => "identity_mismatch",
             FindingCode::InvalidUsage => "invalid_usage",
             FindingCode::BudgetExceeded => "budget_exceeded",
+            FindingCode::MissingParent => "missing_parent",
         }
     }
 }

@@ -58,7 +58,9 @@
 //!
 //! Every key the processor writes is in [`keys`]; the keys it owns start with
 //! `genai_audit.`. Finding codes are [`FindingCode`]s. Trace-script replay, for tests
-//! and for offline audits of recorded traces, is in [`script`].
+//! and for offline audits of recorded traces, is in [`script`]; a readable report of
+//! audited spans in [`report`]. With the feature `cli`, the `otlp` module audits
+//! exported OTLP JSON, and the `genai-audit` command does it from the command line.
 //!
 //! ## Configuration
 //!
@@ -81,8 +83,11 @@
 //!
 //! Dependencies point one way, from the edges inward:
 //!
-//! - the edge: the processor (struct, builder, `impl SpanProcessor`; the only module
-//!   that names the SDK's span types) and [`script`] (trace-script reader and replay);
+//! - the edges: the `genai-audit` command (feature `cli`) over `otlp` (reading exported
+//!   OTLP JSON, auditing it through the processor, writing it back) and [`report`]
+//!   (the printer of audited spans); the processor (struct, builder,
+//!   `impl SpanProcessor`; with `otlp`, the only module that names the SDK's span
+//!   types) and [`script`] (trace-script reader and replay);
 //! - the engine (`engine`): start/end orchestration, the live-span ledger, leaks,
 //!   contamination and the findings they make; plus `metrics`, a leaf;
 //! - the semantics: [`recognition`] (roles), [`usage`] (token counts), `cost` (what a
@@ -98,9 +103,12 @@ pub mod findings;
 mod hashing;
 pub mod keys;
 mod metrics;
+#[cfg(feature = "cli")]
+pub mod otlp;
 pub mod pricing;
 mod processor;
 pub mod recognition;
+pub mod report;
 pub mod script;
 pub mod usage;
 

@@ -3,6 +3,8 @@
 //! binary of its own: it sets environment variables, which every processor built in
 //! the same process would read.
 
+#[cfg(feature = "cli")]
+mod cli_support;
 mod common;
 mod http_support;
 mod rig_support;
@@ -10,6 +12,14 @@ mod rig_support;
 mod bad_input;
 mod budgets_and_metrics;
 mod capacity;
+#[cfg(feature = "cli")]
+mod cli_bad_input;
+#[cfg(feature = "cli")]
+mod cli_exported_leaks;
+#[cfg(feature = "cli")]
+mod cli_recordings;
+#[cfg(feature = "cli")]
+mod cli_samples;
 mod coding_agent_turn;
 mod concurrent_agents;
 mod contamination;

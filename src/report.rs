@@ -1,0 +1,604 @@
+//! A readable report of audited spans: each trace as a tree (name, role, tokens, cost
+//! and findings per span; totals per invocation), then a summary (spans, traces,
+//! invocations, total cost, findings by code).
+//!
+//! The report reads only what the audit wrote on the spans (the `genai_audit.*` keys)
+//! and their token usage, so it prints spans audited in-process as well as exported
+//! ones. Build one [`ReportSpan`] per span with [`ReportSpan::new`], then call
+//! [`write_report`]:
+//!
+//! ```
+//! use genai_audit::report::{write_report, ReportOptions, ReportSpan};
+//! use opentelemetry::trace::{SpanId, TraceId};
+//! use opentelemetry::KeyValue;
+//!
+//! let trace = TraceId::from(1u128);
+//! let llm = ReportSpan::new(trace, SpanId::from(2u64), SpanId::from(1u64), "chat gpt-4o", 2, &[
+//!     KeyValue::new("genai_audit.role", "generation"),
+//!     KeyValue::new("gen_ai.usage.input_tokens", 1000),
+//!     KeyValue::new("gen_ai.usage.output_tokens", 100),
+//!     KeyValue::new("genai_audit.cost_usd", 0.0035),
+//! ]);
+//! let invocation = ReportSpan::new(trace, SpanId::from(1u64), SpanId::INVALID, "invoke_agent coder", 1, &[
+//!     KeyValue::new("genai_audit.role", "invocation"),
+//!     KeyValue::new("genai_audit.total.input_tokens", 1000),
+//!     KeyValue::new("genai_audit.total.output_tokens", 100),
+//!     KeyValue::new("genai_audit.total.cost_usd", 0.0035),
+//!     KeyValue::new("genai_audit.total.generations", 1),
+//! ]);
+//! let mut out = Vec::new();
+//! let summary = write_report(&mut out, &[llm, invocation], &ReportOptions::default())?;
+//! assert_eq!((summary.spans, summary.traces, summary.invocations), (2, 1, 1));
+//! assert_eq!(summary.findings_total, 0);
+//! assert!(String::from_utf8(out)?.contains("invoke_agent coder"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Lines fit an 80-column terminal (long names are shortened, findings go on a line of
+//! their own when they do not fit). With [`ReportOptions::color`] the findings are red
+//! and the totals dim (ANSI escapes); pass it only when the output is a terminal.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::{Array, KeyValue, Value};
+
+use crate::attributes::last_value;
+use crate::findings::FindingCode;
+use crate::keys;
+use crate::usage::Usage;
+
+/// What the report needs of one audited span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportSpan {
+    /// The span's trace.
+    pub trace_id: TraceId,
+    /// The span's id.
+    pub span_id: SpanId,
+    /// Its parent's id ([`SpanId::INVALID`] for a root).
+    pub parent_span_id: SpanId,
+    /// The span's name.
+    pub name: String,
+    /// Start time, UNIX nanoseconds (orders siblings).
+    pub start_ns: u64,
+    /// `genai_audit.role` (`None`: not recognised).
+    pub role: Option<Cow<'static, str>>,
+    /// Input tokens: a call's own, or the rolled-up total of an invocation, step,
+    /// workflow or tool.
+    pub input_tokens: Option<u64>,
+    /// Output tokens, likewise.
+    pub output_tokens: Option<u64>,
+    /// Cost in USD: a call's own (`genai_audit.cost_usd`), or the rolled-up total.
+    pub cost_usd: Option<f64>,
+    /// The call could not be priced (`genai_audit.cost.unpriced`).
+    pub unpriced: bool,
+    /// The totals miss something (`genai_audit.total.partial`).
+    pub partial: bool,
+    /// Generations under it (`genai_audit.total.generations`).
+    pub generations: Option<u64>,
+    /// Tool calls under it (`genai_audit.total.tool_calls`).
+    pub tool_calls: Option<u64>,
+    /// Steps started under an invocation (`genai_audit.steps`).
+    pub steps: Option<u64>,
+    /// Finding codes (`genai_audit.findings`).
+    pub findings: Vec<String>,
+    /// Values the `repair` policy replaced, as `(key, original value)`.
+    pub repaired: Vec<(String, String)>,
+}
+
+/// The roles the processor writes (kept without allocating).
+const ROLES: [&str; 7] = [
+    "invocation",
+    "step",
+    "generation",
+    "embedding",
+    "tool",
+    "workflow",
+    "retrieval",
+];
+
+fn int(attributes: &[KeyValue], key: &str) -> Option<u64> {
+    match last_value(attributes, key)? {
+        Value::I64(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+fn float(attributes: &[KeyValue], key: &str) -> Option<f64> {
+    match last_value(attributes, key)? {
+        Value::F64(v) if v.is_finite() => Some(*v),
+        Value::I64(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+fn flag(attributes: &[KeyValue], key: &str) -> bool {
+    matches!(last_value(attributes, key), Some(Value::Bool(true)))
+}
+
+impl ReportSpan {
+    /// Reads what the report shows from a span's ids, name, start time and (audited)
+    /// attributes.
+    pub fn new(
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_span_id: SpanId,
+        name: impl Into<String>,
+        start_ns: u64,
+        attributes: &[KeyValue],
+    ) -> ReportSpan {
+        let role = match last_value(attributes, keys::ROLE) {
+            Some(Value::String(s)) => Some(
+                ROLES
+                    .iter()
+                    .find(|r| **r == s.as_str())
+                    .map_or_else(|| Cow::Owned(s.as_str().to_owned()), |r| Cow::Borrowed(*r)),
+            ),
+            _ => None,
+        };
+        let call = matches!(role.as_deref(), Some("generation" | "embedding"));
+        let (input_tokens, output_tokens, cost_usd) = if call {
+            let usage = Usage::from_attributes(attributes);
+            (usage.input, usage.output, float(attributes, keys::COST_USD))
+        } else {
+            (
+                int(attributes, keys::total::INPUT_TOKENS),
+                int(attributes, keys::total::OUTPUT_TOKENS),
+                float(attributes, keys::total::COST_USD),
+            )
+        };
+        let findings = match last_value(attributes, keys::FINDINGS) {
+            Some(Value::Array(Array::String(codes))) => {
+                codes.iter().map(|c| c.as_str().to_owned()).collect()
+            }
+            Some(Value::String(code)) => vec![code.as_str().to_owned()],
+            _ => Vec::new(),
+        };
+        let repaired = attributes
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key.as_str().strip_prefix(keys::REPORTED_PREFIX)?;
+                Some((key.to_owned(), kv.value.to_string()))
+            })
+            .collect();
+        ReportSpan {
+            trace_id,
+            span_id,
+            parent_span_id,
+            name: name.into(),
+            start_ns,
+            role,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            unpriced: flag(attributes, keys::COST_UNPRICED),
+            partial: flag(attributes, keys::total::PARTIAL),
+            generations: int(attributes, keys::total::GENERATIONS),
+            tool_calls: int(attributes, keys::total::TOOL_CALLS),
+            steps: int(attributes, keys::STEPS),
+            findings,
+            repaired,
+        }
+    }
+
+    /// Adds a finding code unless the span already has it.
+    pub fn add_finding(&mut self, code: FindingCode) {
+        if !self.findings.iter().any(|c| c == code.as_str()) {
+            self.findings.push(code.as_str().to_owned());
+        }
+    }
+}
+
+/// How much [`write_report`] prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// ANSI colours (only for a terminal).
+    pub color: bool,
+    /// Print every trace's tree. Otherwise, when there are more than
+    /// [`max_traces`](Self::max_traces) traces, only the trees of the traces with
+    /// findings and of the most expensive ones are printed (at most `max_traces`).
+    pub all: bool,
+    /// See [`all`](Self::all) (default 20).
+    pub max_traces: usize,
+    /// Print the trees at all (`false`: the summary only).
+    pub trees: bool,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            color: false,
+            all: false,
+            max_traces: 20,
+            trees: true,
+        }
+    }
+}
+
+/// The totals of a report. [`Summary::to_json`] gives its stable JSON form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    /// Spans read.
+    pub spans: u64,
+    /// Distinct traces.
+    pub traces: u64,
+    /// Spans recognised as invocations.
+    pub invocations: u64,
+    /// Spans recognised as generations (model calls).
+    pub generations: u64,
+    /// Sum of every priced call's own cost, USD (nested totals are not added twice).
+    pub cost_usd: f64,
+    /// Calls that could not be priced.
+    pub unpriced: u64,
+    /// Findings of all codes (one per code and span).
+    pub findings_total: u64,
+    /// Findings by code; every known code is present (0 when absent).
+    pub findings: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Computes the summary of `spans`.
+    pub fn of(spans: &[ReportSpan]) -> Summary {
+        let mut summary = Summary {
+            findings: FindingCode::ALL
+                .iter()
+                .map(|c| (c.as_str().to_owned(), 0))
+                .collect(),
+            ..Summary::default()
+        };
+        let mut traces: HashSet<TraceId> = HashSet::with_capacity(spans.len());
+        for span in spans {
+            summary.spans += 1;
+            traces.insert(span.trace_id);
+            match span.role.as_deref() {
+                Some("invocation") => summary.invocations += 1,
+                Some("generation") => summary.generations += 1,
+                _ => {}
+            }
+            if matches!(span.role.as_deref(), Some("generation" | "embedding")) {
+                summary.cost_usd += span.cost_usd.unwrap_or(0.0);
+                summary.unpriced += u64::from(span.unpriced);
+            }
+            for code in &span.findings {
+                summary.findings_total += 1;
+                *summary.findings.entry(code.clone()).or_insert(0) += 1;
+            }
+        }
+        summary.traces = traces.len() as u64;
+        summary
+    }
+
+    /// The number of findings whose code is in `codes` (all codes when `codes` is
+    /// empty).
+    pub fn count(&self, codes: &[FindingCode]) -> u64 {
+        if codes.is_empty() {
+            return self.findings_total;
+        }
+        codes
+            .iter()
+            .map(|c| self.findings.get(c.as_str()).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// The summary as one JSON object with these fields: `spans`, `traces`,
+    /// `invocations`, `generations`, `cost_usd` (number), `unpriced_generations`,
+    /// `findings_total`, and `findings` (an object with every finding code, sorted,
+    /// and its count).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "spans": self.spans,
+            "traces": self.traces,
+            "invocations": self.invocations,
+            "generations": self.generations,
+            "cost_usd": self.cost_usd,
+            "unpriced_generations": self.unpriced,
+            "findings_total": self.findings_total,
+            "findings": self.findings,
+        })
+        .to_string()
+    }
+}
+
+const WIDTH: usize = 80;
+
+struct Paint {
+    color: bool,
+}
+
+impl Paint {
+    fn red(&self, text: &str) -> String {
+        self.wrap("31;1", text)
+    }
+    fn dim(&self, text: &str) -> String {
+        self.wrap("2", text)
+    }
+    fn bold(&self, text: &str) -> String {
+        self.wrap("1", text)
+    }
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// `$0.001234`, or `-` without a cost.
+fn usd(cost: Option<f64>) -> String {
+    cost.map_or_else(|| "-".to_owned(), |c| format!("${c:.6}"))
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+struct Tree<'a> {
+    spans: Vec<&'a ReportSpan>,
+    children: HashMap<SpanId, Vec<usize>>,
+    roots: Vec<usize>,
+    cost: f64,
+    findings: usize,
+}
+
+impl<'a> Tree<'a> {
+    fn new(spans: Vec<&'a ReportSpan>) -> Tree<'a> {
+        let ids: HashMap<SpanId, usize> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.span_id, i))
+            .collect();
+        let mut children: HashMap<SpanId, Vec<usize>> = HashMap::new();
+        let mut roots = Vec::new();
+        for (i, span) in spans.iter().enumerate() {
+            if span.parent_span_id != SpanId::INVALID
+                && span.parent_span_id != span.span_id
+                && ids.contains_key(&span.parent_span_id)
+            {
+                children.entry(span.parent_span_id).or_default().push(i);
+            } else {
+                roots.push(i);
+            }
+        }
+        let order = |list: &mut Vec<usize>| {
+            list.sort_by(|&a, &b| {
+                let (a, b) = (spans[a], spans[b]);
+                a.start_ns
+                    .cmp(&b.start_ns)
+                    .then_with(|| a.name.cmp(&b.name))
+            })
+        };
+        order(&mut roots);
+        for list in children.values_mut() {
+            order(list);
+        }
+        let cost = spans
+            .iter()
+            .filter(|s| matches!(s.role.as_deref(), Some("generation" | "embedding")))
+            .filter_map(|s| s.cost_usd)
+            .fold(0.0, |sum, c| sum + c);
+        let findings = spans.iter().map(|s| s.findings.len()).sum();
+        Tree {
+            spans,
+            children,
+            roots,
+            cost,
+            findings,
+        }
+    }
+
+    fn write(&self, out: &mut dyn Write, paint: &Paint) -> io::Result<()> {
+        let trace_id = self
+            .spans
+            .first()
+            .map(|s| s.trace_id)
+            .unwrap_or(TraceId::INVALID);
+        let mut head = format!(
+            "trace {trace_id}  {} spans  {}",
+            self.spans.len(),
+            usd(Some(self.cost))
+        );
+        if self.findings > 0 {
+            head += &format!("  {} findings", self.findings);
+        }
+        writeln!(out, "{}", paint.bold(&head))?;
+        // Depth-first, without recursion (traces can be deep).
+        let mut stack: Vec<(usize, usize)> = self.roots.iter().rev().map(|&i| (i, 1)).collect();
+        let mut seen = vec![false; self.spans.len()];
+        while let Some((index, depth)) = stack.pop() {
+            if std::mem::replace(&mut seen[index], true) {
+                continue;
+            }
+            let span = self.spans[index];
+            self.write_span(out, paint, span, depth)?;
+            if let Some(list) = self.children.get(&span.span_id) {
+                stack.extend(list.iter().rev().map(|&i| (i, depth + 1)));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_span(
+        &self,
+        out: &mut dyn Write,
+        paint: &Paint,
+        span: &ReportSpan,
+        depth: usize,
+    ) -> io::Result<()> {
+        let indent = " ".repeat((depth * 2).min(24));
+        let name = shorten(&span.name, 34usize.saturating_sub(indent.len()).max(8));
+        let role = span.role.as_deref().unwrap_or("");
+        let tokens = match (span.input_tokens, span.output_tokens) {
+            (None, None) => String::new(),
+            (i, o) => format!(
+                "{}→{}",
+                i.map_or("?".to_owned(), |v| v.to_string()),
+                o.map_or("?".to_owned(), |v| v.to_string())
+            ),
+        };
+        let cost = if span.unpriced {
+            "unpriced".to_owned()
+        } else if span.role.is_some() && (span.cost_usd.is_some() || !tokens.is_empty()) {
+            usd(span.cost_usd)
+        } else {
+            String::new()
+        };
+        let mut line = format!(
+            "{indent}{name:<width$} {role:<10} {tokens:>11} {cost:>9}",
+            width = 34usize.saturating_sub(indent.len())
+        );
+        let line_len = line.chars().count();
+        let findings = span.findings.join(",");
+        if !findings.is_empty() {
+            if line_len + 3 + findings.chars().count() <= WIDTH {
+                line = format!("{line}  {}", paint.red(&format!("! {findings}")));
+            } else {
+                line = format!("{line}\n{indent}  {}", paint.red(&format!("! {findings}")));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+        if span.role.as_deref() == Some("invocation") {
+            let mut totals = format!(
+                "{indent}  = {} generations, {} tool calls, {} steps, {} in, {} out, {}",
+                span.generations.unwrap_or(0),
+                span.tool_calls.unwrap_or(0),
+                span.steps.unwrap_or(0),
+                span.input_tokens.unwrap_or(0),
+                span.output_tokens.unwrap_or(0),
+                usd(span.cost_usd),
+            );
+            if span.partial {
+                totals += " (partial)";
+            }
+            writeln!(out, "{}", paint.dim(&totals))?;
+        }
+        for (key, value) in &span.repaired {
+            writeln!(
+                out,
+                "{indent}  {}",
+                paint.dim(&format!("repaired {key} (was {})", shorten(value, 40)))
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints the report of `spans` (trees, then the summary) and returns the summary.
+pub fn write_report(
+    out: &mut dyn Write,
+    spans: &[ReportSpan],
+    options: &ReportOptions,
+) -> io::Result<Summary> {
+    let paint = Paint {
+        color: options.color,
+    };
+    let summary = Summary::of(spans);
+    if options.trees {
+        let mut by_trace: HashMap<TraceId, Vec<&ReportSpan>> = HashMap::new();
+        let mut order: Vec<TraceId> = Vec::new();
+        for span in spans {
+            let list = by_trace.entry(span.trace_id).or_default();
+            if list.is_empty() {
+                order.push(span.trace_id);
+            }
+            list.push(span);
+        }
+        let mut trees: Vec<Tree<'_>> = order
+            .iter()
+            .filter_map(|id| by_trace.remove(id))
+            .map(Tree::new)
+            .collect();
+        // Traces in order of their first start.
+        let first_start = |t: &Tree<'_>| t.spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        trees.sort_by_key(first_start);
+        let total = trees.len();
+        let shown: Vec<&Tree<'_>> = if options.all || total <= options.max_traces {
+            trees.iter().collect()
+        } else {
+            let mut picked: Vec<usize> = (0..total).filter(|&i| trees[i].findings > 0).collect();
+            picked.truncate(
+                options
+                    .max_traces
+                    .saturating_sub(options.max_traces / 4)
+                    .max(1),
+            );
+            let mut by_cost: Vec<usize> = (0..total).collect();
+            by_cost.sort_by(|&a, &b| trees[b].cost.total_cmp(&trees[a].cost));
+            for i in by_cost {
+                if picked.len() >= options.max_traces {
+                    break;
+                }
+                if !picked.contains(&i) {
+                    picked.push(i);
+                }
+            }
+            picked.sort_unstable();
+            picked.into_iter().map(|i| &trees[i]).collect()
+        };
+        for tree in &shown {
+            tree.write(out, &paint)?;
+            writeln!(out)?;
+        }
+        if shown.len() < total {
+            writeln!(
+                out,
+                "{}",
+                paint.dim(&format!(
+                    "({} of {total} traces shown: those with findings, then the most expensive; --all shows every one)",
+                    shown.len()
+                ))
+            )?;
+            writeln!(out)?;
+        }
+    }
+    write_summary(out, &summary, &paint)?;
+    Ok(summary)
+}
+
+fn write_summary(out: &mut dyn Write, summary: &Summary, paint: &Paint) -> io::Result<()> {
+    let mut line = format!(
+        "{} spans, {} traces, {} invocations, {} generations, total cost {}",
+        summary.spans,
+        summary.traces,
+        summary.invocations,
+        summary.generations,
+        usd(Some(summary.cost_usd)),
+    );
+    if summary.unpriced > 0 {
+        let unpriced = format!(" ({} unpriced)", summary.unpriced);
+        if line.chars().count() + unpriced.chars().count() > WIDTH {
+            line.push('\n');
+            line.push_str(unpriced.trim_start());
+        } else {
+            line += &unpriced;
+        }
+    }
+    writeln!(out, "{}", paint.bold(&line))?;
+    if summary.findings_total == 0 {
+        writeln!(out, "findings: none")?;
+    } else {
+        let codes: Vec<String> = summary
+            .findings
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            paint.red(&format!(
+                "findings: {} ({})",
+                summary.findings_total,
+                codes.join(", ")
+            ))
+        )?;
+    }
+    Ok(())
+}
