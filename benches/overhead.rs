@@ -546,7 +546,28 @@ fn agent_turn(c: &mut Criterion) {
         provider(audited(NoopProcessor)),
         agent_turn_trace,
     );
+    // The same with the metrics on: a real meter provider whose reader exports to
+    // memory (its periodic export, once a minute by default, never runs in a sample).
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+            .build(),
+        )
+        .build();
+    let with_metrics = GenAiAuditProcessor::builder(NoopProcessor)
+        .with_disabled(false)
+        .with_meter_provider(meters.clone())
+        .build();
+    bench_trace(
+        &mut group,
+        "audit_metrics",
+        provider(with_metrics),
+        agent_turn_trace,
+    );
     group.finish();
+    let _ = meters.shutdown();
 }
 
 // ---------------------------------------------------------------------------------------

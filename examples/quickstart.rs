@@ -423,7 +423,8 @@ impl Agent {
     }
 }
 
-/// The number of findings the processor counted (0 when it never counted any).
+/// Prints what the processor's metrics recorded, one line per series, and returns the
+/// number of findings it counted (0 when it never counted any).
 fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
     let collections = metric_exporter
         .get_finished_metrics()
@@ -432,14 +433,66 @@ fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
     let Some(last) = collections.last() else {
         return 0;
     };
-    last.scope_metrics()
-        .flat_map(|scope| scope.metrics())
-        .filter(|metric| metric.name() == "genai_audit.findings")
-        .map(|metric| match metric.data() {
+    let labels = |attributes: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
+        let mut pairs: Vec<String> = attributes
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect();
+        pairs.sort();
+        pairs.join(",")
+    };
+    let mut findings = 0;
+    let mut lines = Vec::new();
+    for metric in last.scope_metrics().flat_map(|scope| scope.metrics()) {
+        let name = metric.name();
+        match metric.data() {
             AggregatedMetrics::U64(MetricData::Sum(sum)) => {
-                sum.data_points().map(|point| point.value()).sum()
+                for point in sum.data_points() {
+                    if name == "genai_audit.findings" {
+                        findings += point.value();
+                    }
+                    lines.push(format!(
+                        "  {name}{{{}}} {}",
+                        labels(&mut point.attributes()),
+                        point.value()
+                    ));
+                }
             }
-            _ => 0,
-        })
-        .sum()
+            AggregatedMetrics::F64(MetricData::Sum(sum)) => {
+                for point in sum.data_points() {
+                    lines.push(format!(
+                        "  {name}{{{}}} {:.6}",
+                        labels(&mut point.attributes()),
+                        point.value()
+                    ));
+                }
+            }
+            AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
+                for point in histogram.data_points() {
+                    lines.push(format!(
+                        "  {name}{{{}}} count {} sum {:.6}",
+                        labels(&mut point.attributes()),
+                        point.count(),
+                        point.sum()
+                    ));
+                }
+            }
+            AggregatedMetrics::U64(MetricData::Histogram(histogram)) => {
+                for point in histogram.data_points() {
+                    lines.push(format!(
+                        "  {name}{{{}}} count {} sum {}",
+                        labels(&mut point.attributes()),
+                        point.count(),
+                        point.sum()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    lines.sort();
+    println!("Metrics recorded (what a Prometheus or OTLP metrics exporter would receive):");
+    for line in lines {
+        println!("{line}");
+    }
+    findings
 }

@@ -21,12 +21,15 @@
 //! `span` and `parent` are script labels (`parent` is `null` for a root, or the hex
 //! span id when the parent is not a span of the script). Attributes print in span
 //! order; a key set more than once prints once, at its first position, with its
-//! last value. The last line holds the processor's metrics (sums and gauges of the
+//! last value. The last line holds the processor's metrics (sums, gauges and histograms of the
 //! last collection, data points sorted by their attributes):
 //!
 //! ```text
 //! {"metrics":{"<instrument name>":[{"attributes":{...},"value":<number>}]}}
 //! ```
+//!
+//! A histogram's point has `count`, `sum`, `bounds` and `bucket_counts` instead of
+//! `value`.
 //!
 //! Exit status: 0 on success, 2 when the script is invalid (`error: line N: reason`
 //! on stderr, nothing on stdout) or the command line is wrong, 1 when the input
@@ -287,8 +290,36 @@ fn data_points<T: Copy>(
                 .map(|point| data_point(point.attributes(), number(point.value()).to_string()))
                 .collect(),
         ),
-        MetricData::Histogram(_) | MetricData::ExponentialHistogram(_) => None,
+        MetricData::Histogram(histogram) => Some(
+            histogram
+                .data_points()
+                .map(|point| {
+                    let fields = format!(
+                        "\"count\":{},\"sum\":{},\"bounds\":{},\"bucket_counts\":{}",
+                        point.count(),
+                        number(point.sum()),
+                        serde_json::Value::from(point.bounds().collect::<Vec<f64>>()),
+                        serde_json::Value::from(point.bucket_counts().collect::<Vec<u64>>()),
+                    );
+                    histogram_point(point.attributes(), fields)
+                })
+                .collect(),
+        ),
+        MetricData::ExponentialHistogram(_) => None,
     }
+}
+
+/// One histogram data point: its attributes, then `count`, `sum`, `bounds` and
+/// `bucket_counts`.
+fn histogram_point<'a>(attributes: impl Iterator<Item = &'a KeyValue>, fields: String) -> String {
+    let sorted: BTreeMap<&str, String> = attributes
+        .map(|kv| (kv.key.as_str(), value_json(&kv.value)))
+        .collect();
+    let members: Vec<String> = sorted
+        .into_iter()
+        .map(|(key, value)| format!("{}:{value}", json_str(key)))
+        .collect();
+    format!("{{\"attributes\":{{{}}},{fields}}}", members.join(","))
 }
 
 /// The metrics line for every metric of every scope of `metrics`.

@@ -27,6 +27,16 @@ pub(crate) const MODEL_KEYS: [&str; 5] = [
     read::vercel::MODEL_ID,
 ];
 
+/// The model a call asked for (metric attribute `gen_ai.request.model`): the request
+/// keys first, then the model that answered.
+pub(crate) const REQUEST_MODEL_KEYS: [&str; 5] = [
+    read::gen_ai::REQUEST_MODEL,
+    read::openinference::MODEL_NAME,
+    read::vercel::MODEL_ID,
+    read::gen_ai::RESPONSE_MODEL,
+    read::vercel::RESPONSE_MODEL,
+];
+
 /// Where a call's provider is read from, first present wins.
 pub(crate) const PROVIDER_KEYS: [&str; 4] = [
     read::gen_ai::PROVIDER_NAME,

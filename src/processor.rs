@@ -434,14 +434,13 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
                 };
                 let plan = audit.plan_start(&view);
                 let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
-                let synthetic = audit.start(plan, move || {
-                    if keep_snapshot {
-                        Kept::Snapshot(Box::new(data))
-                    } else if keep_name {
-                        Kept::Name(data.name)
-                    } else {
-                        Kept::Nothing
-                    }
+                // The closure borrows the copy: it is moved only into what a tracked
+                // span keeps (a span on the fast path is never moved or boxed).
+                let mut data = Some(data);
+                let synthetic = audit.start(plan, || match data.take() {
+                    Some(data) if keep_snapshot => Kept::Snapshot(Box::new(data)),
+                    Some(data) if keep_name => Kept::Name(data.name),
+                    _ => Kept::Nothing,
                 });
                 self.export(synthetic);
             }

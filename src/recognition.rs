@@ -231,34 +231,84 @@ impl Recogniser {
     }
 }
 
+/// The attribute keys the built-in rules read, in the order they are tried.
+const SIGNAL_KEYS: [&str; 8] = [
+    gen_ai::OPERATION_NAME,
+    gen_ai::SPAN_KIND,
+    openinference::SPAN_KIND,
+    traceloop::SPAN_KIND,
+    langfuse::OBSERVATION_TYPE,
+    mastra::SPAN_TYPE,
+    vercel::OPERATION_ID,
+    traceloop::LLM_REQUEST_TYPE,
+];
+const OPERATION: usize = 0;
+const KINDS: std::ops::Range<usize> = 1..5;
+const OPENINFERENCE_KIND: usize = 2;
+const MASTRA_TYPE: usize = 5;
+const VERCEL_OPERATION: usize = 6;
+const LLM_REQUEST_TYPE: usize = 7;
+
+/// Whether an attribute key can be one of [`SIGNAL_KEYS`], from its first byte: most
+/// keys of spans that are not gen-ai (`http.*`, `db.*`, `url.*`, `server.*`) are
+/// dismissed without a comparison.
+fn may_signal(key: &str) -> bool {
+    matches!(
+        key.as_bytes().first(),
+        Some(b'g' | b'o' | b't' | b'l' | b'm' | b'a')
+    )
+}
+
+/// The last value of each of [`SIGNAL_KEYS`], in one pass over the attributes.
+fn signals(attributes: &[KeyValue]) -> [Option<&Value>; 8] {
+    let mut found: [Option<&Value>; 8] = [None; 8];
+    let mut missing = SIGNAL_KEYS.len();
+    for kv in attributes.iter().rev() {
+        let key = kv.key.as_str();
+        if !may_signal(key) {
+            continue;
+        }
+        if let Some(i) = SIGNAL_KEYS.iter().position(|k| *k == key) {
+            if found[i].is_none() {
+                found[i] = Some(&kv.value);
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The built-in rules.
 pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
-    if let Some(role) = string_attr(attributes, gen_ai::OPERATION_NAME).and_then(operation_role) {
+    let found = signals(attributes);
+    let text = |i: usize| match found[i] {
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if let Some(role) = text(OPERATION).and_then(operation_role) {
         return role;
     }
-    for key in [
-        gen_ai::SPAN_KIND,
-        openinference::SPAN_KIND,
-        traceloop::SPAN_KIND,
-        langfuse::OBSERVATION_TYPE,
-    ] {
-        let Some(kind) = string_attr(attributes, key) else {
+    for i in KINDS {
+        let Some(kind) = text(i) else {
             continue;
         };
-        if key == openinference::SPAN_KIND && kind.eq_ignore_ascii_case("chain") {
+        if i == OPENINFERENCE_KIND && kind.eq_ignore_ascii_case("chain") {
             return langgraph_chain_role(name, attributes);
         }
         if let Some(role) = kind_role(kind) {
             return role;
         }
     }
-    if let Some(role) = string_attr(attributes, mastra::SPAN_TYPE).and_then(mastra_role) {
+    if let Some(role) = text(MASTRA_TYPE).and_then(mastra_role) {
         return role;
     }
-    if let Some(role) = string_attr(attributes, vercel::OPERATION_ID).and_then(vercel_role) {
+    if let Some(role) = text(VERCEL_OPERATION).and_then(vercel_role) {
         return role;
     }
-    if let Some(role) = string_attr(attributes, traceloop::LLM_REQUEST_TYPE).and_then(|t| match t {
+    if let Some(role) = text(LLM_REQUEST_TYPE).and_then(|t| match t {
         "chat" | "completion" => Some(Role::Generation),
         "embedding" => Some(Role::Embedding),
         _ => None,
@@ -408,29 +458,25 @@ fn json_string_member<'a>(json: &'a str, key: &str) -> Option<&'a str> {
 /// Whether a span name is Mastra's name of a model step (`step: 0`, `step: 1`, ...). It
 /// makes a step only under a Mastra generation (see [`Recogniser::classify_start`]).
 fn mastra_step_name(name: &str) -> bool {
-    name.strip_prefix("step: ")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    name.as_bytes().first() == Some(&b's')
+        && name
+            .strip_prefix("step: ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn name_role(name: &str) -> Option<Role> {
-    if let Some(role) = mastra_name_role(name) {
-        return Some(role);
-    }
-    if name.starts_with("invoke_agent") {
-        Some(Role::Invocation)
-    } else if name == "react step" {
-        Some(Role::Step)
-    } else if ["chat", "text_completion", "generate_content"]
-        .iter()
-        .any(|op| operation_name(name, op))
-    {
-        Some(Role::Generation)
-    } else if operation_name(name, "embeddings") {
-        Some(Role::Embedding)
-    } else if name.starts_with("execute_tool") {
-        Some(Role::Tool)
-    } else {
-        None
+    // Every name rule starts with a lower-case letter among these: other names (most
+    // spans that are not gen-ai: `GET /x`, `SELECT ...`) cost one comparison.
+    match name.as_bytes().first()? {
+        b'i' => name.starts_with("invoke_agent").then_some(Role::Invocation),
+        b'r' => (name == "react step").then_some(Role::Step),
+        b'c' if operation_name(name, "chat") => Some(Role::Generation),
+        b't' if operation_name(name, "text_completion") => Some(Role::Generation),
+        b'g' if operation_name(name, "generate_content") => Some(Role::Generation),
+        b'e' if operation_name(name, "embeddings") => Some(Role::Embedding),
+        b'e' if name.starts_with("execute_tool") => Some(Role::Tool),
+        b'a' | b'l' | b't' | b'm' | b'w' => mastra_name_role(name),
+        _ => None,
     }
 }
 
@@ -753,5 +799,14 @@ mod tests {
         assert_eq!(json_string_member(r#"{"a":"b\"c"}"#, "a"), None);
         assert_eq!(json_string_member(r#"{"a":"unterminated"#, "a"), None);
         assert_eq!(bounded_prefix("ééé", 3), "é");
+    }
+
+    #[test]
+    fn every_signal_key_passes_the_first_byte_filter() {
+        for key in SIGNAL_KEYS {
+            assert!(may_signal(key), "{key}");
+        }
+        assert!(!may_signal("http.request.method"));
+        assert!(!may_signal(""));
     }
 }

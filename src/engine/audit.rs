@@ -602,7 +602,7 @@ impl<S: StartCopy> Audit<S> {
             metrics.record_call(&CallRecord {
                 operation: first_string(attrs, &[gen_ai::OPERATION_NAME]),
                 provider: first_string(attrs, &cost::PROVIDER_KEYS),
-                model: cost::model(attrs),
+                model: first_string(attrs, &cost::REQUEST_MODEL_KEYS),
                 response_model: first_string(attrs, &[gen_ai::RESPONSE_MODEL]),
                 agent: agent.as_deref(),
                 cost_usd: cost,

@@ -492,3 +492,17 @@ fn invalid_budgets_are_ignored() {
     r.assert_no_findings();
     assert!(seen.lock().expect("lock").is_empty());
 }
+
+#[test]
+fn the_budget_example_stops_its_agent() {
+    let output = common::run_example("budget", &[], &[], None);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Calls cost 0.0065, 0.010250, 0.0140, 0.017750 USD (gpt-4o, 2 000 + 1 500 n input
+    // and 300 output tokens): the fourth passes $0.05, and no fifth round starts.
+    assert!(
+        stdout.starts_with("budget $0.05 passed at $0.0695 after 4 calls (24200 tokens)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stopped after round 4 of 50"), "{stdout}");
+}
