@@ -196,24 +196,46 @@ impl AuditMetrics {
         );
     }
 
+    /// Whether `gen_ai.client.token.usage` is recorded (it needs the call's operation
+    /// and response model).
+    pub(crate) fn records_token_usage(&self) -> bool {
+        self.token_usage.is_some()
+    }
+
     /// Records one generation or embedding: its cost (when priced) and, when asked for,
     /// its tokens in `gen_ai.client.token.usage`.
     pub(crate) fn record_call(&self, call: &CallRecord<'_>) {
         let provider = call.provider.map(|p| self.providers.value(p));
         let model = call.model.map(|m| self.models.value(m));
         if let Some(cost) = call.cost_usd {
-            let mut attributes = Vec::with_capacity(4);
-            if let Some(p) = &provider {
-                attributes.push(KeyValue::new(metric::PROVIDER_NAME, p.clone()));
+            let agent = call.agent.map(|a| self.agents.value(a));
+            let source = KeyValue::new(metric::COST_SOURCE, call.source);
+            match (&provider, &model, agent) {
+                // The usual case, without an allocation.
+                (Some(p), Some(m), Some(a)) => self.cost.add(
+                    cost,
+                    &[
+                        KeyValue::new(metric::PROVIDER_NAME, p.clone()),
+                        KeyValue::new(metric::REQUEST_MODEL, m.clone()),
+                        KeyValue::new(metric::AGENT_NAME, a),
+                        source,
+                    ],
+                ),
+                (p, m, a) => {
+                    let mut attributes = Vec::with_capacity(4);
+                    if let Some(p) = p {
+                        attributes.push(KeyValue::new(metric::PROVIDER_NAME, p.clone()));
+                    }
+                    if let Some(m) = m {
+                        attributes.push(KeyValue::new(metric::REQUEST_MODEL, m.clone()));
+                    }
+                    if let Some(a) = a {
+                        attributes.push(KeyValue::new(metric::AGENT_NAME, a));
+                    }
+                    attributes.push(source);
+                    self.cost.add(cost, &attributes);
+                }
             }
-            if let Some(m) = &model {
-                attributes.push(KeyValue::new(metric::REQUEST_MODEL, m.clone()));
-            }
-            if let Some(agent) = call.agent {
-                attributes.push(KeyValue::new(metric::AGENT_NAME, self.agents.value(agent)));
-            }
-            attributes.push(KeyValue::new(metric::COST_SOURCE, call.source));
-            self.cost.add(cost, &attributes);
         }
         if let Some(histogram) = &self.token_usage {
             let mut attributes = Vec::with_capacity(5);
@@ -248,14 +270,26 @@ impl AuditMetrics {
         output_tokens: u64,
     ) {
         let agent = agent.map(|a| KeyValue::new(metric::AGENT_NAME, self.agents.value(a)));
-        let attributes: &[KeyValue] = agent.as_slice();
-        if let Some(cost) = cost_usd {
-            self.invocation_cost.record(cost, attributes);
-        }
-        for (kind, tokens) in [("input", input_tokens), ("output", output_tokens)] {
-            let mut with_type = attributes.to_vec();
-            with_type.push(KeyValue::new(metric::TOKEN_TYPE, kind));
-            self.invocation_tokens.record(tokens, &with_type);
+        let input = KeyValue::new(metric::TOKEN_TYPE, "input");
+        let output = KeyValue::new(metric::TOKEN_TYPE, "output");
+        match agent {
+            Some(agent) => {
+                if let Some(cost) = cost_usd {
+                    self.invocation_cost
+                        .record(cost, std::slice::from_ref(&agent));
+                }
+                self.invocation_tokens
+                    .record(input_tokens, &[agent.clone(), input]);
+                self.invocation_tokens
+                    .record(output_tokens, &[agent, output]);
+            }
+            None => {
+                if let Some(cost) = cost_usd {
+                    self.invocation_cost.record(cost, &[]);
+                }
+                self.invocation_tokens.record(input_tokens, &[input]);
+                self.invocation_tokens.record(output_tokens, &[output]);
+            }
         }
     }
 }

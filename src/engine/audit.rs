@@ -599,11 +599,16 @@ impl<S: StartCopy> Audit<S> {
                         .and_then(|t| t.invocation)
                         .and_then(|inv| self.ledger.agent_name(inv))
                 });
+            let token_usage = metrics.records_token_usage();
             metrics.record_call(&CallRecord {
-                operation: first_string(attrs, &[gen_ai::OPERATION_NAME]),
+                operation: token_usage
+                    .then(|| first_string(attrs, &[gen_ai::OPERATION_NAME]))
+                    .flatten(),
                 provider: first_string(attrs, &cost::PROVIDER_KEYS),
                 model: first_string(attrs, &cost::REQUEST_MODEL_KEYS),
-                response_model: first_string(attrs, &[gen_ai::RESPONSE_MODEL]),
+                response_model: token_usage
+                    .then(|| first_string(attrs, &[gen_ai::RESPONSE_MODEL]))
+                    .flatten(),
                 agent: agent.as_deref(),
                 cost_usd: cost,
                 source: priced.source,
