@@ -50,7 +50,18 @@
 //! a block with glibc malloc, plus rounding) comes on top, which is why live blocks are
 //! reported too.
 //!
-//! # Results
+//! # Results, 2026-11-26
+//!
+//! Re-measured 2026-11-26 (same VM, `cargo bench --bench memory`) after the changes of
+//! that day (pending entries for roles known only at end, the exact memory of spans
+//! closed by the audit, the agent name kept by invocations when metrics or budgets
+//! need it): table 1 unchanged — 127.1–210.0 B per tracked open span from 10 000 to
+//! 1 000 000 spans, flat; 2.9 B per span forgotten past a capacity of 10 000; 1.576 MB
+//! fixed at the default capacity. Table 3: the processor's total with 1 000 000 or
+//! 3 000 000 spans forgotten at capacity 10 000 is 4.49 MB (1.36–1.42x the 10 000
+//! kept open), flat from 100 000 spans on. Target ≤ 256 B per tracked span: met.
+//!
+//! # Results, 2026-11-21 (earlier)
 //!
 //! Measured 2026-11-21 on a 2-core VM (`nproc` = 2, "AMD EPYC"), opentelemetry_sdk
 //! 0.33.1, dashmap 6.2.1, rustc 1.95.0, the crate's `src/` as of commit `8bd3dd8`
