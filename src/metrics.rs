@@ -23,6 +23,7 @@ use opentelemetry::metrics::{Counter, Histogram, MeterProvider, ObservableUpDown
 use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
 use parking_lot::RwLock;
 
+use crate::hashing::BuildIdHasher;
 use crate::keys::metric;
 
 /// The bucket boundaries the OpenTelemetry GenAI conventions give
@@ -53,14 +54,15 @@ const COST_BUCKETS: [f64; 12] = [
 /// `_other`.
 #[derive(Debug)]
 struct Bounded {
-    seen: RwLock<HashSet<Arc<str>>>,
+    /// Hashed cheaply: at most `limit` values, compared in full on a match.
+    seen: RwLock<HashSet<Arc<str>, BuildIdHasher>>,
     limit: usize,
 }
 
 impl Bounded {
     fn new(limit: usize) -> Self {
         Bounded {
-            seen: RwLock::new(HashSet::new()),
+            seen: RwLock::new(HashSet::default()),
             limit,
         }
     }

@@ -1,5 +1,6 @@
 //! [`GenAiAuditProcessor`], its builder, and its [`SpanProcessor`] implementation: the
-//! seam with `opentelemetry_sdk`, and the only module that names the SDK's span types.
+//! seam with `opentelemetry_sdk`, and the only module of the processor that names the
+//! SDK's span types (the `genai-audit` command's `otlp` module builds SDK spans too).
 //!
 //! The engine sees its own views of a span. In SDK 0.33 a live span's name and start
 //! attributes can only be read in `on_start` through [`Span::exported_data`], which

@@ -183,8 +183,12 @@ pub fn read_input(
                     if whole.len() > max_line_bytes {
                         return Err(too_long(line, "request", whole.len()));
                     }
-                    let request = parse_one(&whole)
-                        .map_err(|reason| error(line + reason.1.saturating_sub(1), reason.0))?;
+                    // An error at the very end (an unfinished request) is on the last
+                    // line read, not on the one after it.
+                    let last = line + whole.lines().count().saturating_sub(1);
+                    let request = parse_one(&whole).map_err(|reason| {
+                        error((line + reason.1.saturating_sub(1)).min(last), reason.0)
+                    })?;
                     requests.push(Request { line, request });
                     check_requests(&requests, file)?;
                     return Ok(Input::Otlp(requests));

@@ -1883,3 +1883,57 @@ fn prop_trace_script_reader_never_panics() {
         panic!("{e}");
     }
 }
+
+/// A valid OTLP JSON request line, in the JavaScript SDK's shape, to mutate.
+const OTLP_LINE: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"agent"}}]},"scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173","name":"chat gpt-4o","kind":3,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,"attributes":[{"key":"gen_ai.usage.input_tokens","value":{"intValue":"10"}},{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}],"status":{"code":1}}]}]}]}"#;
+
+fn otlp_text() -> impl Strategy<Value = String> {
+    let mutated =
+        proptest::collection::vec((0usize..600, any::<u8>(), 0u8..4), 0..6).prop_map(|edits| {
+            let mut bytes = OTLP_LINE.as_bytes().to_vec();
+            for (at, byte, how) in edits {
+                let at = at.min(bytes.len());
+                match how {
+                    0 => bytes.insert(at, byte),
+                    1 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    2 => bytes.truncate(at),
+                    _ => {}
+                }
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+    prop_oneof![
+        mutated,
+        any::<String>(),
+        "[ -~\n]{0,400}",
+        Just(format!("{OTLP_LINE}\n{OTLP_LINE}"))
+    ]
+}
+
+#[test]
+fn prop_otlp_reader_never_panics() {
+    let config = Config {
+        cases: cases().saturating_mul(8),
+        failure_persistence: None,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed()));
+    let result = runner.run(&otlp_text(), |text| {
+        let lines = text.split('\n').count().max(1);
+        match catch_unwind(AssertUnwindSafe(|| {
+            genai_audit::otlp::parse_requests(&text, "input.json", 1 << 20)
+        })) {
+            Err(_) => Err(TestCaseError::fail("the OTLP reader panicked")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if (1..=lines).contains(&e.line) && e.file == "input.json" => Ok(()),
+            Ok(Err(e)) => Err(TestCaseError::fail(format!("{e} (of {lines} lines)"))),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
