@@ -423,6 +423,24 @@ impl Agent {
     }
 }
 
+/// One line per point of a histogram: its count and sum.
+fn histogram_lines<T: Copy>(
+    name: &str,
+    histogram: &opentelemetry_sdk::metrics::data::Histogram<T>,
+    labels: &dyn Fn(&mut dyn Iterator<Item = &opentelemetry::KeyValue>) -> String,
+    sum: impl Fn(T) -> String,
+    lines: &mut Vec<String>,
+) {
+    for point in histogram.data_points() {
+        lines.push(format!(
+            "  {name}{{{}}} count {} sum {}",
+            labels(&mut point.attributes()),
+            point.count(),
+            sum(point.sum())
+        ));
+    }
+}
+
 /// Prints what the processor's metrics recorded, one line per series, and returns the
 /// number of findings it counted (0 when it never counted any).
 fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
@@ -466,25 +484,15 @@ fn findings_counted(metric_exporter: &InMemoryMetricExporter) -> u64 {
                     ));
                 }
             }
-            AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
-                for point in histogram.data_points() {
-                    lines.push(format!(
-                        "  {name}{{{}}} count {} sum {:.6}",
-                        labels(&mut point.attributes()),
-                        point.count(),
-                        point.sum()
-                    ));
-                }
-            }
+            AggregatedMetrics::F64(MetricData::Histogram(histogram)) => histogram_lines(
+                name,
+                histogram,
+                &labels,
+                |sum| format!("{sum:.6}"),
+                &mut lines,
+            ),
             AggregatedMetrics::U64(MetricData::Histogram(histogram)) => {
-                for point in histogram.data_points() {
-                    lines.push(format!(
-                        "  {name}{{{}}} count {} sum {}",
-                        labels(&mut point.attributes()),
-                        point.count(),
-                        point.sum()
-                    ));
-                }
+                histogram_lines(name, histogram, &labels, |sum| sum.to_string(), &mut lines)
             }
             _ => {}
         }

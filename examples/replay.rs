@@ -257,8 +257,9 @@ fn value_json(value: &Value) -> String {
     json.to_string()
 }
 
-/// One data point: its attributes as a JSON object sorted by key, and its value.
-fn data_point<'a>(attributes: impl Iterator<Item = &'a KeyValue>, value: String) -> String {
+/// One data point: its attributes as a JSON object sorted by key, then `fields`
+/// (`"value":<number>` for a sum or a gauge).
+fn data_point<'a>(attributes: impl Iterator<Item = &'a KeyValue>, fields: String) -> String {
     let sorted: BTreeMap<&str, String> = attributes
         .map(|kv| (kv.key.as_str(), value_json(&kv.value)))
         .collect();
@@ -266,14 +267,11 @@ fn data_point<'a>(attributes: impl Iterator<Item = &'a KeyValue>, value: String)
         .into_iter()
         .map(|(key, value)| format!("{}:{value}", json_str(key)))
         .collect();
-    format!(
-        "{{\"attributes\":{{{}}},\"value\":{value}}}",
-        members.join(",")
-    )
+    format!("{{\"attributes\":{{{}}},{fields}}}", members.join(","))
 }
 
-/// The data points of a sum or a gauge; `None` for other aggregations, which are
-/// not printed.
+/// The data points of a sum, a gauge or a histogram; `None` for exponential
+/// histograms, which are not printed.
 fn data_points<T: Copy>(
     data: &MetricData<T>,
     number: impl Fn(T) -> serde_json::Value,
@@ -281,13 +279,13 @@ fn data_points<T: Copy>(
     match data {
         MetricData::Sum(sum) => Some(
             sum.data_points()
-                .map(|point| data_point(point.attributes(), number(point.value()).to_string()))
+                .map(|point| data_point(point.attributes(), value_field(number(point.value()))))
                 .collect(),
         ),
         MetricData::Gauge(gauge) => Some(
             gauge
                 .data_points()
-                .map(|point| data_point(point.attributes(), number(point.value()).to_string()))
+                .map(|point| data_point(point.attributes(), value_field(number(point.value()))))
                 .collect(),
         ),
         MetricData::Histogram(histogram) => Some(
@@ -301,7 +299,7 @@ fn data_points<T: Copy>(
                         serde_json::Value::from(point.bounds().collect::<Vec<f64>>()),
                         serde_json::Value::from(point.bucket_counts().collect::<Vec<u64>>()),
                     );
-                    histogram_point(point.attributes(), fields)
+                    data_point(point.attributes(), fields)
                 })
                 .collect(),
         ),
@@ -309,17 +307,9 @@ fn data_points<T: Copy>(
     }
 }
 
-/// One histogram data point: its attributes, then `count`, `sum`, `bounds` and
-/// `bucket_counts`.
-fn histogram_point<'a>(attributes: impl Iterator<Item = &'a KeyValue>, fields: String) -> String {
-    let sorted: BTreeMap<&str, String> = attributes
-        .map(|kv| (kv.key.as_str(), value_json(&kv.value)))
-        .collect();
-    let members: Vec<String> = sorted
-        .into_iter()
-        .map(|(key, value)| format!("{}:{value}", json_str(key)))
-        .collect();
-    format!("{{\"attributes\":{{{}}},{fields}}}", members.join(","))
+/// The `value` member of a sum's or a gauge's point.
+fn value_field(value: serde_json::Value) -> String {
+    format!("\"value\":{value}")
 }
 
 /// The metrics line for every metric of every scope of `metrics`.
