@@ -129,13 +129,7 @@ pub fn read_input(
     let mut buffer: Vec<u8> = Vec::new();
     let mut line = 0;
     loop {
-        buffer.clear();
-        let limit = u64::try_from(max_line_bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(2);
-        let read = reader
-            .take(limit)
-            .read_until(b'\n', &mut buffer)
+        let read = next_line(reader, &mut buffer, max_line_bytes)
             .map_err(|e| error(line + 1, format!("cannot read: {e}")))?;
         if read == 0 {
             break;
@@ -233,13 +227,7 @@ fn read_rest(
 ) -> Result<(), (usize, String)> {
     let mut buffer = Vec::new();
     loop {
-        buffer.clear();
-        let limit = u64::try_from(max_line_bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(2);
-        let read = reader
-            .take(limit)
-            .read_until(b'\n', &mut buffer)
+        let read = next_line(reader, &mut buffer, max_line_bytes)
             .map_err(|e| (line + 1, format!("cannot read: {e}")))?;
         if read == 0 {
             return Ok(());
@@ -260,6 +248,20 @@ fn read_rest(
             std::str::from_utf8(&buffer).map_err(|e| (line, format!("not UTF-8 text: {e}")))?;
         text.push_str(piece);
     }
+}
+
+/// Reads the next line into `buffer` (emptied first), at most a little more than
+/// `max_line_bytes` of it, so that a longer line is noticed without being read whole.
+fn next_line(
+    reader: &mut dyn BufRead,
+    buffer: &mut Vec<u8>,
+    max_line_bytes: usize,
+) -> std::io::Result<usize> {
+    buffer.clear();
+    let limit = u64::try_from(max_line_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(2);
+    reader.take(limit).read_until(b'\n', buffer)
 }
 
 /// Whether a line holds a whole JSON value (rather than the start of one).
