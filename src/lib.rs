@@ -2,11 +2,13 @@
 //!
 //! An OpenTelemetry [`SpanProcessor`](opentelemetry_sdk::trace::SpanProcessor) that
 //! audits the traces of AI agents. It recognises gen-ai agent spans from the
-//! OpenTelemetry GenAI conventions, LoongSuite, OpenInference, OpenLLMetry, Langfuse and
-//! the Vercel AI SDK ([`recognition`]); reads their token usage ([`usage`]); prices each
-//! model call with the `genai-prices` data ([`pricing`]); writes per-call cost, running
-//! totals on generations and rolled-up totals on steps and invocations; and reports
-//! [`findings`] as span attributes and [`metrics`].
+//! OpenTelemetry GenAI conventions, LoongSuite, OpenInference (LangChain and LangGraph
+//! included), OpenLLMetry, Langfuse, the Vercel AI SDK and Mastra ([`recognition`]),
+//! whether their attributes arrive at start or only at end; reads their token usage
+//! ([`usage`]); prices each model call with the `genai-prices` data ([`pricing`]);
+//! writes per-call cost, running totals on generations and rolled-up totals on steps
+//! and invocations; reports [`findings`] as span attributes and metrics (names in
+//! [`keys::metric`]); and enforces [`budget`]s per invocation.
 //!
 //! ## Wiring
 //!

@@ -138,7 +138,8 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
 }
 
 /// Configures a [`GenAiAuditProcessor`]. Everything has a default; environment variables
-/// (see [`crate::config`]) are read at [`build`](Self::build) for what code did not set.
+/// (listed in the crate documentation) are read at [`build`](Self::build) for what code
+/// did not set.
 pub struct GenAiAuditProcessorBuilder<P> {
     inner: P,
     settings: Settings,
