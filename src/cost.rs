@@ -56,24 +56,27 @@ pub(crate) const MAX_REPORTED_COST_USD: f64 = 1_000_000.0;
 
 /// What pricing one call found.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct CallCost {
+pub(crate) struct CallCost<'a> {
     /// The cost in USD (`None`: unpriced).
     pub(crate) cost_usd: Option<f64>,
     /// The span reported a cost that cannot be used (the `invalid_usage` finding).
     pub(crate) invalid_reported: bool,
     /// `computed` or `reported` (meaningful when priced).
     pub(crate) source: &'static str,
+    /// The provider the call names (the first non-blank of [`PROVIDER_KEYS`]).
+    pub(crate) provider: Option<&'a str>,
 }
 
 /// Prices one generation or embedding and writes its cost keys.
-pub(crate) fn price_call(
+pub(crate) fn price_call<'a>(
     pricer: &dyn Pricer,
     dialects: CostAttributes,
-    attributes: &[KeyValue],
+    attributes: &'a [KeyValue],
     usage: &Usage,
     start_time: SystemTime,
     writes: &mut AttributeWrites,
-) -> CallCost {
+) -> CallCost<'a> {
+    let provider = first_string(attributes, &PROVIDER_KEYS);
     let reported = reported_cost(attributes);
     let invalid_reported = matches!(reported, Some(None));
     let (cost_usd, source, matched) = if let Some(Some(reported)) = reported {
@@ -84,7 +87,7 @@ pub(crate) fn price_call(
         } else {
             model(attributes).and_then(|model| {
                 pricer.price(&PriceQuery {
-                    provider: first_string(attributes, &PROVIDER_KEYS),
+                    provider,
                     model,
                     usage,
                     time: start_time,
@@ -101,6 +104,7 @@ pub(crate) fn price_call(
                     cost_usd: None,
                     invalid_reported,
                     source: "computed",
+                    provider,
                 };
             }
         }
@@ -123,6 +127,7 @@ pub(crate) fn price_call(
         cost_usd: Some(cost_usd),
         invalid_reported,
         source,
+        provider,
     }
 }
 

@@ -604,7 +604,7 @@ impl<S: StartCopy> Audit<S> {
                 operation: token_usage
                     .then(|| first_string(attrs, &[gen_ai::OPERATION_NAME]))
                     .flatten(),
-                provider: first_string(attrs, &cost::PROVIDER_KEYS),
+                provider: priced.provider,
                 model: first_string(attrs, &cost::REQUEST_MODEL_KEYS),
                 response_model: token_usage
                     .then(|| first_string(attrs, &[gen_ai::RESPONSE_MODEL]))
