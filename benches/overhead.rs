@@ -61,6 +61,11 @@
 //! | `pricing_unknown` | 1.11 µs / 9.1 ns | 1.21 µs / 9.2 ns | 121x / 132x | ≥ 10x: met |
 //! | `threads`, interleaved | bare 2.06, audit 2.04 | | **1.00** (quartiles 0.88–1.27) | within 10 %: met |
 //!
+//! After the writes' buffer began to hold the span's attributes too (no reallocation of
+//! the span's list; 93 700 → 90 500 instructions a turn), two more runs: `agent_turn`
+//! 1.968 → 7.482 µs (**3.80x**) and 1.904 → 7.549 µs (3.96x); `passthrough_noop` 1.59x
+//! and 1.60x against a floor of 1.33x and 1.37x; metrics +16.7 % and +15.5 % in time.
+//!
 //! Before and after the architecture and end-only changes (issues of 2026-11-26), the
 //! same run, each binary built from its commit and run in turn twice (`--warm-up-time 1
 //! --measurement-time 3`; ratios audit / bare):

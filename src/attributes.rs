@@ -37,6 +37,10 @@ pub(crate) fn first_string<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Opt
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,
+    /// Attributes the span already has: the writes' buffer is made big enough for them
+    /// too, so that applying the writes builds the span's new attribute list in it
+    /// instead of growing (reallocating) the span's own.
+    existing: usize,
     /// A one-word filter of the keys written so far: a key whose bit is clear was not
     /// written, so most writes skip the search for an earlier value.
     written: u64,
@@ -86,7 +90,7 @@ impl AttributeWrites {
         }
         self.written |= bit;
         if self.writes.capacity() == 0 {
-            self.writes.reserve(TYPICAL_WRITES);
+            self.writes.reserve(TYPICAL_WRITES + self.existing);
         }
         self.writes
             .push(KeyValue::new(Key::from_static_str(key), value));
@@ -114,14 +118,29 @@ impl AttributeWrites {
         if self.writes.is_empty() {
             return;
         }
-        let (writes, foreign) = (self.writes, self.foreign);
+        let (mut writes, foreign) = (self.writes, self.foreign);
         // Only keys the processor owns can clash, unless it repaired a reported value:
         // a prefix test spares comparing every attribute with every write.
         attributes.retain(|kv| {
             (!foreign && !kv.key.as_str().starts_with(OWN_PREFIX))
                 || !writes.iter().any(|w| w.key == kv.key)
         });
-        attributes.extend(writes);
+        if writes.capacity() - writes.len() >= attributes.len() {
+            // The span's attributes, then the writes, in the writes' buffer: one move of
+            // each, and no reallocation of the span's list.
+            writes.splice(0..0, attributes.drain(..));
+            *attributes = writes;
+        } else {
+            attributes.extend(writes);
+        }
+    }
+
+    /// Writes for a span that has `existing` attributes already.
+    pub(crate) fn for_span(existing: usize) -> Self {
+        AttributeWrites {
+            existing,
+            ..AttributeWrites::default()
+        }
     }
 }
 

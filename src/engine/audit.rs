@@ -331,7 +331,7 @@ impl<S: StartCopy> Audit<S> {
         let end_only = tracked.is_none()
             && evicted_as.is_none()
             && (node.is_some() || !self.ledger.ended_before(span.id));
-        let mut writes = AttributeWrites::default();
+        let mut writes = AttributeWrites::for_span(span.attributes.len());
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
             writes.set(keys::ROLE, role.as_str());
