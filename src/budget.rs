@@ -27,6 +27,8 @@ use std::sync::Arc;
 
 use opentelemetry::trace::{SpanId, TraceId};
 
+use crate::usage::Totals;
+
 /// A budget per invocation: a cost in USD, a number of tokens (input + output), or
 /// both (whichever is passed first), for every invocation or for one agent's.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,9 +99,10 @@ impl Budget {
         usd_ok && tokens_ok && (self.usd.is_some() || self.tokens.is_some())
     }
 
-    /// Whether these sums pass the budget.
-    pub(crate) fn exceeded_by(&self, cost_usd: f64, tokens: u64) -> bool {
-        self.usd.is_some_and(|limit| cost_usd > limit)
+    /// Whether an invocation's sums pass the budget (tokens: input + output).
+    pub(crate) fn exceeded_by(&self, totals: &Totals) -> bool {
+        let tokens = totals.input.saturating_add(totals.output);
+        self.usd.is_some_and(|limit| totals.cost_usd > limit)
             || self.tokens.is_some_and(|limit| tokens > limit)
     }
 }
@@ -157,6 +160,26 @@ pub struct BudgetExceeded {
 }
 
 impl BudgetExceeded {
+    /// The report of an invocation whose sums passed `budget`.
+    pub(crate) fn new(
+        agent_name: Option<Arc<str>>,
+        trace_id: TraceId,
+        invocation: SpanId,
+        totals: &Totals,
+        budget: &Budget,
+    ) -> Self {
+        BudgetExceeded {
+            agent_name,
+            trace_id,
+            invocation,
+            input_tokens: totals.input,
+            output_tokens: totals.output,
+            cost_usd: totals.cost_usd,
+            generations: totals.generations,
+            budget: budget.clone(),
+        }
+    }
+
     /// The invocation's `gen_ai.agent.name`, when known.
     pub fn agent_name(&self) -> Option<&str> {
         self.agent_name.as_deref()

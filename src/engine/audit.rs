@@ -185,6 +185,12 @@ impl<S: StartCopy> Audit<S> {
         }
     }
 
+    /// "Now" by the processor's clock, read at most once, and only when asked for.
+    fn lazy_now(&self) -> impl Fn() -> SystemTime + '_ {
+        let now = std::cell::OnceCell::new();
+        move || *now.get_or_init(|| (self.clock)())
+    }
+
     /// The policies and bounds in force.
     pub(crate) fn settings(&self) -> &Resolved {
         &self.settings
@@ -215,7 +221,7 @@ impl<S: StartCopy> Audit<S> {
             });
         let (identity, agent_name) = if role == Role::Invocation {
             let agent_name = (self.metrics.is_some() || !self.budgets.is_empty())
-                .then(|| first_string(span.attributes, &[gen_ai::AGENT_NAME]))
+                .then(|| agent_name(span.attributes))
                 .flatten()
                 .map(Arc::from);
             (contamination::identity_of(span.attributes), agent_name)
@@ -253,17 +259,16 @@ impl<S: StartCopy> Audit<S> {
         };
         let recognised = plan.role.is_recognised();
         // The clock is read at most once per start, and only for a tracked span.
-        let now = std::cell::OnceCell::new();
-        let now = || *now.get_or_init(|| (self.clock)());
+        let now = self.lazy_now();
         match self
             .ledger
             .start(span, recognised, || nanos(now()), &mut kept)
         {
             Start::Untracked => {}
-            Start::Tracked => self.evict_due(false, now, &mut synthetic),
+            Start::Tracked => self.evict_due(false, &now, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
-                self.evict_due(true, now, &mut synthetic);
+                self.evict_due(true, &now, &mut synthetic);
                 self.ledger
                     .start(span, recognised, || nanos(now()), &mut kept);
             }
@@ -330,7 +335,7 @@ impl<S: StartCopy> Audit<S> {
         // open (its state is gone), nor one handed to `on_end` a second time.
         let end_only = tracked.is_none()
             && evicted_as.is_none()
-            && (node.is_some() || !self.ledger.ended_before(span.id));
+            && (node.is_some() || !self.ledger.has_ended(span.id));
         let mut writes = AttributeWrites::for_span(span.attributes.len());
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
@@ -401,11 +406,8 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(FindingCode::LateEnd, role));
         }
         let open_children = tracked.is_some_and(|t| !t.open_children.is_empty());
-        let step_parent = span.parent.filter(|_| end_only);
-        let step_index = self.write_structure(role, node.as_ref(), step_parent, &mut writes);
-        if role == Role::Invocation && node.is_none() && end_only {
-            writes.set(keys::STEPS, 0i64);
-        }
+        let at_end = end_only.then_some(span.parent);
+        let step_index = self.write_structure(role, node.as_ref(), at_end, &mut writes);
         if let Some(n) = node.as_ref() {
             let attrs: &[KeyValue] = span.attributes;
             let mut check = contamination::Check {
@@ -485,22 +487,17 @@ impl<S: StartCopy> Audit<S> {
         }
         let agent = self.ledger.agent_name(invocation);
         let budget = self.budgets.for_agent(agent.as_deref())?;
-        let tokens = cumulative.input.saturating_add(cumulative.output);
-        if !budget.exceeded_by(cumulative.cost_usd, tokens)
-            || !self.ledger.mark_budget_exceeded(invocation)
-        {
+        if !budget.exceeded_by(cumulative) || !self.ledger.mark_budget_exceeded(invocation) {
             return None;
         }
-        Some(BudgetExceeded {
-            agent_name: agent,
-            trace_id: span.trace_id,
-            invocation: SpanId::from(invocation),
-            input_tokens: cumulative.input,
-            output_tokens: cumulative.output,
-            cost_usd: cumulative.cost_usd,
-            generations: cumulative.generations,
-            budget: budget.clone(),
-        })
+        let invocation = SpanId::from(invocation);
+        Some(BudgetExceeded::new(
+            agent,
+            span.trace_id,
+            invocation,
+            cumulative,
+            budget,
+        ))
     }
 
     /// At an invocation's end: its metrics, and `budget_exceeded` when it passed its
@@ -515,7 +512,7 @@ impl<S: StartCopy> Audit<S> {
             return None;
         }
         let totals = node.map(|n| n.totals).unwrap_or_default();
-        let agent: Option<Arc<str>> = first_string(span.attributes, &[gen_ai::AGENT_NAME])
+        let agent: Option<Arc<str>> = agent_name(span.attributes)
             .map(Arc::from)
             .or_else(|| node.and_then(|n| n.agent_name.clone()));
         if let Some(metrics) = self.metrics() {
@@ -524,21 +521,12 @@ impl<S: StartCopy> Audit<S> {
         }
         let budget = self.budgets.for_agent(agent.as_deref())?;
         let already = node.is_some_and(|n| n.budget_exceeded);
-        let tokens = totals.input.saturating_add(totals.output);
-        if !already && !budget.exceeded_by(totals.cost_usd, tokens) {
+        if !already && !budget.exceeded_by(&totals) {
             return None;
         }
         findings.add(Finding::new(FindingCode::BudgetExceeded, Role::Invocation));
-        (!already).then(|| BudgetExceeded {
-            agent_name: agent,
-            trace_id: span.trace_id,
-            invocation: SpanId::from(span.id),
-            input_tokens: totals.input,
-            output_tokens: totals.output,
-            cost_usd: totals.cost_usd,
-            generations: totals.generations,
-            budget: budget.clone(),
-        })
+        let invocation = SpanId::from(span.id);
+        (!already).then(|| BudgetExceeded::new(agent, span.trace_id, invocation, &totals, budget))
     }
 
     /// Hands what a span gathered to the parent its end names, making room in a full
@@ -550,10 +538,9 @@ impl<S: StartCopy> Audit<S> {
         up: Contribution,
         synthetic: &mut Vec<Synthetic<S>>,
     ) {
-        let now = std::cell::OnceCell::new();
-        let now = || *now.get_or_init(|| (self.clock)());
+        let now = self.lazy_now();
         if let Forward::Full(parent, up) = self.ledger.forward(child, parent, up, || nanos(now())) {
-            self.evict_due(true, now, synthetic);
+            self.evict_due(true, &now, synthetic);
             self.ledger
                 .forward(child, Some(parent), up, || nanos(now()));
         }
@@ -592,13 +579,13 @@ impl<S: StartCopy> Audit<S> {
         let cost = priced.cost_usd;
         if let Some(metrics) = self.metrics() {
             let attrs: &[KeyValue] = span.attributes;
-            let agent = first_string(attrs, &[gen_ai::AGENT_NAME])
-                .map(Arc::from)
-                .or_else(|| {
-                    tracked
-                        .and_then(|t| t.invocation)
-                        .and_then(|inv| self.ledger.agent_name(inv))
-                });
+            // Its own agent name, else its invocation's (looked up only then).
+            let own = agent_name(attrs);
+            let inherited = own
+                .is_none()
+                .then(|| tracked.and_then(|t| t.invocation))
+                .flatten()
+                .and_then(|inv| self.ledger.agent_name(inv));
             let token_usage = metrics.records_token_usage();
             metrics.record_call(&CallRecord {
                 operation: token_usage
@@ -609,7 +596,7 @@ impl<S: StartCopy> Audit<S> {
                 response_model: token_usage
                     .then(|| first_string(attrs, &[gen_ai::RESPONSE_MODEL]))
                     .flatten(),
-                agent: agent.as_deref(),
+                agent: own.or(inherited.as_deref()),
                 cost_usd: cost,
                 source: priced.source,
                 input_tokens: usage.input,
@@ -644,13 +631,16 @@ impl<S: StartCopy> Audit<S> {
         })
     }
 
-    /// Totals, step counts and step positions; returns the step's index (0: none). A
-    /// step not tracked since its start is counted under the parent its end names.
+    /// Totals, step counts and step positions; returns the step's index (0: none).
+    /// `end_only` is `Some(the parent its end names)` for a span known only at its end:
+    /// a step is then counted under that parent, and an invocation without a node has
+    /// no step. A span whose state is gone (evicted, or ended a second time) gets no
+    /// step count.
     pub(crate) fn write_structure(
         &self,
         role: Role,
         node: Option<&Ended<S>>,
-        parent: Option<u64>,
+        end_only: Option<Option<u64>>,
         writes: &mut AttributeWrites,
     ) -> u32 {
         if let Some(t) = node {
@@ -664,8 +654,8 @@ impl<S: StartCopy> Audit<S> {
         }
         match role {
             Role::Invocation => {
-                if let Some(t) = node {
-                    writes.set(keys::STEPS, i64::from(t.steps));
+                if node.is_some() || end_only.is_some() {
+                    writes.set(keys::STEPS, i64::from(node.map_or(0, |t| t.steps)));
                 }
                 0
             }
@@ -676,7 +666,9 @@ impl<S: StartCopy> Audit<S> {
                     Some(t) => t.invocation.map_or(0, |inv| self.ledger.next_step(inv)),
                     None => {
                         let now = || nanos((self.clock)());
-                        parent.map_or(0, |p| self.ledger.count_step_under(p, now))
+                        end_only
+                            .flatten()
+                            .map_or(0, |p| self.ledger.count_step_under(p, now))
                     }
                 };
                 if index > 0 {
@@ -687,6 +679,11 @@ impl<S: StartCopy> Audit<S> {
             _ => 0,
         }
     }
+}
+
+/// A span's own `gen_ai.agent.name`.
+fn agent_name(attributes: &[KeyValue]) -> Option<&str> {
+    first_string(attributes, &[gen_ai::AGENT_NAME])
 }
 
 /// The keys of one family of sums (`genai_audit.total.*` or `genai_audit.cumulative.*`).

@@ -398,6 +398,9 @@ pub(crate) enum Forward {
 struct ClosedIds {
     /// Each id's role and parent (0: none).
     ids: DashMap<u64, (Role, u64), BuildIdHasher>,
+    /// How many ids are held: a span end looks into the set only when some are (most
+    /// processes never close a span), and the bound is kept without counting shards.
+    held: AtomicUsize,
     order: Mutex<VecDeque<u64>>,
     capacity: usize,
 }
@@ -412,6 +415,7 @@ impl ClosedIds {
     fn new(capacity: usize) -> Self {
         ClosedIds {
             ids: DashMap::with_hasher(BuildIdHasher::default()),
+            held: AtomicUsize::new(0),
             order: Mutex::new(VecDeque::new()),
             capacity,
         }
@@ -421,13 +425,16 @@ impl ClosedIds {
         if self.ids.insert(id, (role, pack(parent))).is_some() {
             return;
         }
+        self.held.fetch_add(1, Ordering::Relaxed);
         let mut order = self.order.lock();
         order.push_back(id);
-        while self.ids.len() > self.capacity {
+        while self.held.load(Ordering::Relaxed) > self.capacity {
             let Some(oldest) = order.pop_front() else {
                 break;
             };
-            self.ids.remove(&oldest);
+            if self.ids.remove(&oldest).is_some() {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         // Ids whose real end came stay in the queue until they reach its front; drop
         // them once the queue is twice the bound (amortised O(1) per insert).
@@ -438,11 +445,19 @@ impl ClosedIds {
 
     /// The role of a span the audit closed, once: its real end has come.
     fn take(&self, id: u64) -> Option<Role> {
-        self.ids.remove(&id).map(|(_, (role, _))| role)
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let (_, (role, _)) = self.ids.remove(&id)?;
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        Some(role)
     }
 
     /// Whether `id` was closed by the audit and has not really ended; its parent.
     fn parent_of(&self, id: u64) -> Option<Option<u64>> {
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         self.ids.get(&id).map(|e| unpack(e.1))
     }
 }
@@ -920,13 +935,6 @@ impl<S: StartCopy> Ledger<S> {
         if let Some(entry) = self.spans.get(&id) {
             return matches!(entry.fate, Fate::Ended | Fate::Closed);
         }
-        self.recent
-            .get(id)
-            .is_some_and(|r| matches!(r.fate, Fate::Ended | Fate::Closed))
-    }
-
-    /// Whether the end of `id` was seen before (a span handed to `on_end` twice).
-    pub(crate) fn ended_before(&self, id: u64) -> bool {
         self.recent
             .get(id)
             .is_some_and(|r| matches!(r.fate, Fate::Ended | Fate::Closed))
