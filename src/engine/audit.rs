@@ -445,8 +445,18 @@ impl<S: StartCopy> Audit<S> {
                     (&mut writes, &mut findings, role),
                     &mut outcome.synthetic,
                 );
-                up.totals.partial = true;
-                self.ledger.mark_partial(t.parent);
+                // Every tracked ancestor misses what the open children will add.
+                let partial = Totals {
+                    partial: true,
+                    ..Totals::default()
+                };
+                up.totals.add(&partial);
+                let contribution = Contribution {
+                    totals: partial,
+                    ..Contribution::default()
+                };
+                self.ledger
+                    .contribute(span.id, t.parent, None, contribution);
             }
         } else if node.is_none() && end_only && role.is_recognised() {
             // Remembered so that a child ending after it is known to end late.

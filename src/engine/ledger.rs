@@ -853,20 +853,6 @@ impl<S: StartCopy> Ledger<S> {
         Forward::Done
     }
 
-    /// Marks every tracked ancestor from `parent` up as `partial` (a span below them
-    /// ended with children open).
-    pub(crate) fn mark_partial(&self, parent: Option<u64>) {
-        let mut next = parent;
-        for _ in 0..MAX_DEPTH {
-            let Some(id) = next else { break };
-            let Some(mut entry) = self.spans.get_mut(&id) else {
-                break;
-            };
-            next = entry.parent();
-            entry.below().totals.partial = true;
-        }
-    }
-
     /// A pending entry for `id`, holding `contribution` (added to the entry another
     /// thread may have made meanwhile).
     fn pending(&self, id: u64, mut contribution: Contribution, now: impl FnOnce() -> u64) {
