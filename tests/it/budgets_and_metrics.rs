@@ -7,36 +7,19 @@ use crate::common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::lines::{self, at, chat, start};
 use common::{direct_price, expect_counts, Harness};
 use genai_audit::{Budget, BudgetExceeded};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 
-const T0: u64 = 1_800_000_000_000_000_000;
-
-fn start(span: &str, parent: Option<&str>, name: &str, attributes: &str, ms: u64) -> String {
-    let parent = parent.map_or("null".to_owned(), |p| format!("\"{p}\""));
-    format!(
-        r#"{{"op":"start","span":"{span}","parent":{parent},"name":"{name}","time_ns":{},"attributes":{{{attributes}}}}}"#,
-        T0 + ms * 1_000_000
-    )
-}
-
+/// An `end` line.
 fn end(span: &str, ms: u64) -> String {
-    format!(
-        r#"{{"op":"end","span":"{span}","time_ns":{}}}"#,
-        T0 + ms * 1_000_000
-    )
+    lines::end(span, "", ms)
 }
 
 fn agent(name: &str) -> String {
     format!(r#""gen_ai.operation.name":"invoke_agent","gen_ai.agent.name":"{name}""#)
-}
-
-fn chat(model: &str, input: u64, output: u64) -> String {
-    format!(
-        r#""gen_ai.operation.name":"chat","gen_ai.provider.name":"openai","gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":{input},"gen_ai.usage.output_tokens":{output}"#
-    )
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -92,10 +75,6 @@ fn two_agents_three_invocations() -> String {
         end("r1", 13),
     ]
     .join("\n")
-}
-
-fn at(ms: u64) -> u64 {
-    T0 + ms * 1_000_000
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use common::lines::{self, end};
 use common::{Harness, Replayed};
 use genai_audit::{ContaminationPolicy, LeakPolicy};
 
@@ -230,32 +231,16 @@ fn hermes_pydantic_vercel_under_every_policy() {
 
 /// A script line: `start` with no attributes (everything arrives at end).
 fn start(span: &str, parent: Option<&str>, name: &str, ms: u64) -> String {
-    let parent = parent.map_or("null".to_owned(), |p| format!("\"{p}\""));
-    format!(
-        r#"{{"op":"start","span":"{span}","parent":{parent},"name":"{name}","time_ns":{}}}"#,
-        1_800_000_000_000_000_000u64 + ms * 1_000_000
-    )
-}
-
-/// A script line: `set` then `end` (the attributes arrive just before the end).
-fn end(span: &str, attributes: &str, ms: u64) -> String {
-    let time = 1_800_000_000_000_000_000u64 + ms * 1_000_000;
-    let set = if attributes.is_empty() {
-        String::new()
-    } else {
-        format!(r#"{{"op":"set","span":"{span}","attributes":{{{attributes}}}}}"#) + "\n"
-    };
-    format!(r#"{set}{{"op":"end","span":"{span}","time_ns":{time}}}"#)
+    lines::start(span, parent, name, "", ms)
 }
 
 fn script(lines: &[String]) -> String {
     lines.join("\n")
 }
 
-const CHAT: &str = r#""gen_ai.operation.name":"chat","gen_ai.provider.name":"openai","gen_ai.request.model":"gpt-4o""#;
-
+/// A gpt-4o call's attributes.
 fn chat(input: u64, output: u64) -> String {
-    format!(r#"{CHAT},"gen_ai.usage.input_tokens":{input},"gen_ai.usage.output_tokens":{output}"#)
+    lines::chat("gpt-4o", input, output)
 }
 
 #[test]

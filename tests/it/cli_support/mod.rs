@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,31 +29,8 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs `genai-audit` with `args`, these environment variables, and `stdin`.
 pub fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_genai-audit"));
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("GENAI_AUDIT_") {
-            command.env_remove(key.as_ref());
-        }
-    }
-    let mut child = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start genai-audit");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("wait for genai-audit")
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_genai-audit"));
+    crate::common::run_program(program, args, env, stdin)
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -4,6 +4,8 @@
 //! `InMemoryMetricExporter`.
 #![allow(dead_code)]
 
+pub mod lines;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -150,26 +152,10 @@ impl Metrics {
                 for metric in scope.metrics().filter(|m| m.name() == name) {
                     match metric.data() {
                         AggregatedMetrics::U64(MetricData::Histogram(h)) => {
-                            for p in h.data_points() {
-                                points.push(HistogramPoint {
-                                    attributes: attrs_of(p.attributes()),
-                                    count: p.count(),
-                                    sum: p.sum() as f64,
-                                    bounds: p.bounds().collect(),
-                                    bucket_counts: p.bucket_counts().collect(),
-                                });
-                            }
+                            histogram_points(h, |v| v as f64, &mut points)
                         }
                         AggregatedMetrics::F64(MetricData::Histogram(h)) => {
-                            for p in h.data_points() {
-                                points.push(HistogramPoint {
-                                    attributes: attrs_of(p.attributes()),
-                                    count: p.count(),
-                                    sum: p.sum(),
-                                    bounds: p.bounds().collect(),
-                                    bucket_counts: p.bucket_counts().collect(),
-                                });
-                            }
+                            histogram_points(h, |v| v, &mut points)
                         }
                         _ => {}
                     }
@@ -204,6 +190,22 @@ impl Metrics {
             "finding counts"
         );
         assert_eq!(self.tracked_spans(), tracked, "tracked spans");
+    }
+}
+
+fn histogram_points<T: Copy>(
+    histogram: &opentelemetry_sdk::metrics::data::Histogram<T>,
+    to_f64: impl Fn(T) -> f64,
+    out: &mut Vec<HistogramPoint>,
+) {
+    for p in histogram.data_points() {
+        out.push(HistogramPoint {
+            attributes: attrs_of(p.attributes()),
+            count: p.count(),
+            sum: to_f64(p.sum()),
+            bounds: p.bounds().collect(),
+            bucket_counts: p.bucket_counts().collect(),
+        });
     }
 }
 
@@ -781,7 +783,19 @@ pub fn example_binary(name: &str) -> PathBuf {
 /// variables set (the test's own are removed), and `stdin` (none: an empty stdin);
 /// returns its status and output.
 pub fn run_example(name: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(example_binary(name));
+    run_program(&example_binary(name), args, env, stdin)
+}
+
+/// Runs a program of the crate (an example, the command) with `args`, these
+/// environment variables (none of the test's own `OTEL_*` or `GENAI_AUDIT_*`), and
+/// `stdin`; returns what it printed.
+pub fn run_program(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
+    let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("OTEL_") || key.starts_with("GENAI_AUDIT_") {
@@ -799,12 +813,12 @@ pub fn run_example(name: &str, args: &[&str], env: &[(&str, &str)], stdin: Optio
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start the {name} example: {e}"));
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin pipe");
         pipe.write_all(text.as_bytes()).expect("write stdin");
     }
     child
         .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait for the {name} example: {e}"))
+        .unwrap_or_else(|e| panic!("wait for {}: {e}", program.display()))
 }
