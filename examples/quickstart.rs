@@ -28,7 +28,7 @@
 use std::io::IsTerminal;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use genai_audit::report::{write_report, ReportOptions, ReportSpan, Summary};
 use genai_audit::{ContaminationPolicy, GenAiAuditProcessor};
@@ -39,7 +39,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
-    InMemorySpanExporter, SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanData,
+    InMemorySpanExporter, SdkTracer, SdkTracerProvider, SimpleSpanProcessor,
 };
 
 fn main() {
@@ -114,7 +114,7 @@ fn run(policy: ContaminationPolicy, invoke: fn(&Agent, &Task, &Turns, usize)) ->
     let spans = exporter
         .get_finished_spans()
         .expect("reading the exported spans failed");
-    let report: Vec<ReportSpan> = spans.iter().map(report_span).collect();
+    let report: Vec<ReportSpan> = spans.iter().map(ReportSpan::from).collect();
     let options = ReportOptions {
         color: std::io::stdout().is_terminal(),
         ..ReportOptions::default()
@@ -138,21 +138,6 @@ fn run(policy: ContaminationPolicy, invoke: fn(&Agent, &Task, &Turns, usize)) ->
         .shutdown()
         .expect("shutting down the meter provider failed");
     findings
-}
-
-fn report_span(span: &SpanData) -> ReportSpan {
-    let start = span
-        .start_time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    ReportSpan::new(
-        span.span_context.trace_id(),
-        span.span_context.span_id(),
-        span.parent_span_id,
-        span.name.as_ref(),
-        start,
-        &span.attributes,
-    )
 }
 
 /// Makes two threads take turns (0, 1, 0, 1, ...), so that the buggy run interleaves

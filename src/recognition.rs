@@ -66,6 +66,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, the recognised ones first and [`Role::Other`] last.
+    pub const ALL: [Role; 8] = [
+        Role::Invocation,
+        Role::Step,
+        Role::Generation,
+        Role::Embedding,
+        Role::Tool,
+        Role::Workflow,
+        Role::Retrieval,
+        Role::Other,
+    ];
+
     /// The value written to `genai_audit.role`.
     pub const fn as_str(self) -> &'static str {
         match self {

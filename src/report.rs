@@ -44,10 +44,13 @@ use std::io::{self, Write};
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_sdk::trace::SpanData;
+use std::time::UNIX_EPOCH;
 
 use crate::attributes::last_value;
 use crate::findings::FindingCode;
 use crate::keys;
+use crate::recognition::Role;
 use crate::usage::Usage;
 
 /// What the report needs of one audited span.
@@ -88,17 +91,6 @@ pub struct ReportSpan {
     pub repaired: Vec<(String, String)>,
 }
 
-/// The roles the processor writes (kept without allocating).
-const ROLES: [&str; 7] = [
-    "invocation",
-    "step",
-    "generation",
-    "embedding",
-    "tool",
-    "workflow",
-    "retrieval",
-];
-
 fn int(attributes: &[KeyValue], key: &str) -> Option<u64> {
     match last_value(attributes, key)? {
         Value::I64(v) => u64::try_from(*v).ok(),
@@ -118,6 +110,24 @@ fn flag(attributes: &[KeyValue], key: &str) -> bool {
     matches!(last_value(attributes, key), Some(Value::Bool(true)))
 }
 
+/// What the report shows of a span the SDK exported.
+impl From<&SpanData> for ReportSpan {
+    fn from(span: &SpanData) -> Self {
+        let start_ns = span
+            .start_time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        ReportSpan::new(
+            span.span_context.trace_id(),
+            span.span_context.span_id(),
+            span.parent_span_id,
+            span.name.as_ref(),
+            start_ns,
+            &span.attributes,
+        )
+    }
+}
+
 impl ReportSpan {
     /// Reads what the report shows from a span's ids, name, start time and (audited)
     /// attributes.
@@ -131,10 +141,11 @@ impl ReportSpan {
     ) -> ReportSpan {
         let role = match last_value(attributes, keys::ROLE) {
             Some(Value::String(s)) => Some(
-                ROLES
+                Role::ALL
                     .iter()
-                    .find(|r| **r == s.as_str())
-                    .map_or_else(|| Cow::Owned(s.as_str().to_owned()), |r| Cow::Borrowed(*r)),
+                    .map(|r| r.as_str())
+                    .find(|r| *r == s.as_str())
+                    .map_or_else(|| Cow::Owned(s.as_str().to_owned()), Cow::Borrowed),
             ),
             _ => None,
         };

@@ -310,16 +310,6 @@ struct Recent {
     fate: Fate,
 }
 
-const ROLES: [Role; 8] = [
-    Role::Invocation,
-    Role::Step,
-    Role::Generation,
-    Role::Embedding,
-    Role::Tool,
-    Role::Workflow,
-    Role::Retrieval,
-    Role::Other,
-];
 const FATES: [Fate; 5] = [
     Fate::Open,
     Fate::Ended,
@@ -330,7 +320,7 @@ const FATES: [Fate; 5] = [
 
 impl Record for Recent {
     fn to_words(self) -> [u64; 3] {
-        let role = ROLES.iter().position(|r| *r == self.role).unwrap_or(7) as u64;
+        let role = Role::ALL.iter().position(|r| *r == self.role).unwrap_or(7) as u64;
         let fate = FATES.iter().position(|f| *f == self.fate).unwrap_or(0) as u64;
         [pack(self.parent), pack(self.invocation), role | fate << 8]
     }
@@ -340,7 +330,7 @@ impl Record for Recent {
         Recent {
             parent: unpack(parent),
             invocation: unpack(invocation),
-            role: ROLES.get(index(meta)).copied().unwrap_or(Role::Other),
+            role: Role::ALL.get(index(meta)).copied().unwrap_or(Role::Other),
             fate: FATES.get(index(meta >> 8)).copied().unwrap_or(Fate::Ended),
         }
     }

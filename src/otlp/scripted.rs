@@ -1,7 +1,7 @@
 //! Auditing a trace script as the processor audits it in-process.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::Context;
@@ -56,23 +56,7 @@ pub fn audit_script(
     let _ = provider.shutdown();
     drop(replay);
     let spans = std::mem::take(&mut *keep.0.lock());
-    let reports = spans
-        .iter()
-        .map(|span| {
-            let start = span
-                .start_time
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            ReportSpan::new(
-                span.span_context.trace_id(),
-                span.span_context.span_id(),
-                span.parent_span_id,
-                span.name.as_ref(),
-                start,
-                &span.attributes,
-            )
-        })
-        .collect();
+    let reports = spans.iter().map(ReportSpan::from).collect();
     let request = options.enrich.then(|| {
         let resource = ResourceAttributesWithSchema::from(&Resource::builder_empty().build());
         Request {
