@@ -9,13 +9,15 @@ use opentelemetry::trace::{Span, Tracer, TracerProvider};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor};
 
-const VARS: [&str; 6] = [
+const VARS: [&str; 8] = [
     "GENAI_AUDIT_DISABLED",
     "GENAI_AUDIT_LEAK_POLICY",
     "GENAI_AUDIT_CONTAMINATION_POLICY",
     "GENAI_AUDIT_MAX_TRACKED_SPANS",
     "GENAI_AUDIT_MAX_SPAN_AGE_SECS",
     "GENAI_AUDIT_PRICES_FILE",
+    "GENAI_AUDIT_BUDGET_USD",
+    "GENAI_AUDIT_BUDGET_TOKENS",
 ];
 
 fn set(pairs: &[(&str, &str)]) {
@@ -55,6 +57,50 @@ fn gpt4o_cost(builder: impl FnOnce(InMemorySpanExporter) -> SdkTracerProvider) -
             opentelemetry::Value::F64(v) => v,
             _ => panic!("cost is not a double"),
         })
+}
+
+/// The findings on an invocation of 1 000 input tokens (one gpt-4o call) through a
+/// processor built by `configure` now.
+fn invocation_findings(
+    configure: impl FnOnce(
+        genai_audit::GenAiAuditProcessorBuilder<SimpleSpanProcessor<InMemorySpanExporter>>,
+    ) -> genai_audit::GenAiAuditProcessorBuilder<
+        SimpleSpanProcessor<InMemorySpanExporter>,
+    >,
+) -> Vec<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let exporter = InMemorySpanExporter::default();
+    let audit = configure(GenAiAuditProcessor::builder(SimpleSpanProcessor::new(
+        exporter.clone(),
+    )))
+    .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(audit)
+        .build();
+    let tracer = provider.tracer("t");
+    let cx = opentelemetry::Context::current_with_span(tracer.start("invoke_agent coder"));
+    let mut g = tracer
+        .span_builder("chat gpt-4o")
+        .with_attributes([
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.provider.name", "openai"),
+            KeyValue::new("gen_ai.request.model", "gpt-4o"),
+            KeyValue::new("gen_ai.usage.input_tokens", 1_000),
+        ])
+        .start_with_context(&tracer, &cx);
+    g.end();
+    cx.span().end();
+    let spans = exporter.get_finished_spans().unwrap();
+    let invocation = spans
+        .iter()
+        .find(|s| s.name == "invoke_agent coder")
+        .unwrap();
+    match genai_audit::last_value(&invocation.attributes, "genai_audit.findings") {
+        Some(opentelemetry::Value::Array(opentelemetry::Array::String(codes))) => {
+            codes.iter().map(|c| c.to_string()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[test]
@@ -144,6 +190,22 @@ fn environment_then_code_then_defaults() {
         .with_disabled(false)
         .build();
     assert!(p.is_enabled());
+
+    // Budgets from the environment: applied when code set none; an invalid one sets
+    // no budget; a budget in code wins.
+    set(&[("GENAI_AUDIT_BUDGET_TOKENS", "999")]);
+    assert_eq!(invocation_findings(|b| b), ["budget_exceeded"]);
+    set(&[("GENAI_AUDIT_BUDGET_TOKENS", "1000")]);
+    assert!(invocation_findings(|b| b).is_empty());
+    set(&[("GENAI_AUDIT_BUDGET_USD", "0.001")]);
+    assert_eq!(invocation_findings(|b| b), ["budget_exceeded"]);
+    for invalid in ["-1", "abc", "0"] {
+        set(&[("GENAI_AUDIT_BUDGET_USD", invalid)]);
+        assert!(invocation_findings(|b| b).is_empty(), "{invalid}");
+    }
+    set(&[("GENAI_AUDIT_BUDGET_TOKENS", "10")]);
+    assert!(invocation_findings(|b| b.with_budget(genai_audit::Budget::usd(100.0))).is_empty());
+
     set(&[]);
     let _ = std::fs::remove_file(path);
 }

@@ -485,3 +485,94 @@ fn the_budget_example_stops_its_agent() {
     );
     assert!(stdout.contains("stopped after round 4 of 50"), "{stdout}");
 }
+
+#[test]
+fn the_callback_runs_on_the_ending_thread_and_holds_no_lock() {
+    // The callback records its thread and, to prove no lock of the processor is held,
+    // starts and ends a span of its own through the same processor (a held lock would
+    // deadlock here).
+    let provider_slot: Arc<Mutex<Option<opentelemetry_sdk::trace::SdkTracer>>> =
+        Arc::new(Mutex::new(None));
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let (slot, seen) = (provider_slot.clone(), threads.clone());
+    let h = Harness::with(|b| {
+        b.with_budget(Budget::tokens(1))
+            .on_budget_exceeded(move |_| {
+                seen.lock().expect("lock").push(std::thread::current().id());
+                if let Some(tracer) = slot.lock().expect("lock").as_ref() {
+                    tracer.start("invoke_agent from the callback").end();
+                }
+            })
+    });
+    *provider_slot.lock().expect("lock") = Some(h.tracer());
+    let tracer = h.tracer();
+    let ender = std::thread::spawn(move || {
+        let cx = Context::current_with_span(tracer.start("invoke_agent coder"));
+        let mut g = tracer
+            .span_builder("chat m")
+            .with_attributes(vec![
+                KeyValue::new("gen_ai.operation.name", "chat"),
+                KeyValue::new("gen_ai.usage.input_tokens", 5),
+            ])
+            .start_with_context(&tracer, &cx);
+        g.end();
+        cx.span().end();
+        std::thread::current().id()
+    })
+    .join()
+    .expect("the agent thread");
+    assert_eq!(*threads.lock().expect("lock"), [ender]);
+    let names: Vec<String> = h
+        .exporter
+        .get_finished_spans()
+        .expect("spans")
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(
+        names.contains(&"invoke_agent from the callback".to_owned()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn agent_names_are_bounded_and_every_instrument_is_in_the_crates_scope() {
+    let h = Harness::with(|b| b.with_metric_cardinality_limit(2));
+    let mut lines = Vec::new();
+    for i in 0..5u64 {
+        let (inv, g) = (format!("inv{i}"), format!("g{i}"));
+        lines.push(start(
+            &inv,
+            None,
+            "invoke_agent",
+            &agent(&format!("agent-{i}")),
+            10 * i,
+        ));
+        lines.push(start(
+            &g,
+            Some(&inv),
+            "chat gpt-4o",
+            &chat("gpt-4o", 10, 1),
+            10 * i + 1,
+        ));
+        lines.push(end(&g, 10 * i + 2));
+        lines.push(end(&inv, 10 * i + 3));
+    }
+    h.replay(&lines.join("\n"));
+    let agents: Vec<String> = h
+        .metrics
+        .histogram("genai_audit.invocation.cost")
+        .iter()
+        .map(|p| common::point_attr(&p.attributes, "gen_ai.agent.name"))
+        .collect();
+    assert_eq!(agents, ["_other", "agent-0", "agent-1"]);
+    let other = &h.metrics.histogram("genai_audit.invocation.cost")[0];
+    assert_eq!(other.count, 3);
+    assert_eq!(
+        h.metric_scopes(),
+        vec![(
+            "genai-audit".to_string(),
+            Some(env!("CARGO_PKG_VERSION").to_string())
+        )]
+    );
+}

@@ -594,3 +594,41 @@ fn contamination_checks_on_invocations_known_only_at_end() {
         "resp-A"
     );
 }
+
+#[test]
+fn pending_entries_are_bounded_and_evicted_silently() {
+    use opentelemetry::trace::{
+        Span as _, SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+    };
+    use opentelemetry::{Context, KeyValue};
+
+    // 100 calls, each under a local parent the processor never sees start (and that
+    // never ends): each would keep a pending entry; the capacity of 4 bounds them, and
+    // their eviction is no finding.
+    let h = Harness::with(|b| b.with_max_tracked_spans(4));
+    let tracer = h.tracer();
+    for i in 1..=100u64 {
+        let parent = SpanContext::new(
+            TraceId::from(u128::from(i)),
+            SpanId::from(i),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(parent);
+        let mut call = tracer.start_with_context("model call", &cx);
+        call.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
+        call.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 10));
+        call.end();
+        if i <= 4 {
+            // The parent's pending entry holds the call's totals.
+            assert_eq!(h.tracked_spans(), i as i64);
+        }
+        assert!(h.tracked_spans() <= 4, "call {i}: {}", h.tracked_spans());
+    }
+    assert!(h.finding_counts().is_empty(), "{:?}", h.finding_counts());
+    assert_eq!(h.exporter.get_finished_spans().expect("spans").len(), 100);
+    h.provider.shutdown().expect("shutdown");
+    assert_eq!(h.tracked_spans(), 0);
+    assert!(h.finding_counts().is_empty());
+}
