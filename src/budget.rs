@@ -22,7 +22,6 @@
 //! # drop(audit);
 //! ```
 
-use std::fmt;
 use std::sync::Arc;
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -223,13 +222,3 @@ impl BudgetExceeded {
 
 /// The callback of `on_budget_exceeded`.
 pub(crate) type BudgetCallback = Arc<dyn Fn(&BudgetExceeded) + Send + Sync>;
-
-/// A callback that can be printed in `Debug` output.
-#[derive(Clone)]
-pub(crate) struct OnExceeded(pub(crate) BudgetCallback);
-
-impl fmt::Debug for OnExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OnExceeded(..)")
-    }
-}

@@ -28,7 +28,7 @@ use crate::keys::metric;
 
 /// The bucket boundaries the OpenTelemetry GenAI conventions give
 /// `gen_ai.client.token.usage`.
-pub(crate) const TOKEN_BUCKETS: [f64; 14] = [
+const TOKEN_BUCKETS: [f64; 14] = [
     1.0,
     4.0,
     16.0,

@@ -21,7 +21,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-use crate::budget::{Budget, BudgetExceeded, Budgets, OnExceeded};
+use crate::budget::{Budget, BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
 use crate::cost::CostAttributes;
 use crate::engine::{Audit, Clock, EndedSpan, Kept, Parts, StartCopy, StartedSpan, Synthetic};
@@ -151,7 +151,7 @@ pub struct GenAiAuditProcessorBuilder<P> {
     meter_provider: Option<Box<dyn MeterProvider + Send + Sync>>,
     clock: Option<Clock>,
     budgets: Vec<Budget>,
-    on_exceeded: Option<OnExceeded>,
+    on_exceeded: Option<BudgetCallback>,
     metric_options: MetricOptions,
 }
 
@@ -172,7 +172,7 @@ impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
             .field("meter_provider", &self.meter_provider.is_some())
             .field("clock", &self.clock.is_some())
             .field("budgets", &self.budgets)
-            .field("on_exceeded", &self.on_exceeded)
+            .field("on_exceeded", &self.on_exceeded.is_some())
             .field("metric_options", &self.metric_options)
             .finish()
     }
@@ -320,7 +320,7 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         mut self,
         callback: impl Fn(&BudgetExceeded) + Send + Sync + 'static,
     ) -> Self {
-        self.on_exceeded = Some(OnExceeded(Arc::new(callback)));
+        self.on_exceeded = Some(Arc::new(callback));
         self
     }
 
@@ -389,7 +389,7 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 metric_options: self.metric_options,
                 clock: self.clock,
                 budgets: Budgets::new(budgets),
-                on_exceeded: self.on_exceeded.map(|c| c.0),
+                on_exceeded: self.on_exceeded,
             })),
         }
     }

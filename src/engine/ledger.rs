@@ -397,7 +397,7 @@ struct ClosedIds {
 
 /// How many spans closed by the audit can await their real end: the ledger's capacity,
 /// and at least 65 536.
-pub(crate) fn closed_capacity(max_tracked_spans: usize) -> usize {
+fn closed_capacity(max_tracked_spans: usize) -> usize {
     max_tracked_spans.max(1 << 16)
 }
 
