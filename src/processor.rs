@@ -24,10 +24,12 @@ use opentelemetry_sdk::Resource;
 use crate::budget::{Budget, BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
 use crate::cost::CostAttributes;
-use crate::engine::{Audit, Clock, EndedSpan, Kept, Parts, StartCopy, StartedSpan, Synthetic};
+use crate::engine::{
+    Audit, Clock, EndedSpan, Kept, Parts, StartCopy, StartPlan, StartedSpan, Synthetic,
+};
 use crate::metrics::MetricOptions;
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
-use crate::recognition::{Classifier, Recogniser, RoleRule};
+use crate::recognition::{Classifier, Recogniser, Role, RoleRule};
 
 /// An OpenTelemetry [`SpanProcessor`] that audits gen-ai agent spans and hands them,
 /// enriched, to the processor it wraps.
@@ -411,9 +413,56 @@ fn parent(span_id: SpanId) -> Option<u64> {
 }
 
 impl<P: SpanProcessor> GenAiAuditProcessor<P> {
+    /// Starts a span the audit may track (out of line: spans that are not gen-ai take
+    /// the short path of `on_start`).
+    #[inline(never)]
+    fn start_tracked(&self, audit: &Audit<SpanData>, plan: StartPlan, data: &mut Option<SpanData>) {
+        let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
+        let synthetic = audit.start(plan, || {
+            if keep_snapshot {
+                data.take()
+                    .map_or(Kept::Nothing, |d| Kept::Snapshot(Box::new(d)))
+            } else if keep_name {
+                data.as_mut()
+                    .map_or(Kept::Nothing, |d| Kept::Name(std::mem::take(&mut d.name)))
+            } else {
+                Kept::Nothing
+            }
+        });
+        self.export(synthetic);
+    }
+
+    /// Audits the end of a span (out of line, like [`Self::start_tracked`]); `false`
+    /// when the span must not be forwarded (the audit exported it closed before).
+    #[inline(never)]
+    fn end_audited(&self, audit: &Audit<SpanData>, span: &mut SpanData, role: Role) -> bool {
+        let outcome = audit.on_end(
+            EndedSpan {
+                id: id(span.span_context.span_id()),
+                trace_id: span.span_context.trace_id(),
+                parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
+                start_time: span.start_time,
+                end_time: span.end_time,
+                attributes: &mut span.attributes,
+            },
+            role,
+        );
+        self.export(outcome.synthetic);
+        outcome.forward
+    }
+
     /// Exports spans the audit closed: the span as it started, ended at the given time
     /// with status error and the audit's attributes.
+    #[inline]
     fn export(&self, synthetic: Vec<Synthetic<SpanData>>) {
+        if synthetic.is_empty() {
+            return;
+        }
+        self.export_all(synthetic);
+    }
+
+    #[cold]
+    fn export_all(&self, synthetic: Vec<Synthetic<SpanData>>) {
         for s in synthetic {
             let mut data = *s.snapshot;
             data.end_time = s.end_time;
@@ -427,24 +476,20 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
 impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         if let Some(audit) = &self.audit {
-            if let Some(data) = span.exported_data() {
-                let view = StartedSpan {
+            // The copy stays where `exported_data` returned it: a span on the fast path
+            // is never moved or boxed, and one that keeps only its name gives up just
+            // its name.
+            let mut data = span.exported_data();
+            let plan = data.as_ref().and_then(|data| {
+                audit.plan_start(&StartedSpan {
                     id: id(data.span_context.span_id()),
                     parent: parent(data.parent_span_id),
                     name: &data.name,
                     attributes: &data.attributes,
-                };
-                let plan = audit.plan_start(&view);
-                let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
-                // The closure borrows the copy: it is moved only into what a tracked
-                // span keeps (a span on the fast path is never moved or boxed).
-                let mut data = Some(data);
-                let synthetic = audit.start(plan, || match data.take() {
-                    Some(data) if keep_snapshot => Kept::Snapshot(Box::new(data)),
-                    Some(data) if keep_name => Kept::Name(data.name),
-                    _ => Kept::Nothing,
-                });
-                self.export(synthetic);
+                })
+            });
+            if let Some(plan) = plan {
+                self.start_tracked(audit, plan, &mut data);
             }
         }
         self.inner.on_start(span, cx);
@@ -452,17 +497,8 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
 
     fn on_end(&self, mut span: SpanData) {
         if let Some(audit) = &self.audit {
-            let outcome = audit.on_end(EndedSpan {
-                id: id(span.span_context.span_id()),
-                trace_id: span.span_context.trace_id(),
-                parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
-                name: &span.name,
-                start_time: span.start_time,
-                end_time: span.end_time,
-                attributes: &mut span.attributes,
-            });
-            self.export(outcome.synthetic);
-            if !outcome.forward {
+            let role = audit.end_role(&span.name, &span.attributes);
+            if audit.audits_end(role) && !self.end_audited(audit, &mut span, role) {
                 return;
             }
         }

@@ -209,7 +209,17 @@ impl Recogniser {
     }
 
     /// The role of a span with this name and these attributes.
+    #[inline]
     pub(crate) fn classify(&self, name: &str, attributes: &[KeyValue]) -> Role {
+        if self.rules.is_empty() && self.classifier.is_none() {
+            builtin_role(name, attributes)
+        } else {
+            self.classify_custom(name, attributes)
+        }
+    }
+
+    /// [`classify`](Self::classify) with user rules or a custom classifier.
+    fn classify_custom(&self, name: &str, attributes: &[KeyValue]) -> Role {
         for rule in &self.rules {
             if let Some(role) = rule.apply(name, attributes) {
                 return role;
@@ -261,14 +271,28 @@ const MASTRA_TYPE: usize = 5;
 const VERCEL_OPERATION: usize = 6;
 const LLM_REQUEST_TYPE: usize = 7;
 
-/// Whether an attribute key can be one of [`SIGNAL_KEYS`], from its first byte: most
-/// keys of spans that are not gen-ai (`http.*`, `db.*`, `url.*`, `server.*`) are
-/// dismissed without a comparison.
-fn may_signal(key: &str) -> bool {
-    matches!(
-        key.as_bytes().first(),
-        Some(b'g' | b'o' | b't' | b'l' | b'm' | b'a')
-    )
+/// Which of [`SIGNAL_KEYS`] an attribute key is, if any: its length and first byte
+/// leave at most one candidate, so most keys (`http.*`, `db.*`, `gen_ai.usage.*`) are
+/// dismissed without comparing a string.
+#[inline]
+fn signal_index(key: &str) -> Option<usize> {
+    /// The lengths of [`SIGNAL_KEYS`], one bit each.
+    const LENGTHS: u64 = 1 << 14 | 1 << 16 | 1 << 19 | 1 << 21 | 1 << 23 | 1 << 25;
+    if key.len() >= 64 || LENGTHS >> key.len() & 1 == 0 {
+        return None;
+    }
+    let candidate = match (key.len(), *key.as_bytes().first()?) {
+        (21, b'g') => 0,
+        (16, b'g') => 1,
+        (23, b'o') => 2,
+        (19, b't') => 3,
+        (25, b'l') => 4,
+        (16, b'm') => 5,
+        (14, b'a') => 6,
+        (16, b'l') => 7,
+        _ => return None,
+    };
+    (SIGNAL_KEYS[candidate] == key).then_some(candidate)
 }
 
 /// The last value of each of [`SIGNAL_KEYS`], in one pass over the attributes.
@@ -276,25 +300,37 @@ fn signals(attributes: &[KeyValue]) -> [Option<&Value>; 8] {
     let mut found: [Option<&Value>; 8] = [None; 8];
     let mut missing = SIGNAL_KEYS.len();
     for kv in attributes.iter().rev() {
-        let key = kv.key.as_str();
-        if !may_signal(key) {
+        let Some(i) = signal_index(kv.key.as_str()) else {
             continue;
-        }
-        if let Some(i) = SIGNAL_KEYS.iter().position(|k| *k == key) {
-            if found[i].is_none() {
-                found[i] = Some(&kv.value);
-                missing -= 1;
-                if missing == 0 {
-                    break;
-                }
+        };
+        if found[i].is_none() {
+            found[i] = Some(&kv.value);
+            missing -= 1;
+            if missing == 0 {
+                break;
             }
         }
     }
     found
 }
 
-/// The built-in rules.
+/// The built-in rules. A span without any of [`SIGNAL_KEYS`] (most spans that are not
+/// gen-ai) is judged by its name alone, without leaving this function.
+#[inline]
 pub(crate) fn builtin_role(name: &str, attributes: &[KeyValue]) -> Role {
+    if attributes
+        .iter()
+        .any(|kv| signal_index(kv.key.as_str()).is_some())
+    {
+        role_from_signals(name, attributes)
+    } else {
+        name_role(name).unwrap_or(Role::Other)
+    }
+}
+
+/// The built-in rules for a span with at least one of [`SIGNAL_KEYS`].
+#[inline(never)]
+fn role_from_signals(name: &str, attributes: &[KeyValue]) -> Role {
     let found = signals(attributes);
     let text = |i: usize| match found[i] {
         Some(Value::String(s)) => Some(s.as_str()),
@@ -519,6 +555,22 @@ fn operation_name(name: &str, operation: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_signal_key_is_found_by_its_length_and_first_byte() {
+        for (i, key) in SIGNAL_KEYS.iter().enumerate() {
+            assert_eq!(signal_index(key), Some(i), "{key}");
+        }
+        for other in [
+            "gen_ai.usage.cost",
+            "gen_ai.agent.name",
+            "llm.model_name",
+            "ai.model.id",
+            "",
+        ] {
+            assert_eq!(signal_index(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn bare_operation_names_are_recognised() {
@@ -811,14 +863,5 @@ mod tests {
         assert_eq!(json_string_member(r#"{"a":"b\"c"}"#, "a"), None);
         assert_eq!(json_string_member(r#"{"a":"unterminated"#, "a"), None);
         assert_eq!(bounded_prefix("ééé", 3), "é");
-    }
-
-    #[test]
-    fn every_signal_key_passes_the_first_byte_filter() {
-        for key in SIGNAL_KEYS {
-            assert!(may_signal(key), "{key}");
-        }
-        assert!(!may_signal("http.request.method"));
-        assert!(!may_signal(""));
     }
 }

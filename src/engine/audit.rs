@@ -45,7 +45,6 @@ pub(crate) struct EndedSpan<'a> {
     pub(crate) trace_id: TraceId,
     /// The parent the span names, unless it is remote (in another process).
     pub(crate) parent: Option<u64>,
-    pub(crate) name: &'a str,
     pub(crate) start_time: SystemTime,
     pub(crate) end_time: SystemTime,
     pub(crate) attributes: &'a mut Vec<KeyValue>,
@@ -213,12 +212,25 @@ impl<S: StartCopy> Audit<S> {
     }
 
     /// Classifies a starting span.
-    pub(crate) fn plan_start(&self, span: &StartedSpan<'_>) -> StartPlan {
+    ///
+    /// `None` when the span cannot be tracked: it is not recognised and nothing is
+    /// tracked, so neither is its parent (the fast path of spans that are not gen-ai).
+    #[inline]
+    pub(crate) fn plan_start(&self, span: &StartedSpan<'_>) -> Option<StartPlan> {
         let role = self
             .recogniser
             .classify_start(span.name, span.attributes, || {
                 span.parent.and_then(|p| self.ledger.role_of(p))
             });
+        if !role.is_recognised() && self.ledger.len() == 0 {
+            return None;
+        }
+        Some(self.plan(span, role))
+    }
+
+    /// The plan of a span that may be tracked.
+    #[inline(never)]
+    fn plan(&self, span: &StartedSpan<'_>, role: Role) -> StartPlan {
         let (identity, agent_name) = if role == Role::Invocation {
             let agent_name = (self.metrics.is_some() || !self.budgets.is_empty())
                 .then(|| agent_name(span.attributes))
@@ -302,9 +314,22 @@ impl<S: StartCopy> Audit<S> {
         synthetic
     }
 
-    /// Classifies an ending span again, from its final attributes, and writes what the
-    /// processor knows about it.
-    pub(crate) fn on_end(&self, span: EndedSpan<'_>) -> EndOutcome<S> {
+    /// The role of an ending span, classified again from its final attributes.
+    pub(crate) fn end_role(&self, name: &str, attributes: &[KeyValue]) -> Role {
+        self.recogniser.classify(name, attributes)
+    }
+
+    /// Whether the end of a span of this role (from [`end_role`](Self::end_role)) needs
+    /// [`on_end`](Self::on_end): not when it is not recognised and nothing is tracked
+    /// or was closed or evicted by the audit (the fast path of spans that are not
+    /// gen-ai).
+    pub(crate) fn audits_end(&self, role: Role) -> bool {
+        role.is_recognised() || !self.ledger.is_quiet()
+    }
+
+    /// Writes what the processor knows about an ending span of role `role` (from
+    /// [`end_role`](Self::end_role)).
+    pub(crate) fn on_end(&self, span: EndedSpan<'_>, role: Role) -> EndOutcome<S> {
         let mut outcome = EndOutcome {
             forward: true,
             synthetic: Vec::new(),
@@ -324,7 +349,6 @@ impl<S: StartCopy> Audit<S> {
             }
             Ending::Untracked => None,
         };
-        let role = self.recogniser.classify(span.name, span.attributes);
         if node.is_none() && evicted_as.is_none() && !role.is_recognised() {
             return outcome;
         }

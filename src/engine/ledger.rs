@@ -498,6 +498,12 @@ impl<S: StartCopy> Ledger<S> {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// Whether nothing is tracked and no span was ever closed or evicted by the audit:
+    /// then the end of a span that is not recognised concerns nothing.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.len() == 0 && !self.any_gone.load(Ordering::Relaxed)
+    }
+
     /// Whether `id` is tracked (open, or ended with open children).
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u64) -> bool {
@@ -991,10 +997,10 @@ impl<S: StartCopy> Ledger<S> {
     /// parent the span names (for an entry that was not tracked at its start, whose
     /// parent the ledger did not know).
     pub(crate) fn end(&self, id: u64, parent: Option<u64>) -> Ending<S> {
-        let any_gone = self.any_gone.load(Ordering::Relaxed);
-        if self.len() == 0 && !any_gone {
+        if self.is_quiet() {
             return Ending::Untracked;
         }
+        let any_gone = self.any_gone.load(Ordering::Relaxed);
         if any_gone {
             // The real end of a span the audit exported closed: whatever entry it still
             // has (closed, or pending because a late child handed something up) goes.

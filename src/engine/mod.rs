@@ -10,5 +10,5 @@ mod findings;
 mod leaks;
 mod ledger;
 
-pub(crate) use audit::{Audit, Clock, EndedSpan, Parts, StartedSpan, Synthetic};
+pub(crate) use audit::{Audit, Clock, EndedSpan, Parts, StartPlan, StartedSpan, Synthetic};
 pub(crate) use ledger::{Kept, StartCopy};
