@@ -48,16 +48,12 @@ pub(crate) struct AttributeWrites {
     foreign: bool,
 }
 
-/// The filter bit of a key: from its length and last two bytes, which tell the
-/// processor's keys apart well.
+/// The filter bit of a key: from its length and last byte, which tell most of the
+/// processor's keys apart (a shared bit only costs a search).
+#[inline]
 fn filter_bit(key: &str) -> u64 {
-    let bytes = key.as_bytes();
-    let tail = match bytes {
-        [.., a, b] => u64::from(*a) << 8 | u64::from(*b),
-        _ => 0,
-    };
-    let hash = (bytes.len() as u64 ^ tail << 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    1 << (hash >> 58)
+    let last = key.as_bytes().last().copied().unwrap_or(0);
+    1 << ((key.len() ^ usize::from(last) << 1) & 63)
 }
 
 /// Writes a span gets at most, in practice: reserved at the first write.
@@ -66,20 +62,41 @@ const TYPICAL_WRITES: usize = 16;
 /// The prefix of the keys the processor owns.
 const OWN_PREFIX: &str = "genai_audit.";
 
+/// Whether a key is one the processor owns (its first byte dismisses most others).
+#[inline]
+fn is_own(key: &str) -> bool {
+    key.as_bytes().first() == Some(&b'g') && key.starts_with(OWN_PREFIX)
+}
+
 impl AttributeWrites {
-    /// Sets `key` (a later set of the same key replaces an earlier one, and any value
-    /// of it on the span is replaced when the writes are applied).
+    /// Sets `key`, one of the processor's own `genai_audit.` keys (a later set of the
+    /// same key replaces an earlier one, and any value of it on the span is replaced
+    /// when the writes are applied).
+    #[inline]
     pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        self.foreign |= !key.starts_with(OWN_PREFIX);
+        debug_assert!(is_own(key), "{key} is not the processor's");
         self.put(key, value.into());
+    }
+
+    /// Repairs `key`, a key the processor does not own: sets `value`, and keeps
+    /// `original` (the value before the repair, when the span had one) under
+    /// `genai_audit.reported.<key>`.
+    pub(crate) fn repair(&mut self, key: &'static str, original: Option<Value>, value: Value) {
+        if let Some(original) = original {
+            self.set_reported(key, original);
+        }
+        self.foreign = true;
+        self.put(key, value);
     }
 
     /// Sets a key the caller knows is not on the span (it checked), so that applying
     /// the writes need not look for it.
+    #[inline]
     pub(crate) fn set_absent(&mut self, key: &'static str, value: impl Into<Value>) {
         self.put(key, value.into());
     }
 
+    #[inline(always)]
     fn put(&mut self, key: &'static str, value: Value) {
         let bit = filter_bit(key);
         if self.written & bit != 0 {
@@ -98,7 +115,7 @@ impl AttributeWrites {
 
     /// Keeps `original`, the value of `key` before a repair, under
     /// `genai_audit.reported.<key>`.
-    pub(crate) fn set_reported(&mut self, key: &str, original: Value) {
+    fn set_reported(&mut self, key: &str, original: Value) {
         let key = Key::from(format!("{}{key}", crate::keys::REPORTED_PREFIX));
         let bit = filter_bit(key.as_str());
         if self.written & bit != 0 {
@@ -120,11 +137,13 @@ impl AttributeWrites {
         }
         let (mut writes, foreign) = (self.writes, self.foreign);
         // Only keys the processor owns can clash, unless it repaired a reported value:
-        // a prefix test spares comparing every attribute with every write.
-        attributes.retain(|kv| {
-            (!foreign && !kv.key.as_str().starts_with(OWN_PREFIX))
-                || !writes.iter().any(|w| w.key == kv.key)
-        });
+        // a prefix test spares comparing every attribute with every write, and a span
+        // without such keys (the usual case) is not rewritten at all.
+        if foreign || attributes.iter().any(|kv| is_own(kv.key.as_str())) {
+            attributes.retain(|kv| {
+                (!foreign && !is_own(kv.key.as_str())) || !writes.iter().any(|w| w.key == kv.key)
+            });
+        }
         if writes.capacity() - writes.len() >= attributes.len() {
             // The span's attributes, then the writes, in the writes' buffer: one move of
             // each, and no reallocation of the span's list.

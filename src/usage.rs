@@ -102,19 +102,12 @@ impl Usage {
     /// ```
     pub fn from_attributes(attributes: &[KeyValue]) -> Usage {
         let mut usage = Usage::default();
-        let mut read = |keys: &[&str]| match first_present(attributes, keys) {
-            None => None,
-            Some(value) => {
-                let count = token_count(value);
-                usage.invalid |= count.is_none();
+        let [input, output, cache_read, cache_write, reasoning] =
+            present_counts(attributes).map(|value| {
+                let count = value.and_then(token_count);
+                usage.invalid |= value.is_some() && count.is_none();
                 count
-            }
-        };
-        let input = read(&INPUT_KEYS);
-        let output = read(&OUTPUT_KEYS);
-        let cache_read = read(&CACHE_READ_KEYS);
-        let cache_write = read(&CACHE_WRITE_KEYS);
-        let reasoning = read(&REASONING_KEYS);
+            });
         usage.input = input;
         usage.output = output;
         usage.cache_read = cache_read;
@@ -187,8 +180,50 @@ pub(crate) fn reported_count<'a>(
         .find_map(|key| last_value(attributes, key).map(|value| (*key, value, token_count(value))))
 }
 
-fn first_present<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().find_map(|key| last_value(attributes, key))
+/// The keys of each quantity, in the order of [`present_counts`]' result.
+const QUANTITY_KEYS: [&[&str; 5]; 5] = [
+    &INPUT_KEYS,
+    &OUTPUT_KEYS,
+    &CACHE_READ_KEYS,
+    &CACHE_WRITE_KEYS,
+    &REASONING_KEYS,
+];
+
+/// Which quantity a key counts and its rank among that quantity's keys, if it is one
+/// of [`QUANTITY_KEYS`]: keys outside the three prefixes they share cost a prefix test.
+fn quantity_key(key: &str) -> Option<(usize, usize)> {
+    if !matches!(key.as_bytes().first(), Some(b'g' | b'l' | b'a'))
+        || !(key.starts_with("gen_ai.usage.")
+            || key.starts_with("llm.token_count.")
+            || key.starts_with("ai.usage."))
+    {
+        return None;
+    }
+    QUANTITY_KEYS
+        .iter()
+        .enumerate()
+        .find_map(|(quantity, keys)| {
+            keys.iter()
+                .position(|k| *k == key)
+                .map(|rank| (quantity, rank))
+        })
+}
+
+/// For each quantity, the last value of the first of its keys present, in one pass
+/// over the attributes (the same as looking up each key in turn).
+fn present_counts(attributes: &[KeyValue]) -> [Option<&Value>; 5] {
+    let mut found: [Option<(usize, &Value)>; 5] = [None; 5];
+    for kv in attributes {
+        if let Some((quantity, rank)) = quantity_key(kv.key.as_str()) {
+            match found[quantity] {
+                // An earlier key of the quantity wins over a later one; a later value
+                // of the same key over an earlier one.
+                Some((best, _)) if best < rank => {}
+                _ => found[quantity] = Some((rank, &kv.value)),
+            }
+        }
+    }
+    found.map(|f| f.map(|(_, value)| value))
 }
 
 /// A token count from an attribute value, or `None` when it is unusable.
@@ -297,6 +332,43 @@ mod tests {
 
     fn usage(attrs: &[KeyValue]) -> Usage {
         Usage::from_attributes(attrs)
+    }
+
+    #[test]
+    fn every_usage_key_is_found_with_its_quantity_and_rank() {
+        for (quantity, keys) in QUANTITY_KEYS.iter().enumerate() {
+            for (rank, key) in keys.iter().enumerate() {
+                assert_eq!(quantity_key(key), Some((quantity, rank)), "{key}");
+            }
+        }
+        assert_eq!(quantity_key("gen_ai.usage.cost"), None);
+        assert_eq!(quantity_key("gen_ai.request.model"), None);
+    }
+
+    /// The one-pass reading gives what looking up each key in turn gives: every
+    /// ordered pair of keys of a quantity, each once or twice, with distinct values.
+    #[test]
+    fn one_pass_reading_is_the_key_by_key_lookup() {
+        for keys in QUANTITY_KEYS {
+            for a in keys.iter() {
+                for b in keys.iter() {
+                    let attrs = [
+                        KeyValue::new("http.route", "/x"),
+                        KeyValue::new(*a, 1),
+                        KeyValue::new(*b, 2),
+                        KeyValue::new(*a, 3),
+                        KeyValue::new(*b, 4),
+                    ];
+                    for n in 1..=attrs.len() {
+                        let attrs = &attrs[..n];
+                        let by_key = keys.iter().find_map(|key| last_value(attrs, key));
+                        let quantity = QUANTITY_KEYS.iter().position(|k| *k == keys);
+                        let one_pass = quantity.and_then(|q| present_counts(attrs)[q]);
+                        assert_eq!(one_pass, by_key, "{a} {b} {n}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

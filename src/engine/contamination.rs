@@ -114,8 +114,8 @@ impl Check<'_, '_> {
             }
             found = true;
             if self.repair {
-                self.writes.set_reported(key, value.clone());
-                self.writes.set(key, count_value(own_sum));
+                self.writes
+                    .repair(key, Some(value.clone()), count_value(own_sum).into());
             }
         }
         if found {
@@ -147,14 +147,18 @@ impl Check<'_, '_> {
         }
         let repaired = match last_own {
             Some(own) if self.repair => {
-                self.writes.set_reported(gen_ai::RESPONSE_ID, value.clone());
-                self.writes.set(gen_ai::RESPONSE_ID, own.id.clone());
+                self.writes.repair(
+                    gen_ai::RESPONSE_ID,
+                    Some(value.clone()),
+                    own.id.clone().into(),
+                );
                 if let Some(model) = &own.model {
-                    if let Some(original) = last_value(self.attributes, gen_ai::RESPONSE_MODEL) {
-                        self.writes
-                            .set_reported(gen_ai::RESPONSE_MODEL, original.clone());
-                    }
-                    self.writes.set(gen_ai::RESPONSE_MODEL, model.clone());
+                    let original = last_value(self.attributes, gen_ai::RESPONSE_MODEL);
+                    self.writes.repair(
+                        gen_ai::RESPONSE_MODEL,
+                        original.cloned(),
+                        model.clone().into(),
+                    );
                 }
                 true
             }
@@ -174,8 +178,11 @@ impl Check<'_, '_> {
             return;
         }
         if self.repair {
-            self.writes.set_reported(gen_ai::REACT_ROUND, value.clone());
-            self.writes.set(gen_ai::REACT_ROUND, i64::from(index));
+            self.writes.repair(
+                gen_ai::REACT_ROUND,
+                Some(value.clone()),
+                i64::from(index).into(),
+            );
         }
         self.findings
             .add(Finding::new(FindingCode::RoundMismatch, self.role).repaired(self.repair));
