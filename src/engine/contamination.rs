@@ -115,7 +115,7 @@ impl Check<'_, '_> {
             found = true;
             if self.repair {
                 self.writes
-                    .repair(key, Some(value.clone()), count_value(own_sum).into());
+                    .repair(key, Some(value.clone()), count_value(own_sum));
             }
         }
         if found {
