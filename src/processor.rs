@@ -484,6 +484,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
                 audit.plan_start(&StartedSpan {
                     id: id(data.span_context.span_id()),
                     parent: parent(data.parent_span_id),
+                    start_time: data.start_time,
                     name: &data.name,
                     attributes: &data.attributes,
                 })

@@ -45,9 +45,9 @@ use std::io::{self, Write};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
-use std::time::UNIX_EPOCH;
 
 use crate::attributes::last_value;
+use crate::engine::nanos;
 use crate::findings::FindingCode;
 use crate::keys;
 use crate::recognition::Role;
@@ -113,10 +113,7 @@ fn flag(attributes: &[KeyValue], key: &str) -> bool {
 /// What the report shows of a span the SDK exported.
 impl From<&SpanData> for ReportSpan {
     fn from(span: &SpanData) -> Self {
-        let start_ns = span
-            .start_time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let start_ns = nanos(span.start_time);
         ReportSpan::new(
             span.span_context.trace_id(),
             span.span_context.span_id(),

@@ -7,11 +7,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{otel_warn, KeyValue};
 
+use super::clock::{nanos, AuditClock, Clock};
 use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
@@ -34,6 +35,8 @@ use crate::usage::{count_value, Totals, Usage};
 pub(crate) struct StartedSpan<'a> {
     pub(crate) id: u64,
     pub(crate) parent: Option<u64>,
+    /// Its own start time.
+    pub(crate) start_time: SystemTime,
     pub(crate) name: &'a str,
     pub(crate) attributes: &'a [KeyValue],
 }
@@ -56,6 +59,7 @@ pub(crate) struct EndedSpan<'a> {
 pub(crate) struct StartPlan {
     id: u64,
     parent: Option<u64>,
+    start_time: SystemTime,
     role: Role,
     identity: Identity,
     agent_name: Option<Arc<str>>,
@@ -95,7 +99,6 @@ pub(crate) struct EndOutcome<S> {
 }
 
 /// The source of "now", for span ages (the builder's `with_clock`).
-pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The engine's state and collaborators.
 pub(crate) struct Audit<S> {
@@ -105,7 +108,7 @@ pub(crate) struct Audit<S> {
     responses: ResponseOwners,
     metrics: Option<AuditMetrics>,
     cost_attributes: CostAttributes,
-    clock: Clock,
+    clock: AuditClock,
     /// Policies and bounds, as resolved at build.
     settings: Resolved,
     budgets: Budgets,
@@ -140,12 +143,6 @@ impl<S: StartCopy> std::fmt::Debug for Audit<S> {
     }
 }
 
-/// Nanoseconds since the Unix epoch (0 before it).
-pub(crate) fn nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl<S: StartCopy> Audit<S> {
     /// An engine made of these parts.
     pub(crate) fn new(parts: Parts<'_>) -> Self {
@@ -164,7 +161,7 @@ impl<S: StartCopy> Audit<S> {
             ledger,
             metrics,
             cost_attributes: parts.cost_attributes,
-            clock: parts.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            clock: AuditClock::new(parts.clock),
             settings,
             budgets: parts.budgets,
             on_exceeded: parts.on_exceeded,
@@ -187,7 +184,14 @@ impl<S: StartCopy> Audit<S> {
     /// "Now" by the processor's clock, read at most once, and only when asked for.
     fn lazy_now(&self) -> impl Fn() -> SystemTime + '_ {
         let now = std::cell::OnceCell::new();
-        move || *now.get_or_init(|| (self.clock)())
+        move || *now.get_or_init(|| self.clock.now())
+    }
+
+    /// "Now" at the start of a span that started at `span_start`, found at most once
+    /// and only when asked for (see [`AuditClock::at_start`]).
+    fn lazy_start_now(&self, span_start: SystemTime) -> impl Fn() -> SystemTime + '_ {
+        let now = std::cell::OnceCell::new();
+        move || *now.get_or_init(|| self.clock.at_start(span_start))
     }
 
     /// The policies and bounds in force.
@@ -243,6 +247,7 @@ impl<S: StartCopy> Audit<S> {
         StartPlan {
             id: span.id,
             parent: span.parent,
+            start_time: span.start_time,
             role,
             identity,
             agent_name,
@@ -270,8 +275,8 @@ impl<S: StartCopy> Audit<S> {
             agent_name: plan.agent_name,
         };
         let recognised = plan.role.is_recognised();
-        // The clock is read at most once per start, and only for a tracked span.
-        let now = self.lazy_now();
+        // "Now" is found at most once per start, and only for a tracked span.
+        let now = self.lazy_start_now(plan.start_time);
         match self
             .ledger
             .start(span, recognised, || nanos(now()), &mut kept)
@@ -308,7 +313,7 @@ impl<S: StartCopy> Audit<S> {
     /// Evicts every span still open (at shutdown); returns those to export closed.
     pub(crate) fn shutdown(&self) -> Vec<Synthetic<S>> {
         let mut synthetic = Vec::new();
-        let now = (self.clock)();
+        let now = self.clock.now();
         self.ledger
             .evict_all(|ended| self.evicted(ended, now, &mut synthetic));
         synthetic
@@ -699,7 +704,7 @@ impl<S: StartCopy> Audit<S> {
                     // Recognised only at its end: its position then.
                     Some(t) => t.invocation.map_or(0, |inv| self.ledger.next_step(inv)),
                     None => {
-                        let now = || nanos((self.clock)());
+                        let now = || nanos(self.clock.now());
                         end_only
                             .flatten()
                             .map_or(0, |p| self.ledger.count_step_under(p, now))

@@ -535,6 +535,13 @@ impl<S: StartCopy> Ledger<S> {
             };
             let full = self.len() > self.capacity || (make_room && self.len() >= self.capacity);
             if !full {
+                if !self.holds(id, start) {
+                    // Ended: its queue item goes now, so that the queue stays about as
+                    // long as what is open (spans mostly end in start order).
+                    order.queue.pop_front();
+                    discards += 1;
+                    continue;
+                }
                 let limit = *limit.get_or_insert_with(|| min_start_nanos.take().map_or(0, |f| f()));
                 if start >= limit {
                     break;
@@ -549,15 +556,19 @@ impl<S: StartCopy> Ledger<S> {
                 None => discards += 1,
             }
         }
-        // Queue items of spans that ended pile up behind a long-lived one: drop them
-        // once the queue is twice the capacity (amortised O(1) per start).
+        // Queue items of spans that ended can still pile up behind a long-lived one:
+        // drop them once the queue is twice the capacity (amortised O(1) per start).
         if order.queue.len() > 2 * self.capacity {
-            order.queue.retain(|(id, _)| {
-                self.spans
-                    .get(id)
-                    .is_some_and(|e| matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending))
-            });
+            order.queue.retain(|&(id, start)| self.holds(id, start));
         }
+    }
+
+    /// Whether the entry of `id` that started at `start` is still held (open, closed by
+    /// the audit, or pending): what eviction may remove.
+    fn holds(&self, id: u64, start: u64) -> bool {
+        self.spans.get(&id).is_some_and(|e| {
+            e.start_nanos == start && matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending)
+        })
     }
 
     /// Evicts every open span (at shutdown), oldest first, each handed to `on_evict`

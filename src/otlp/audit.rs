@@ -25,6 +25,7 @@ use super::read::Request;
 use super::value::{into_api, to_api, to_otlp};
 use crate::attributes::last_value;
 use crate::config::{ContaminationPolicy, LeakPolicy};
+use crate::engine::nanos;
 use crate::findings::FindingCode;
 use crate::keys;
 use crate::processor::{GenAiAuditProcessor, GenAiAuditProcessorBuilder};
@@ -153,11 +154,6 @@ impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Collector").finish_non_exhaustive()
     }
-}
-
-fn nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl SpanProcessor for Collector {
