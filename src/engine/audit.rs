@@ -98,8 +98,6 @@ pub(crate) struct EndOutcome<S> {
     pub(crate) synthetic: Vec<Synthetic<S>>,
 }
 
-/// The source of "now", for span ages (the builder's `with_clock`).
-
 /// The engine's state and collaborators.
 pub(crate) struct Audit<S> {
     recogniser: Recogniser,
