@@ -147,6 +147,7 @@ impl<S: StartCopy> Audit<S> {
         let settings = parts.settings;
         let ledger = Ledger::new(
             settings.max_tracked_spans,
+            settings.max_span_age,
             settings.leak_policy == LeakPolicy::Close,
         );
         let metrics = parts
@@ -280,7 +281,8 @@ impl<S: StartCopy> Audit<S> {
             .start(span, recognised, || nanos(now()), &mut kept)
         {
             Start::Untracked => {}
-            Start::Tracked => self.evict_due(false, &now, &mut synthetic),
+            Start::Tracked { due: false } => {}
+            Start::Tracked { due: true } => self.evict_due(false, &now, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
                 self.evict_due(true, &now, &mut synthetic);

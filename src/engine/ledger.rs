@@ -39,6 +39,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -251,7 +252,9 @@ pub(crate) struct NewSpan {
 /// What [`Ledger::start`] did with a span.
 #[derive(Debug)]
 pub(crate) enum Start {
-    Tracked,
+    /// Tracked; `due` when some span may be due for eviction (the oldest is older than
+    /// the maximum age, or the ledger holds more than its capacity).
+    Tracked { due: bool },
     /// The fast path: not recognised, and no tracked parent.
     Untracked,
     /// It would be tracked, but the ledger is full.
@@ -464,6 +467,8 @@ pub(crate) struct Ledger<S> {
     spans: DashMap<u64, Entry<S>, BuildIdHasher>,
     len: Arc<AtomicUsize>,
     capacity: usize,
+    /// The maximum age of an open span, in nanoseconds.
+    max_age_nanos: u64,
     order: Mutex<StartOrder>,
     recent: BoundedMemory<Recent>,
     closed: ClosedIds,
@@ -474,12 +479,13 @@ pub(crate) struct Ledger<S> {
 }
 
 impl<S: StartCopy> Ledger<S> {
-    pub(crate) fn new(capacity: usize, close_on_evict: bool) -> Self {
+    pub(crate) fn new(capacity: usize, max_age: Duration, close_on_evict: bool) -> Self {
         let capacity = capacity.max(1);
         Ledger {
             spans: DashMap::with_hasher(BuildIdHasher::default()),
             len: Arc::new(AtomicUsize::new(0)),
             capacity,
+            max_age_nanos: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
             order: Mutex::new(StartOrder::default()),
             recent: BoundedMemory::new(capacity),
             closed: ClosedIds::new(closed_capacity(capacity)),
@@ -535,13 +541,6 @@ impl<S: StartCopy> Ledger<S> {
             };
             let full = self.len() > self.capacity || (make_room && self.len() >= self.capacity);
             if !full {
-                if !self.holds(id, start) {
-                    // Ended: its queue item goes now, so that the queue stays about as
-                    // long as what is open (spans mostly end in start order).
-                    order.queue.pop_front();
-                    discards += 1;
-                    continue;
-                }
                 let limit = *limit.get_or_insert_with(|| min_start_nanos.take().map_or(0, |f| f()));
                 if start >= limit {
                     break;
@@ -680,8 +679,15 @@ impl<S: StartCopy> Ledger<S> {
         if self.spans.insert(span.id, entry).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
-        self.order.lock().queue.push_back((span.id, start_nanos));
-        Start::Tracked
+        let due = {
+            let mut order = self.order.lock();
+            order.queue.push_back((span.id, start_nanos));
+            self.len() > self.capacity
+                || order.queue.front().is_some_and(|&(_, start)| {
+                    start < start_nanos.saturating_sub(self.max_age_nanos)
+                })
+        };
+        Start::Tracked { due }
     }
 
     /// Registers a new span with its parent (or, when the parent has ended, with the
@@ -1020,49 +1026,76 @@ impl<S: StartCopy> Ledger<S> {
                 return Ending::Closed(role);
             }
         }
-        let ended = {
-            let Some(mut entry) = self.spans.get_mut(&id) else {
-                // Only a span closed or evicted by the audit ends untracked and matters;
-                // until the first such span, untracked ends skip the lookup.
-                if !self.any_gone.load(Ordering::Relaxed) {
-                    return Ending::Untracked;
+        let (ended, start_nanos) = {
+            let mut entry = match self.spans.entry(id) {
+                dashmap::Entry::Occupied(entry) => entry,
+                dashmap::Entry::Vacant(vacant) => {
+                    drop(vacant);
+                    return self.end_untracked(id);
                 }
-                if let Some(role) = self.closed.take(id) {
-                    return Ending::Closed(role);
-                }
-                return match self.recent.get(id) {
-                    Some(r) if r.fate == Fate::Closed => Ending::Closed(r.role),
-                    Some(r) if r.fate == Fate::Evicted => Ending::Evicted(r.role),
-                    _ => Ending::Untracked,
-                };
             };
-            match entry.fate {
+            match entry.get().fate {
                 Fate::Open => {}
                 Fate::Closed => {
                     // The real end of a span the audit closed: from now on the entry is an
                     // ordinary tombstone, gone with its last open child.
-                    self.closed.take(id);
-                    entry.fate = Fate::Ended;
-                    let role = entry.role;
-                    let done = !entry.has_open_children();
-                    drop(entry);
-                    if done {
-                        self.remove_tombstone(id);
+                    let role = entry.get().role;
+                    if entry.get().has_open_children() {
+                        entry.get_mut().fate = Fate::Ended;
+                        drop(entry);
+                    } else {
+                        entry.remove();
+                        self.len.fetch_sub(1, Ordering::Relaxed);
                     }
+                    self.closed.take(id);
                     return Ending::Closed(role);
                 }
                 Fate::Ended | Fate::Evicted => return Ending::Untracked,
-                Fate::Pending => entry.parent = pack(parent),
+                Fate::Pending => entry.get_mut().parent = pack(parent),
             }
-            let ended = take_ended(&mut entry);
-            entry.fate = Fate::Ended;
-            ended
+            let start_nanos = entry.get().start_nanos;
+            let ended = take_ended(entry.get_mut());
+            // Remembered before the entry goes, so that a child starting late finds
+            // one or the other.
+            self.remember(id, &ended, Fate::Ended);
+            if ended.open_children.is_empty() {
+                entry.remove();
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                entry.get_mut().fate = Fate::Ended;
+            }
+            (ended, start_nanos)
         };
-        self.leave(id, &ended, Fate::Ended);
-        if ended.open_children.is_empty() {
-            self.remove_tombstone(id);
-        }
+        self.close_step(&ended);
+        self.unqueue(id, start_nanos);
         Ending::Tracked(ended)
+    }
+
+    /// The end of a span without an entry: only a span closed or evicted by the audit
+    /// matters.
+    fn end_untracked(&self, id: u64) -> Ending<S> {
+        // Until the first such span, untracked ends skip the lookups.
+        if !self.any_gone.load(Ordering::Relaxed) {
+            return Ending::Untracked;
+        }
+        if let Some(role) = self.closed.take(id) {
+            return Ending::Closed(role);
+        }
+        match self.recent.get(id) {
+            Some(r) if r.fate == Fate::Closed => Ending::Closed(r.role),
+            Some(r) if r.fate == Fate::Evicted => Ending::Evicted(r.role),
+            _ => Ending::Untracked,
+        }
+    }
+
+    /// Drops an ended span's item from the back of the start-order queue, where it is
+    /// when spans end in the reverse order of their starts (children before parents, on
+    /// one thread); other items go when they reach the front.
+    fn unqueue(&self, id: u64, start_nanos: u64) {
+        let mut order = self.order.lock();
+        if order.queue.back() == Some(&(id, start_nanos)) {
+            order.queue.pop_back();
+        }
     }
 
     /// The entry of a span the audit closed, at its real end: a closed entry becomes an
@@ -1126,6 +1159,13 @@ impl<S: StartCopy> Ledger<S> {
     /// A span is no longer open: remember its fate, and stop counting it as an open
     /// step of its invocation.
     fn leave(&self, id: u64, ended: &Ended<S>, fate: Fate) {
+        self.remember(id, ended, fate);
+        self.close_step(ended);
+    }
+
+    /// Remembers what became of a span that is no longer open. For a span that ended
+    /// (`Fate::Ended`) it takes no lock, so a caller may hold a guard of the span map.
+    fn remember(&self, id: u64, ended: &Ended<S>, fate: Fate) {
         if matches!(fate, Fate::Closed | Fate::Evicted) {
             self.any_gone.store(true, Ordering::Relaxed);
         }
@@ -1141,6 +1181,10 @@ impl<S: StartCopy> Ledger<S> {
                 fate,
             },
         );
+    }
+
+    /// A step is no longer open: its invocation stops counting it.
+    fn close_step(&self, ended: &Ended<S>) {
         if ended.role == Role::Step && ended.step_index > 0 {
             if let Some(inv) = ended.invocation {
                 if let Some(mut inv) = self.spans.get_mut(&inv) {
@@ -1239,7 +1283,7 @@ mod tests {
         let mut kept = Some(|| Kept::Nothing);
         matches!(
             l.start(new(id, parent, role), true, || id, &mut kept),
-            Start::Tracked
+            Start::Tracked { .. }
         )
     }
 
@@ -1252,7 +1296,7 @@ mod tests {
 
     #[test]
     fn contributions_reach_every_ancestor_and_tombstones_go() {
-        let l = Ledger::new(100, false);
+        let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
         assert!(start(&l, 1, None, Role::Invocation));
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
@@ -1294,7 +1338,7 @@ mod tests {
 
     #[test]
     fn own_usage_stops_at_the_invocation() {
-        let l = Ledger::new(100, false);
+        let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
@@ -1325,7 +1369,7 @@ mod tests {
 
     #[test]
     fn capacity_evicts_the_oldest_open_span() {
-        let l = Ledger::new(2, false);
+        let l = Ledger::new(2, std::time::Duration::from_secs(3600), false);
         assert!(start(&l, 1, None, Role::Invocation));
         assert!(start(&l, 2, Some(1), Role::Step));
         // Full: the new span is refused until room is made.
@@ -1342,7 +1386,7 @@ mod tests {
 
     #[test]
     fn age_evicts_spans_started_before_the_limit() {
-        let l = Ledger::new(100, false);
+        let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
         for id in 1..=20 {
             start(&l, id, None, Role::Invocation);
         }
@@ -1364,7 +1408,7 @@ mod tests {
 
     #[test]
     fn late_starts_and_overlapping_steps_are_noted() {
-        let l = Ledger::new(100, false);
+        let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
@@ -1384,7 +1428,7 @@ mod tests {
 
     #[test]
     fn closing_marks_the_real_end() {
-        let l = Ledger::new(10, false);
+        let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         let inv = tracked(l.end(1, None));
@@ -1401,7 +1445,7 @@ mod tests {
 
     #[test]
     fn ending_twice_is_untracked_the_second_time() {
-        let l = Ledger::new(10, false);
+        let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         assert!(matches!(l.end(1, None), Ending::Tracked(_)));
