@@ -188,7 +188,7 @@ impl<S: StartCopy> Audit<S> {
 
     /// "Now" at the start of a span that started at `span_start`, found at most once
     /// and only when asked for (see [`AuditClock::at_start`]).
-    fn lazy_start_now(&self, span_start: SystemTime) -> impl Fn() -> SystemTime + '_ {
+    fn lazy_start_now(&self, span_start: SystemTime) -> impl Fn() -> (SystemTime, u64) + '_ {
         let now = std::cell::OnceCell::new();
         move || *now.get_or_init(|| self.clock.at_start(span_start))
     }
@@ -276,18 +276,14 @@ impl<S: StartCopy> Audit<S> {
         let recognised = plan.role.is_recognised();
         // "Now" is found at most once per start, and only for a tracked span.
         let now = self.lazy_start_now(plan.start_time);
-        match self
-            .ledger
-            .start(span, recognised, || nanos(now()), &mut kept)
-        {
+        match self.ledger.start(span, recognised, || now().1, &mut kept) {
             Start::Untracked => {}
             Start::Tracked { due: false } => {}
-            Start::Tracked { due: true } => self.evict_due(false, &now, &mut synthetic),
+            Start::Tracked { due: true } => self.evict_due(false, || now().0, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
-                self.evict_due(true, &now, &mut synthetic);
-                self.ledger
-                    .start(span, recognised, || nanos(now()), &mut kept);
+                self.evict_due(true, || now().0, &mut synthetic);
+                self.ledger.start(span, recognised, || now().1, &mut kept);
             }
         }
         synthetic

@@ -64,23 +64,26 @@ impl AuditClock {
         }
     }
 
-    /// Now, for a span starting at `span_start` (its own start time): that start time
-    /// when the default clock is in use and it is within [`LIVE_SLACK`] of the clock's
-    /// last reading (or of a new one), else the clock read now.
-    pub(crate) fn at_start(&self, span_start: SystemTime) -> SystemTime {
+    /// Now, for a span starting at `span_start` (its own start time), with its
+    /// [`nanos`]: that start time when the default clock is in use and it is within
+    /// [`LIVE_SLACK`] of the clock's last reading (or of a new one), else the clock
+    /// read now.
+    pub(crate) fn at_start(&self, span_start: SystemTime) -> (SystemTime, u64) {
         if self.custom.is_some() {
-            return self.now();
+            let now = self.now();
+            return (now, nanos(now));
         }
         let slack = u64::try_from(LIVE_SLACK.as_nanos()).unwrap_or(u64::MAX);
         let start = nanos(span_start);
         if start.abs_diff(self.last_reading.load(Ordering::Relaxed)) <= slack {
-            return span_start;
+            return (span_start, start);
         }
         let now = self.now();
-        if start.abs_diff(nanos(now)) <= slack {
-            span_start
+        let now_nanos = nanos(now);
+        if start.abs_diff(now_nanos) <= slack {
+            (span_start, start)
         } else {
-            now
+            (now, now_nanos)
         }
     }
 }
@@ -93,25 +96,26 @@ mod tests {
     fn a_live_start_time_stands_for_now_and_a_replayed_one_does_not() {
         let clock = AuditClock::new(None);
         let live = SystemTime::now();
-        assert_eq!(clock.at_start(live), live);
+        assert_eq!(clock.at_start(live), (live, nanos(live)));
         // Within the slack of the last reading: no new reading needed.
         let soon = live + Duration::from_millis(10);
-        assert_eq!(clock.at_start(soon), soon);
+        assert_eq!(clock.at_start(soon), (soon, nanos(soon)));
         // Days old (a replayed recording): the clock is read.
         let replayed = live - Duration::from_secs(3 * 86_400);
-        let now = clock.at_start(replayed);
+        let (now, now_nanos) = clock.at_start(replayed);
         assert!(now >= live && now != replayed);
+        assert_eq!(now_nanos, nanos(now));
         // Far in the future (a skewed clock elsewhere): the clock is read.
         let ahead = live + Duration::from_secs(3600);
-        assert!(clock.at_start(ahead) < ahead);
+        assert!(clock.at_start(ahead).0 < ahead);
     }
 
     #[test]
     fn a_clock_from_the_builder_is_always_read() {
         let fixed = UNIX_EPOCH + Duration::from_secs(1_000);
         let clock = AuditClock::new(Some(Arc::new(move || fixed)));
-        assert_eq!(clock.at_start(SystemTime::now()), fixed);
-        assert_eq!(clock.at_start(fixed + Duration::from_millis(1)), fixed);
+        assert_eq!(clock.at_start(SystemTime::now()).0, fixed);
+        assert_eq!(clock.at_start(fixed + Duration::from_millis(1)).0, fixed);
         assert_eq!(clock.now(), fixed);
     }
 

@@ -637,16 +637,18 @@ impl<S: StartCopy> Ledger<S> {
             };
         }
         let mut pending = FindingSet::default();
+        let mut step = None;
         let (parent, invocation) = match span.parent {
-            Some(parent_id) => self.attach(parent_id, span.id, span.role, &mut pending),
+            Some(parent_id) => self.attach(parent_id, &span, &mut pending, &mut step),
             None => (None, None),
         };
         if parent.is_none() && !recognised {
             return Start::Untracked;
         }
         let step_index = if span.role == Role::Step {
-            invocation.map_or(0, |inv| {
-                let (index, overlapping) = self.open_step(inv);
+            // Counted by `attach` when the invocation is the parent.
+            let counted = step.or_else(|| invocation.map(|inv| self.open_step(inv)));
+            counted.map_or(0, |(index, overlapping)| {
                 if overlapping {
                     pending.insert(FindingCode::OverlappingStep);
                 }
@@ -691,14 +693,17 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// Registers a new span with its parent (or, when the parent has ended, with the
-    /// nearest ancestor still tracked). Returns its tracked parent and invocation.
+    /// nearest ancestor still tracked). Returns its tracked parent and invocation. A
+    /// step whose parent is its invocation is counted there too, in the same lookup
+    /// (`step`: its index, and whether another step was open).
     fn attach(
         &self,
         parent_id: u64,
-        child: u64,
-        role: Role,
+        span: &NewSpan,
         pending: &mut FindingSet,
+        step: &mut Option<(u32, bool)>,
     ) -> (Option<u64>, Option<u64>) {
+        let (child, role) = (span.id, span.role);
         if let Some(mut p) = self.spans.get_mut(&parent_id) {
             if p.fate == Fate::Pending {
                 // A parent never seen starting: its children hand their totals up as
@@ -710,6 +715,9 @@ impl<S: StartCopy> Ledger<S> {
             }
             p.below().open_children.push(child);
             let invocation = if p.role == Role::Invocation {
+                if role == Role::Step {
+                    *step = Some(count_step(p.below()));
+                }
                 Some(parent_id)
             } else {
                 p.invocation()
@@ -749,13 +757,7 @@ impl<S: StartCopy> Ledger<S> {
     /// invocation is no longer tracked) and whether another step was open.
     fn open_step(&self, invocation: u64) -> (u32, bool) {
         match self.spans.get_mut(&invocation) {
-            Some(mut inv) => {
-                let inv = inv.below();
-                inv.steps = inv.steps.saturating_add(1);
-                let overlapping = inv.open_steps > 0;
-                inv.open_steps = inv.open_steps.saturating_add(1);
-                (inv.steps, overlapping)
-            }
+            Some(mut inv) => count_step(inv.below()),
             None => (0, false),
         }
     }
@@ -1206,6 +1208,15 @@ impl<S: StartCopy> Ledger<S> {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Counts one more open step of an invocation: its 1-based index, and whether another
+/// step was open.
+fn count_step(inv: &mut Below) -> (u32, bool) {
+    inv.steps = inv.steps.saturating_add(1);
+    let overlapping = inv.open_steps > 0;
+    inv.open_steps = inv.open_steps.saturating_add(1);
+    (inv.steps, overlapping)
 }
 
 /// What an entry held, for a span that is no longer open (the parts only needed at the
