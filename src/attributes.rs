@@ -6,6 +6,8 @@
 
 use opentelemetry::{Key, KeyValue, Value};
 
+use crate::usage::count_value;
+
 /// The value of `key` in `attributes` as the processor reads it: the SDK keeps a key
 /// set twice twice, and the last value wins.
 ///
@@ -75,7 +77,32 @@ impl AttributeWrites {
     #[inline]
     pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
         debug_assert!(is_own(key), "{key} is not the processor's");
-        self.put(key, value.into());
+        self.put(key, value);
+    }
+
+    /// Sets each of `counts`, token or call counts under the processor's own keys (as
+    /// integers, saturating at `i64::MAX`), in order. Keys not written before are
+    /// appended in one pass that builds each attribute in place.
+    pub(crate) fn set_counts<const N: usize>(&mut self, counts: [(&'static str, u64); N]) {
+        let mask = counts
+            .iter()
+            .fold(0, |mask, (key, _)| mask | filter_bit(key));
+        if self.written & mask != 0 {
+            for (key, count) in counts {
+                self.set(key, count_value(count));
+            }
+            return;
+        }
+        debug_assert!(counts.iter().all(|(key, _)| is_own(key)));
+        self.written |= mask;
+        if self.writes.capacity() - self.writes.len() < N {
+            self.grow();
+        }
+        self.writes.extend(
+            counts
+                .into_iter()
+                .map(|(key, count)| KeyValue::new(Key::from_static_str(key), count_value(count))),
+        );
     }
 
     /// Repairs `key`, a key the processor does not own: sets `value`, and keeps
@@ -93,24 +120,35 @@ impl AttributeWrites {
     /// the writes need not look for it.
     #[inline]
     pub(crate) fn set_absent(&mut self, key: &'static str, value: impl Into<Value>) {
-        self.put(key, value.into());
+        self.put(key, value);
     }
 
     #[inline(always)]
-    fn put(&mut self, key: &'static str, value: Value) {
+    fn put(&mut self, key: &'static str, value: impl Into<Value>) {
         let bit = filter_bit(key);
         if self.written & bit != 0 {
             if let Some(existing) = self.writes.iter_mut().find(|kv| kv.key.as_str() == key) {
-                existing.value = value;
+                existing.value = value.into();
                 return;
             }
         }
         self.written |= bit;
-        if self.writes.capacity() == 0 {
-            self.writes.reserve(TYPICAL_WRITES + self.existing);
+        if self.writes.len() >= self.writes.capacity() {
+            self.grow();
         }
+        // Built where it is stored: pushing a value built beforehand copies it through
+        // the stack, a copy that stalls on store forwarding.
+        self.writes.extend(std::iter::once_with(move || {
+            KeyValue::new(Key::from_static_str(key), value.into())
+        }));
+    }
+
+    /// Room for the writes a span gets, in practice, and its existing attributes.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
         self.writes
-            .push(KeyValue::new(Key::from_static_str(key), value));
+            .reserve(TYPICAL_WRITES.max(self.writes.len()) + self.existing);
     }
 
     /// Keeps `original`, the value of `key` before a repair, under

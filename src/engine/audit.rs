@@ -28,7 +28,7 @@ use crate::keys::{self, read::gen_ai};
 use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
 use crate::pricing::Pricer;
 use crate::recognition::{Recogniser, Role};
-use crate::usage::{count_value, Totals, Usage};
+use crate::usage::{Totals, Usage};
 
 /// A span as seen at its start.
 #[derive(Debug)]
@@ -754,15 +754,17 @@ const TOTAL: SumKeys = SumKeys {
 
 /// Writes the sums every family has; the cost only when some call was priced.
 fn write_sums(writes: &mut AttributeWrites, k: &SumKeys, t: &Totals) {
-    writes.set(k.input, count_value(t.input));
-    writes.set(k.output, count_value(t.output));
-    writes.set(k.cache_read, count_value(t.cache_read));
-    writes.set(k.cache_write, count_value(t.cache_write));
-    writes.set(k.reasoning, count_value(t.reasoning));
+    writes.set_counts([
+        (k.input, t.input),
+        (k.output, t.output),
+        (k.cache_read, t.cache_read),
+        (k.cache_write, t.cache_write),
+        (k.reasoning, t.reasoning),
+    ]);
     if t.priced > 0 {
         writes.set(k.cost_usd, t.cost_usd);
     }
-    writes.set(k.generations, count_value(t.generations));
+    writes.set_counts([(k.generations, t.generations)]);
 }
 
 fn write_cumulative(writes: &mut AttributeWrites, c: &Totals) {
@@ -771,5 +773,5 @@ fn write_cumulative(writes: &mut AttributeWrites, c: &Totals) {
 
 fn write_totals(writes: &mut AttributeWrites, t: &Totals) {
     write_sums(writes, &TOTAL, t);
-    writes.set(keys::total::TOOL_CALLS, count_value(t.tool_calls));
+    writes.set_counts([(keys::total::TOOL_CALLS, t.tool_calls)]);
 }
