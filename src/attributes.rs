@@ -31,9 +31,20 @@ pub fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value
 pub(crate) fn first_string<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .find_map(|key| match last_value(attributes, key)? {
-            Value::String(s) if !s.as_str().trim().is_empty() => Some(s.as_str().trim()),
+            Value::String(s) => Some(trimmed(s.as_str())).filter(|s| !s.is_empty()),
             _ => None,
         })
+}
+
+/// `s` without leading and trailing white space; most values have none, and are
+/// returned after two byte tests.
+fn trimmed(s: &str) -> &str {
+    let clean = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if clean(s.as_bytes().first()) && clean(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +215,20 @@ impl AttributeWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimming() {
+        for (s, t) in [
+            ("gpt-4o", "gpt-4o"),
+            (" gpt-4o\t", "gpt-4o"),
+            ("", ""),
+            ("  ", ""),
+            ("\u{a0}é\u{a0}", "é"),
+            ("a b", "a b"),
+        ] {
+            assert_eq!(trimmed(s), t, "{s:?}");
+        }
+    }
 
     #[test]
     fn last_wins_on_read() {

@@ -17,20 +17,19 @@
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::attributes::last_value;
 use crate::keys::read::{gen_ai, openinference, vercel};
 
 /// The largest token count accepted: 2^53, the largest integer a double holds exactly.
 pub const MAX_TOKENS: u64 = 1 << 53;
 
-pub(crate) const INPUT_KEYS: [&str; 5] = [
+const INPUT_KEYS: [&str; 5] = [
     gen_ai::USAGE_INPUT_TOKENS,
     gen_ai::USAGE_PROMPT_TOKENS,
     openinference::TOKEN_COUNT_PROMPT,
     vercel::USAGE_INPUT_TOKENS,
     vercel::USAGE_PROMPT_TOKENS,
 ];
-pub(crate) const OUTPUT_KEYS: [&str; 5] = [
+const OUTPUT_KEYS: [&str; 5] = [
     gen_ai::USAGE_OUTPUT_TOKENS,
     gen_ai::USAGE_COMPLETION_TOKENS,
     openinference::TOKEN_COUNT_COMPLETION,
@@ -170,14 +169,16 @@ impl Usage {
     }
 }
 
-/// The first of `keys` present on a span, its value, and the count it holds (`None`
-/// when unusable): a reported quantity as it stands on the span.
-pub(crate) fn reported_count<'a>(
-    attributes: &'a [KeyValue],
-    keys: &[&'static str],
-) -> Option<(&'static str, &'a Value, Option<u64>)> {
-    keys.iter()
-        .find_map(|key| last_value(attributes, key).map(|value| (*key, value, token_count(value))))
+/// The input and output a span reports, as they stand on it: for each, the first of
+/// its keys present, that key's last value, and the count it holds (`None` when
+/// unusable). One pass over the attributes.
+pub(crate) fn reported_input_output(
+    attributes: &[KeyValue],
+) -> [Option<(&'static str, &Value, Option<u64>)>; 2] {
+    let [input, output, ..] = present_keys(attributes);
+    [(0, input), (1, output)].map(|(quantity, found)| {
+        found.map(|(rank, value)| (QUANTITY_KEYS[quantity][rank], value, token_count(value)))
+    })
 }
 
 /// The keys of each quantity, in the order of [`present_counts`]' result.
@@ -212,6 +213,11 @@ fn quantity_key(key: &str) -> Option<(usize, usize)> {
 /// For each quantity, the last value of the first of its keys present, in one pass
 /// over the attributes (the same as looking up each key in turn).
 fn present_counts(attributes: &[KeyValue]) -> [Option<&Value>; 5] {
+    present_keys(attributes).map(|f| f.map(|(_, value)| value))
+}
+
+/// [`present_counts`] with the rank of the key each value is under.
+fn present_keys(attributes: &[KeyValue]) -> [Option<(usize, &Value)>; 5] {
     let mut found: [Option<(usize, &Value)>; 5] = [None; 5];
     for kv in attributes {
         if let Some((quantity, rank)) = quantity_key(kv.key.as_str()) {
@@ -223,7 +229,7 @@ fn present_counts(attributes: &[KeyValue]) -> [Option<&Value>; 5] {
             }
         }
     }
-    found.map(|f| f.map(|(_, value)| value))
+    found
 }
 
 /// A token count from an attribute value, or `None` when it is unusable.
@@ -329,6 +335,7 @@ pub(crate) fn count_value(count: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attributes::last_value;
 
     fn usage(attrs: &[KeyValue]) -> Usage {
         Usage::from_attributes(attrs)

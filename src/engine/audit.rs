@@ -414,7 +414,8 @@ impl<S: StartCopy> Audit<S> {
                 up.response = call.response.take();
                 up.own_responses.append(&mut call.own_responses);
             }
-            (None, Some(t)) => self.ledger.detach(span.id, t.parent),
+            (None, Some(t)) if !t.detached => self.ledger.detach(span.id, t.parent),
+            (None, Some(_)) => {}
             (None, None) => {}
         }
 

@@ -24,7 +24,7 @@ use crate::findings::FindingCode;
 use crate::hashing::hash_str;
 use crate::keys::read::gen_ai;
 use crate::recognition::Role;
-use crate::usage::{count_value, reported_count, token_count, Totals, INPUT_KEYS, OUTPUT_KEYS};
+use crate::usage::{count_value, reported_input_output, token_count, Totals};
 
 /// Which invocation each recent generation's response id belongs to, across traces, in
 /// bounded memory (the oldest ids are forgotten first). Ids are kept as 64-bit hashes:
@@ -102,11 +102,12 @@ impl Check<'_, '_> {
             return;
         }
         let mut found = false;
-        for (keys, own_sum, all_sum) in [
-            (&INPUT_KEYS, own.input, totals.input),
-            (&OUTPUT_KEYS, own.output, totals.output),
+        let [input, output] = reported_input_output(self.attributes);
+        for (reported, own_sum, all_sum) in [
+            (input, own.input, totals.input),
+            (output, own.output, totals.output),
         ] {
-            let Some((key, value, Some(reported))) = reported_count(self.attributes, keys) else {
+            let Some((key, value, Some(reported))) = reported else {
                 continue;
             };
             if reported == own_sum || reported == all_sum {

@@ -284,6 +284,9 @@ pub(crate) struct Ended<S> {
     pub(crate) agent_name: Option<Arc<str>>,
     /// The invocation passed its budget before it ended.
     pub(crate) budget_exceeded: bool,
+    /// No longer an open child of its parent (a step under its invocation is detached
+    /// at its end, in the lookup that stops counting it as an open step).
+    pub(crate) detached: bool,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
 }
@@ -1068,7 +1071,8 @@ impl<S: StartCopy> Ledger<S> {
             }
             (ended, start_nanos)
         };
-        self.close_step(&ended);
+        let mut ended = ended;
+        ended.detached = self.close_step(id, &ended, true);
         self.unqueue(id, start_nanos);
         Ending::Tracked(ended)
     }
@@ -1162,7 +1166,7 @@ impl<S: StartCopy> Ledger<S> {
     /// step of its invocation.
     fn leave(&self, id: u64, ended: &Ended<S>, fate: Fate) {
         self.remember(id, ended, fate);
-        self.close_step(ended);
+        self.close_step(id, ended, false);
     }
 
     /// Remembers what became of a span that is no longer open. For a span that ended
@@ -1185,16 +1189,30 @@ impl<S: StartCopy> Ledger<S> {
         );
     }
 
-    /// A step is no longer open: its invocation stops counting it.
-    fn close_step(&self, ended: &Ended<S>) {
-        if ended.role == Role::Step && ended.step_index > 0 {
-            if let Some(inv) = ended.invocation {
-                if let Some(mut inv) = self.spans.get_mut(&inv) {
-                    let inv = inv.below();
-                    inv.open_steps = inv.open_steps.saturating_sub(1);
-                }
-            }
+    /// A step is no longer open: its invocation stops counting it, and, with `detach`,
+    /// stops counting it as an open child when it is the step's parent (one lookup for
+    /// both). Returns whether it was detached.
+    fn close_step(&self, id: u64, ended: &Ended<S>, detach: bool) -> bool {
+        if ended.role != Role::Step || ended.step_index == 0 {
+            return false;
         }
+        let Some(inv_id) = ended.invocation else {
+            return false;
+        };
+        let Some(mut inv) = self.spans.get_mut(&inv_id) else {
+            return false;
+        };
+        let below = inv.below();
+        below.open_steps = below.open_steps.saturating_sub(1);
+        if !detach || ended.parent != Some(inv_id) {
+            return false;
+        }
+        let drop_tombstone = remove_child(&mut inv, id);
+        drop(inv);
+        if drop_tombstone {
+            self.remove_tombstone(inv_id);
+        }
+        true
     }
 
     /// Removes an ended span's entry once no tracked child is open (a span the audit
@@ -1252,6 +1270,7 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
         tracked_at_start: entry.fate != Fate::Pending,
         agent_name,
         budget_exceeded: exceeded,
+        detached: false,
         kept: std::mem::take(&mut entry.kept),
     }
 }
