@@ -194,9 +194,11 @@ impl AttributeWrites {
             });
         }
         if writes.capacity() - writes.len() >= attributes.len() {
-            // The span's attributes, then the writes, in the writes' buffer: one move of
-            // each, and no reallocation of the span's list.
-            writes.splice(0..0, attributes.drain(..));
+            // The span's attributes, then the writes, in the writes' buffer: no
+            // reallocation of the span's list.
+            let kept = attributes.len();
+            writes.append(attributes);
+            writes.rotate_right(kept);
             *attributes = writes;
         } else {
             attributes.extend(writes);
