@@ -17,6 +17,8 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider, ObservableUpDownCounter};
@@ -125,7 +127,7 @@ pub(crate) struct AuditMetrics {
 impl AuditMetrics {
     pub(crate) fn new(
         provider: &dyn MeterProvider,
-        tracked: Arc<AtomicUsize>,
+        tracked: Arc<CachePadded<AtomicUsize>>,
         options: MetricOptions,
     ) -> Self {
         let scope = InstrumentationScope::builder("genai-audit")

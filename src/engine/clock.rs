@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
+
 /// A time source for span ages.
 pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -33,7 +35,8 @@ pub(crate) struct AuditClock {
     /// A clock from the builder (`None`: [`SystemTime::now`]).
     custom: Option<Clock>,
     /// The default clock's last reading, in [`nanos`] (0: none yet).
-    last_reading: AtomicU64,
+    /// On a cache line of its own: read at every tracked start, by every thread.
+    last_reading: CachePadded<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditClock {
@@ -48,7 +51,7 @@ impl AuditClock {
     pub(crate) fn new(custom: Option<Clock>) -> Self {
         AuditClock {
             custom,
-            last_reading: AtomicU64::new(0),
+            last_reading: CachePadded::new(AtomicU64::new(0)),
         }
     }
 

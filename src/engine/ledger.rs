@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
@@ -253,7 +254,8 @@ pub(crate) struct NewSpan {
 #[derive(Debug)]
 pub(crate) enum Start {
     /// Tracked; `due` when some span may be due for eviction (the oldest is older than
-    /// the maximum age, or the ledger holds more than its capacity).
+    /// the maximum age, or the ledger holds more than its capacity) or the start-order
+    /// queue is due for trimming (twice the capacity).
     Tracked { due: bool },
     /// The fast path: not recognised, and no tracked parent.
     Untracked,
@@ -468,11 +470,14 @@ struct StartOrder {
 #[derive(Debug)]
 pub(crate) struct Ledger<S> {
     spans: DashMap<u64, Entry<S>, BuildIdHasher>,
-    len: Arc<AtomicUsize>,
+    /// Written at every tracked start and end: on a cache line of its own, so that
+    /// threads do not contend for the lines of what is only read.
+    len: Arc<CachePadded<AtomicUsize>>,
     capacity: usize,
     /// The maximum age of an open span, in nanoseconds.
     max_age_nanos: u64,
-    order: Mutex<StartOrder>,
+    /// Locked at every tracked start and end: on a cache line of its own (see `len`).
+    order: CachePadded<Mutex<StartOrder>>,
     recent: BoundedMemory<Recent>,
     closed: ClosedIds,
     /// Evicted spans are exported closed (leak policy `close`).
@@ -486,10 +491,10 @@ impl<S: StartCopy> Ledger<S> {
         let capacity = capacity.max(1);
         Ledger {
             spans: DashMap::with_hasher(BuildIdHasher::default()),
-            len: Arc::new(AtomicUsize::new(0)),
+            len: Arc::new(CachePadded::new(AtomicUsize::new(0))),
             capacity,
             max_age_nanos: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
-            order: Mutex::new(StartOrder::default()),
+            order: CachePadded::new(Mutex::new(StartOrder::default())),
             recent: BoundedMemory::new(capacity),
             closed: ClosedIds::new(closed_capacity(capacity)),
             close_on_evict,
@@ -498,7 +503,7 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// The number of tracked spans, shared with the metrics callback.
-    pub(crate) fn len_handle(&self) -> Arc<AtomicUsize> {
+    pub(crate) fn len_handle(&self) -> Arc<CachePadded<AtomicUsize>> {
         self.len.clone()
     }
 
@@ -688,6 +693,7 @@ impl<S: StartCopy> Ledger<S> {
             let mut order = self.order.lock();
             order.queue.push_back((span.id, start_nanos));
             self.len() > self.capacity
+                || order.queue.len() > 2 * self.capacity
                 || order.queue.front().is_some_and(|&(_, start)| {
                     start < start_nanos.saturating_sub(self.max_age_nanos)
                 })
@@ -1097,8 +1103,12 @@ impl<S: StartCopy> Ledger<S> {
     /// Drops an ended span's item from the back of the start-order queue, where it is
     /// when spans end in the reverse order of their starts (children before parents, on
     /// one thread); other items go when they reach the front.
+    /// Never waits: when another thread holds the queue, the item stays, and goes
+    /// when it reaches the front.
     fn unqueue(&self, id: u64, start_nanos: u64) {
-        let mut order = self.order.lock();
+        let Some(mut order) = self.order.try_lock() else {
+            return;
+        };
         if order.queue.back() == Some(&(id, start_nanos)) {
             order.queue.pop_back();
         }
@@ -1315,6 +1325,41 @@ mod tests {
             l.start(new(id, parent, role), true, || id, &mut kept),
             Start::Tracked { .. }
         )
+    }
+
+    /// Spans of two traces ending out of start order leave items behind in the
+    /// start-order queue (an end drops its item only when it is at the back): the
+    /// queue must still stay within twice the capacity, with nothing due by age.
+    #[test]
+    fn start_order_queue_stays_bounded_when_spans_end_out_of_order() {
+        let capacity = 10;
+        let l = Ledger::new(capacity, std::time::Duration::from_secs(3600), false);
+        let mut kept = Some(|| Kept::Nothing);
+        let mut begin = |id: u64, parent: Option<u64>| {
+            let role = if parent.is_some() {
+                Role::Generation
+            } else {
+                Role::Invocation
+            };
+            if let Start::Tracked { due: true } =
+                l.start(new(id, parent, role), true, || id, &mut kept)
+            {
+                l.evict_due(|| 0, false, |_| {});
+            }
+        };
+        begin(1, None);
+        begin(2, None);
+        for round in 0..1_000u64 {
+            let (a, b) = (10 + 2 * round, 11 + 2 * round);
+            begin(a, Some(1));
+            begin(b, Some(2));
+            // `a` ends first, while `b` is at the back of the queue.
+            assert!(matches!(l.end(a, Some(1)), Ending::Tracked(_)));
+            assert!(matches!(l.end(b, Some(2)), Ending::Tracked(_)));
+            let queued = l.order.lock().queue.len();
+            assert!(queued <= 2 * capacity + 1, "round {round}: {queued} queued");
+        }
+        assert_eq!(l.len(), 2, "the two roots are still open");
     }
 
     fn tracked(ending: Ending<String>) -> Ended<String> {
