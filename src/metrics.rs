@@ -15,8 +15,9 @@
 //! agent names) are bounded: past a configurable number of distinct values per
 //! attribute, `_other` is recorded instead.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use std::sync::Arc;
@@ -59,6 +60,22 @@ struct Bounded {
     /// Hashed cheaply: at most `limit` values, compared in full on a match.
     seen: RwLock<HashSet<Arc<str>, BuildIdHasher>>,
     limit: usize,
+    /// Tells this set's values apart in the threads' caches ([`RECENT_VALUES`]).
+    id: u64,
+}
+
+/// The next [`Bounded::id`] (0: none).
+static NEXT_BOUNDED_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many admitted values each thread keeps at hand.
+const RECENT: usize = 8;
+
+thread_local! {
+    /// Each thread's latest admitted values, with the id of the set that admitted them:
+    /// an agent's calls name the same few providers, models and agents over and over,
+    /// and a hit takes no lock shared with the other threads.
+    static RECENT_VALUES: RefCell<([(u64, Option<Arc<str>>); RECENT], usize)> =
+        const { RefCell::new(([const { (0, None) }; RECENT], 0)) };
 }
 
 impl Bounded {
@@ -66,24 +83,52 @@ impl Bounded {
         Bounded {
             seen: RwLock::new(HashSet::default()),
             limit,
+            id: NEXT_BOUNDED_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
     /// The value to record for `value`.
     fn value(&self, value: &str) -> StringValue {
+        let recent = RECENT_VALUES.with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            recent.0.iter().find_map(|(id, known)| {
+                known
+                    .as_ref()
+                    .filter(|known| *id == self.id && known.as_ref() == value)
+                    .cloned()
+            })
+        });
+        if let Some(known) = recent {
+            return StringValue::from(known);
+        }
+        let known = self.admit(value);
+        if let Some(known) = &known {
+            RECENT_VALUES.with(|recent| {
+                if let Ok(mut recent) = recent.try_borrow_mut() {
+                    let (values, next) = &mut *recent;
+                    values[*next % RECENT] = (self.id, Some(known.clone()));
+                    *next = next.wrapping_add(1);
+                }
+            });
+        }
+        known.map_or(StringValue::from(metric::OTHER), StringValue::from)
+    }
+
+    /// `value` as admitted to the set, or `None` past the limit (`_other`).
+    fn admit(&self, value: &str) -> Option<Arc<str>> {
         if let Some(known) = self.seen.read().get(value) {
-            return StringValue::from(known.clone());
+            return Some(known.clone());
         }
         let mut seen = self.seen.write();
         if let Some(known) = seen.get(value) {
-            return StringValue::from(known.clone());
+            return Some(known.clone());
         }
         if seen.len() >= self.limit {
-            return StringValue::from(metric::OTHER);
+            return None;
         }
         let known: Arc<str> = Arc::from(value);
         seen.insert(known.clone());
-        StringValue::from(known)
+        Some(known)
     }
 }
 
@@ -309,5 +354,27 @@ mod tests {
         assert_eq!(b.value("b").as_str(), "b");
         assert_eq!(b.value("c").as_str(), "_other");
         assert_eq!(b.value("a").as_str(), "a");
+    }
+
+    /// A value one set admitted, at hand in the thread's cache, is not another set's:
+    /// each keeps its own limit, and a full cache forgets its oldest values.
+    #[test]
+    fn the_threads_cache_keeps_each_sets_limit() {
+        let models = Bounded::new(1);
+        let agents = Bounded::new(1);
+        assert_eq!(models.value("m").as_str(), "m");
+        assert_eq!(agents.value("a").as_str(), "a");
+        assert_eq!(agents.value("m").as_str(), "_other");
+        assert_eq!(models.value("a").as_str(), "_other");
+        let many = Bounded::new(100);
+        for i in 0..3 * RECENT {
+            assert_eq!(many.value(&format!("v{i}")).as_str(), format!("v{i}"));
+        }
+        assert_eq!(
+            models.value("m").as_str(),
+            "m",
+            "found again after the cache forgot it"
+        );
+        assert_eq!(many.seen.read().len(), 3 * RECENT);
     }
 }
