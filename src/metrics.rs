@@ -70,11 +70,15 @@ static NEXT_BOUNDED_ID: AtomicU64 = AtomicU64::new(1);
 /// How many admitted values each thread keeps at hand.
 const RECENT: usize = 8;
 
+/// Admitted values, each with the id of the set that admitted it, and the slot the next
+/// one takes.
+type RecentValues = ([(u64, Option<Arc<str>>); RECENT], usize);
+
 thread_local! {
     /// Each thread's latest admitted values, with the id of the set that admitted them:
     /// an agent's calls name the same few providers, models and agents over and over,
     /// and a hit takes no lock shared with the other threads.
-    static RECENT_VALUES: RefCell<([(u64, Option<Arc<str>>); RECENT], usize)> =
+    static RECENT_VALUES: RefCell<RecentValues> =
         const { RefCell::new(([const { (0, None) }; RECENT], 0)) };
 }
 
