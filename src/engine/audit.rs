@@ -336,15 +336,18 @@ impl<S: StartCopy> Audit<S> {
             synthetic: Vec::new(),
         };
         let mut evicted_as = None;
-        let node = match self.ledger.end(span.id, span.parent) {
+        // Matched by reference: the ledger's record of the span is large, and is not moved
+        // again.
+        let ending = self.ledger.end(span.id, span.parent);
+        let node = match &ending {
             Ending::Tracked(t) => Some(t),
-            Ending::Closed(role) => {
+            &Ending::Closed(role) => {
                 // Already exported, closed by the audit: its real end is only counted.
                 Finding::new(FindingCode::LateEnd, role).count_only(self.metrics());
                 outcome.forward = false;
                 return outcome;
             }
-            Ending::Evicted(role) => {
+            &Ending::Evicted(role) => {
                 evicted_as = Some(role);
                 None
             }
@@ -355,7 +358,7 @@ impl<S: StartCopy> Audit<S> {
         }
         // Tracked since its start (else: known only through what its children handed
         // up, or not at all).
-        let tracked = node.as_ref().filter(|t| t.tracked_at_start);
+        let tracked = node.filter(|t| t.tracked_at_start);
         // Known only at its end: it hands its totals up itself. Not a span evicted while
         // open (its state is gone), nor one handed to `on_end` a second time.
         let end_only = tracked.is_none()
@@ -374,7 +377,7 @@ impl<S: StartCopy> Audit<S> {
         // What this span and its descendants hand to its parent, when it is not tracked
         // since its start (or is a tracked root).
         let mut up = Contribution::default();
-        if let Some(n) = node.as_ref() {
+        if let Some(n) = node {
             up.totals = n.totals;
             if role != Role::Invocation {
                 up.own = n.own;
@@ -433,8 +436,8 @@ impl<S: StartCopy> Audit<S> {
         }
         let open_children = tracked.is_some_and(|t| !t.open_children.is_empty());
         let at_end = end_only.then_some(span.parent);
-        let step_index = self.write_structure(role, node.as_ref(), at_end, &mut writes);
-        if let Some(n) = node.as_ref() {
+        let step_index = self.write_structure(role, node, at_end, &mut writes);
+        if let Some(n) = node {
             let attrs: &[KeyValue] = span.attributes;
             let mut check = contamination::Check {
                 attributes: attrs,
@@ -490,7 +493,7 @@ impl<S: StartCopy> Audit<S> {
         }
         if role == Role::Invocation {
             up.response = None;
-            exceeded = self.invocation_ended(&span, node.as_ref(), &mut findings);
+            exceeded = self.invocation_ended(&span, node, &mut findings);
         }
         let hands_up = end_only || tracked.is_some_and(|t| t.parent.is_none());
         if hands_up && !up.is_empty() {

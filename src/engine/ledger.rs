@@ -1037,7 +1037,9 @@ impl<S: StartCopy> Ledger<S> {
                 return Ending::Closed(role);
             }
         }
-        let (ended, start_nanos) = {
+        // The record is large: it is moved once, into what is returned.
+        let mut ending;
+        let start_nanos = {
             let mut entry = match self.spans.entry(id) {
                 dashmap::Entry::Occupied(entry) => entry,
                 dashmap::Entry::Vacant(vacant) => {
@@ -1075,12 +1077,14 @@ impl<S: StartCopy> Ledger<S> {
             } else {
                 entry.get_mut().fate = Fate::Ended;
             }
-            (ended, start_nanos)
+            ending = Ending::Tracked(ended);
+            start_nanos
         };
-        let mut ended = ended;
-        ended.detached = self.close_step(id, &ended, true);
+        if let Ending::Tracked(ended) = &mut ending {
+            ended.detached = self.close_step(id, ended, true);
+        }
         self.unqueue(id, start_nanos);
-        Ending::Tracked(ended)
+        ending
     }
 
     /// The end of a span without an entry: only a span closed or evicted by the audit
