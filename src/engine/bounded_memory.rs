@@ -98,7 +98,11 @@ impl<V: Record> BoundedMemory<V> {
         {
             Some(slot) => slot,
             None => {
-                let next = bucket.next.fetch_add(1, Ordering::Relaxed);
+                // Not a read-modify-write: two writers that race here may pick the same
+                // slot, and the one that loses the slot's version below skips its write
+                // (the memory may forget).
+                let next = bucket.next.load(Ordering::Relaxed);
+                bucket.next.store(next.wrapping_add(1), Ordering::Relaxed);
                 &bucket.slots[usize::try_from(next % WAYS as u64).unwrap_or(0)]
             }
         };
