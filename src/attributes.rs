@@ -6,8 +6,6 @@
 
 use opentelemetry::{Key, KeyValue, Value};
 
-use crate::usage::count_value;
-
 /// The value of `key` in `attributes` as the processor reads it: the SDK keeps a key
 /// set twice twice, and the last value wins.
 ///
@@ -26,7 +24,12 @@ pub fn last_value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value
         .map(|kv| &kv.value)
 }
 
-/// The attributes the processor sets on one span, applied in one pass at the end.
+/// A token or call count as an attribute value (the SDK's integers are i64; counts are
+/// capped at 2^53 on the way in, and sums saturate far below i64::MAX in practice).
+pub(crate) fn count_value(count: u64) -> Value {
+    Value::I64(i64::try_from(count).unwrap_or(i64::MAX))
+}
+
 /// The first of `keys` whose last value is a non-blank string, trimmed.
 pub(crate) fn first_string<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
     keys.iter()
@@ -47,6 +50,7 @@ fn trimmed(s: &str) -> &str {
     }
 }
 
+/// The attributes the processor sets on one span, applied in one pass at the end.
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,

@@ -326,12 +326,6 @@ impl Totals {
     }
 }
 
-/// A token count as an attribute value (the SDK's integers are i64; counts are capped
-/// at 2^53 on the way in, and sums saturate far below i64::MAX in practice).
-pub(crate) fn count_value(count: u64) -> Value {
-    Value::I64(i64::try_from(count).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

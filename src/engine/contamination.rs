@@ -18,13 +18,13 @@ use opentelemetry::{KeyValue, Value};
 use super::bounded_memory::BoundedMemory;
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{Identity, LastResponse, OwnUsage};
-use crate::attributes::{last_value, AttributeWrites};
+use crate::attributes::{count_value, last_value, AttributeWrites};
 use crate::cost;
 use crate::findings::FindingCode;
 use crate::hashing::hash_str;
 use crate::keys::read::gen_ai;
 use crate::recognition::Role;
-use crate::usage::{count_value, reported_input_output, token_count, Totals};
+use crate::usage::{reported_input_output, token_count, Totals};
 
 /// Which invocation each recent generation's response id belongs to, across traces, in
 /// bounded memory (the oldest ids are forgotten first). Ids are kept as 64-bit hashes:
