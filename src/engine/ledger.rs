@@ -164,11 +164,74 @@ pub(crate) struct Entry<S> {
     parent_ended: bool,
 }
 
+/// The ids of a span's tracked children still open: the first few in place (a parent
+/// usually has few open at once), more in a list of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OpenChildren {
+    Few { ids: [u64; 3], len: u8 },
+    Many(Vec<u64>),
+}
+
+impl Default for OpenChildren {
+    fn default() -> Self {
+        OpenChildren::Few {
+            ids: [0; 3],
+            len: 0,
+        }
+    }
+}
+
+impl OpenChildren {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            OpenChildren::Few { ids, len } => &ids[..usize::from(*len).min(ids.len())],
+            OpenChildren::Many(ids) => ids,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn push(&mut self, child: u64) {
+        match self {
+            OpenChildren::Few { ids, len } if usize::from(*len) < ids.len() => {
+                ids[usize::from(*len)] = child;
+                *len += 1;
+            }
+            OpenChildren::Few { ids, .. } => {
+                let mut many = ids.to_vec();
+                many.push(child);
+                *self = OpenChildren::Many(many);
+            }
+            OpenChildren::Many(ids) => ids.push(child),
+        }
+    }
+
+    /// Removes `child` (the order of the others may change).
+    fn remove(&mut self, child: u64) {
+        match self {
+            OpenChildren::Few { ids, len } => {
+                let n = usize::from(*len).min(ids.len());
+                if let Some(pos) = ids[..n].iter().position(|c| *c == child) {
+                    ids[pos] = ids[n - 1];
+                    *len -= 1;
+                }
+            }
+            OpenChildren::Many(ids) => {
+                if let Some(pos) = ids.iter().position(|c| *c == child) {
+                    ids.swap_remove(pos);
+                }
+            }
+        }
+    }
+}
+
 /// The part of an entry about a span's descendants.
 #[derive(Debug, Default)]
 struct Below {
     /// Tracked children still open.
-    open_children: Vec<u64>,
+    open_children: OpenChildren,
     /// Contributions of ended descendant generations and tool calls.
     totals: Totals,
     /// Usage of ended own generations.
@@ -1257,7 +1320,7 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
     let (open_children, totals, own, steps, last_response, own_responses, agent_name, exceeded) =
         match entry.below.as_mut() {
             Some(b) => (
-                b.open_children.clone(),
+                b.open_children.as_slice().to_vec(),
                 b.totals,
                 b.own,
                 b.steps,
@@ -1293,9 +1356,7 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
 /// open children left.
 fn remove_child<S>(entry: &mut Entry<S>, child: u64) -> bool {
     if let Some(below) = entry.below.as_mut() {
-        if let Some(pos) = below.open_children.iter().position(|c| *c == child) {
-            below.open_children.swap_remove(pos);
-        }
+        below.open_children.remove(child);
     }
     entry.fate == Fate::Ended && !entry.has_open_children()
 }
@@ -1329,6 +1390,33 @@ mod tests {
             l.start(new(id, parent, role), true, || id, &mut kept),
             Start::Tracked { .. }
         )
+    }
+
+    #[test]
+    fn open_children_in_place_then_in_a_list() {
+        let sorted = |c: &OpenChildren| {
+            let mut v = c.as_slice().to_vec();
+            v.sort_unstable();
+            v
+        };
+        let mut c = OpenChildren::default();
+        assert!(c.is_empty());
+        c.remove(7); // absent: nothing happens
+        for id in 1..=3 {
+            c.push(id);
+        }
+        assert!(matches!(c, OpenChildren::Few { len: 3, .. }));
+        c.remove(1);
+        assert_eq!(sorted(&c), [2, 3]);
+        for id in 4..=6 {
+            c.push(id);
+        }
+        assert!(matches!(c, OpenChildren::Many(_)));
+        assert_eq!(sorted(&c), [2, 3, 4, 5, 6]);
+        for id in [2, 5, 3, 6, 4] {
+            c.remove(id);
+        }
+        assert!(c.is_empty());
     }
 
     /// Spans of two traces ending out of start order leave items behind in the
@@ -1404,7 +1492,7 @@ mod tests {
         l.detach(3, mid.parent);
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
         let inv = tracked(l.end(1, None));
-        assert_eq!(inv.open_children, vec![2]);
+        assert_eq!(inv.open_children.as_slice(), [2]);
         assert_eq!(inv.steps, 1);
         assert_eq!(inv.own.reporting, 1);
         assert!(l.contains(1));
@@ -1511,7 +1599,7 @@ mod tests {
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         let inv = tracked(l.end(1, None));
-        assert_eq!(inv.open_children, vec![2]);
+        assert_eq!(inv.open_children.as_slice(), [2]);
         assert!(l.orphan(2).is_some());
         let step = l.close(2).unwrap();
         assert!(step.parent_ended);
