@@ -55,10 +55,11 @@
 //! Re-measured again 2026-11-26, later (same VM, `cargo bench --bench memory`), after
 //! the performance work of that day (the span map's end in one lookup, the start-order
 //! queue trimmed at each end and when it reaches twice the capacity, the ledger's
-//! counter and lock on cache lines of their own): table 1 unchanged, 127.1–206.0 B per
-//! tracked open span from 10 000 to 1 000 000 spans (121.1–210.0 B over table 2's
-//! sweep), 2.9 B per span forgotten past a capacity of 10 000, 1.577 MB fixed; table 3
-//! unchanged (1.35–1.42x of the memory of 10 000 kept open, flat to 3 000 000).
+//! counter and lock on cache lines of their own, a parent's first open children kept in
+//! place): table 1, 127.1–210.2 B per tracked open span from 10 000 to 1 000 000 spans
+//! (111.8–213.9 B over table 2's sweep), 2.9 B per span forgotten past a capacity of
+//! 10 000, 1.577 MB fixed; table 3 unchanged (1.35–1.42x of the memory of 10 000 kept
+//! open, flat to 3 000 000).
 //!
 //! Re-measured 2026-11-26 (same VM, `cargo bench --bench memory`) after the changes of
 //! that day (pending entries for roles known only at end, the exact memory of spans
