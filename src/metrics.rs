@@ -82,6 +82,34 @@ thread_local! {
         const { RefCell::new(([const { (0, None) }; RECENT], 0)) };
 }
 
+/// The cost attributes a thread recorded last, and the names they were made from: an
+/// agent's calls repeat the same provider, model, agent and source, and the attributes
+/// are then passed again as they are (no name admitted again, no value cloned). The
+/// values a name maps to never change once admitted (or refused), so this is exact.
+struct LastCost {
+    /// The metrics that recorded it (their model set's id).
+    owner: u64,
+    provider: String,
+    model: String,
+    agent: String,
+    source: &'static str,
+    attributes: [KeyValue; 4],
+}
+
+impl LastCost {
+    fn is_for(&self, owner: u64, call: &CallRecord<'_>) -> bool {
+        self.owner == owner
+            && call.source == self.source
+            && call.provider == Some(self.provider.as_str())
+            && call.model == Some(self.model.as_str())
+            && call.agent == Some(self.agent.as_str())
+    }
+}
+
+thread_local! {
+    static LAST_COST: RefCell<Option<LastCost>> = const { RefCell::new(None) };
+}
+
 impl Bounded {
     fn new(limit: usize) -> Self {
         Bounded {
@@ -258,39 +286,14 @@ impl AuditMetrics {
     /// Records one generation or embedding: its cost (when priced) and, when asked for,
     /// its tokens in `gen_ai.client.token.usage`.
     pub(crate) fn record_call(&self, call: &CallRecord<'_>) {
-        let provider = call.provider.map(|p| self.providers.value(p));
-        let model = call.model.map(|m| self.models.value(m));
         if let Some(cost) = call.cost_usd {
-            let agent = call.agent.map(|a| self.agents.value(a));
-            let source = KeyValue::new(metric::COST_SOURCE, call.source);
-            match (&provider, &model, agent) {
-                // The usual case, without an allocation.
-                (Some(p), Some(m), Some(a)) => self.cost.add(
-                    cost,
-                    &[
-                        KeyValue::new(metric::PROVIDER_NAME, p.clone()),
-                        KeyValue::new(metric::REQUEST_MODEL, m.clone()),
-                        KeyValue::new(metric::AGENT_NAME, a),
-                        source,
-                    ],
-                ),
-                (p, m, a) => {
-                    let mut attributes = Vec::with_capacity(4);
-                    if let Some(p) = p {
-                        attributes.push(KeyValue::new(metric::PROVIDER_NAME, p.clone()));
-                    }
-                    if let Some(m) = m {
-                        attributes.push(KeyValue::new(metric::REQUEST_MODEL, m.clone()));
-                    }
-                    if let Some(a) = a {
-                        attributes.push(KeyValue::new(metric::AGENT_NAME, a));
-                    }
-                    attributes.push(source);
-                    self.cost.add(cost, &attributes);
-                }
+            if !self.add_cost_again(cost, call) {
+                self.add_cost(cost, call);
             }
         }
         if let Some(histogram) = &self.token_usage {
+            let provider = call.provider.map(|p| self.providers.value(p));
+            let model = call.model.map(|m| self.models.value(m));
             let mut attributes = Vec::with_capacity(5);
             if let Some(op) = call.operation {
                 attributes.push(KeyValue::new(metric::OPERATION_NAME, op.to_owned()));
@@ -310,6 +313,69 @@ impl AuditMetrics {
                     with_type.push(KeyValue::new(metric::TOKEN_TYPE, kind));
                     histogram.record(tokens, &with_type);
                 }
+            }
+        }
+    }
+
+    /// Adds a call's cost with the attributes this thread recorded last, when the call
+    /// names the same provider, model, agent and source; `false` otherwise.
+    fn add_cost_again(&self, cost: f64, call: &CallRecord<'_>) -> bool {
+        LAST_COST.with(|last| {
+            let Ok(last) = last.try_borrow() else {
+                return false;
+            };
+            match &*last {
+                Some(last) if last.is_for(self.models.id, call) => {
+                    self.cost.add(cost, &last.attributes);
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// Adds a call's cost, its attribute values admitted by the bounded sets; the usual
+    /// attributes (provider, model and agent all known) are kept for the next call.
+    fn add_cost(&self, cost: f64, call: &CallRecord<'_>) {
+        let source = KeyValue::new(metric::COST_SOURCE, call.source);
+        match (call.provider, call.model, call.agent) {
+            (Some(provider), Some(model), Some(agent)) => {
+                let attributes = [
+                    KeyValue::new(metric::PROVIDER_NAME, self.providers.value(provider)),
+                    KeyValue::new(metric::REQUEST_MODEL, self.models.value(model)),
+                    KeyValue::new(metric::AGENT_NAME, self.agents.value(agent)),
+                    source,
+                ];
+                self.cost.add(cost, &attributes);
+                LAST_COST.with(|last| {
+                    if let Ok(mut last) = last.try_borrow_mut() {
+                        *last = Some(LastCost {
+                            owner: self.models.id,
+                            provider: provider.to_owned(),
+                            model: model.to_owned(),
+                            agent: agent.to_owned(),
+                            source: call.source,
+                            attributes,
+                        });
+                    }
+                });
+            }
+            (provider, model, agent) => {
+                let mut attributes = Vec::with_capacity(4);
+                if let Some(p) = provider {
+                    attributes.push(KeyValue::new(
+                        metric::PROVIDER_NAME,
+                        self.providers.value(p),
+                    ));
+                }
+                if let Some(m) = model {
+                    attributes.push(KeyValue::new(metric::REQUEST_MODEL, self.models.value(m)));
+                }
+                if let Some(a) = agent {
+                    attributes.push(KeyValue::new(metric::AGENT_NAME, self.agents.value(a)));
+                }
+                attributes.push(source);
+                self.cost.add(cost, &attributes);
             }
         }
     }

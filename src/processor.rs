@@ -464,6 +464,7 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
         self.export_all(synthetic);
     }
 
+    /// [`Self::export`] when there is something to export (rare: leak policy `close`).
     #[cold]
     fn export_all(&self, synthetic: Vec<Synthetic<SpanData>>) {
         for s in synthetic {

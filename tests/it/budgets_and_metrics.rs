@@ -576,3 +576,79 @@ fn agent_names_are_bounded_and_every_instrument_is_in_the_crates_scope() {
         )]
     );
 }
+
+/// One invocation of agent `coder` with one priced call of `openai`/`model`.
+fn coder_call(h: &Harness, model: &str, cost: f64) {
+    let tracer = h.tracer();
+    let invocation = tracer
+        .span_builder("invoke_agent coder")
+        .with_attributes(vec![
+            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+            KeyValue::new("gen_ai.agent.name", "coder"),
+        ])
+        .start(&tracer);
+    let cx = Context::new().with_span(invocation);
+    let mut call = tracer
+        .span_builder(format!("chat {model}"))
+        .with_attributes(vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.provider.name", "openai"),
+            KeyValue::new("gen_ai.request.model", model.to_owned()),
+            KeyValue::new("gen_ai.usage.cost", cost),
+        ])
+        .start_with_context(&tracer, &cx);
+    call.end();
+    cx.span().end();
+}
+
+/// Repeated calls reuse the cost attributes a thread recorded last; two processors on
+/// one thread each keep their own names and bounds (the second one's model set is full,
+/// so the model it records is `_other`, whatever the first one recorded).
+#[test]
+fn repeated_cost_attributes_stay_exact_across_processors() {
+    let first = Harness::new();
+    let second = Harness::with(|b| b.with_metric_cardinality_limit(1));
+    coder_call(&second, "warm-up", 0.5);
+    for (model, cost) in [("gpt-4o", 0.001), ("gpt-4o", 0.002), ("gpt-4o-mini", 0.004)] {
+        coder_call(&first, model, cost);
+    }
+    coder_call(&second, "gpt-4o", 0.008);
+    coder_call(&first, "gpt-4o", 0.016);
+    let summary = |h: &Harness| -> Vec<(String, String, String, f64)> {
+        h.metrics
+            .points("genai_audit.cost")
+            .into_iter()
+            .map(|(attrs, sum)| {
+                let get = |k: &str| {
+                    attrs
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                let sum = (sum * 1e6).round() / 1e6;
+                (
+                    get("gen_ai.provider.name"),
+                    get("gen_ai.request.model"),
+                    get("gen_ai.agent.name"),
+                    sum,
+                )
+            })
+            .collect()
+    };
+    let s = |v: &str| v.to_owned();
+    assert_eq!(
+        summary(&first),
+        vec![
+            (s("openai"), s("gpt-4o"), s("coder"), 0.019),
+            (s("openai"), s("gpt-4o-mini"), s("coder"), 0.004),
+        ]
+    );
+    assert_eq!(
+        summary(&second),
+        vec![
+            (s("openai"), s("_other"), s("coder"), 0.008),
+            (s("openai"), s("warm-up"), s("coder"), 0.5),
+        ]
+    );
+}
