@@ -57,7 +57,7 @@
 //! | `passthrough_noop` audit | 1.053 µs | 1.048 µs | **1.41x / 1.38x** (floor + 0.04 / + 0.05) | floor + 0.10 (goal + 0.05): **met** |
 //! | `agent_turn` bare | 1.964 µs | 1.944 µs | 1 | |
 //! | `agent_turn` audit | 6.318 µs | 6.303 µs | **3.22x / 3.24x** | ≤ 3.0x: **missed** (was 3.80–3.99x) |
-//! | `agent_turn` audit_metrics | 7.283 µs | 7.207 µs | +15.3 % / +14.3 % over audit; +16.5 % in instructions (78 102 → 90 970) | ≤ 15 % (issue of the metrics): borderline, as before; the metrics cost ~12 900 instructions (~0.9 µs), about what they cost before, over a faster turn |
+//! | `agent_turn` audit_metrics | 7.234 µs (audit 6.369) | 7.055 µs (audit 6.322) | **+13.6 % / +11.6 %** over audit; +14.3 % in instructions (78 033 → 89 164) | ≤ 15 % (issue of the metrics): met (measured after the last metrics change, two runs of `-- agent_turn`; before it +15.3 % / +14.3 %) |
 //! | `pricing_known` | 1.108 µs direct, 28.9 ns memoised | | **38x** | ≥ 10x (goal 30x): met |
 //! | `pricing_tiered` | 1.474 µs / 1.591 µs | | 0.93x (falls back to `genai-prices`) | |
 //! | `pricing_unknown` | 1.173 µs / 8.46 ns | | 139x | ≥ 10x: met |
