@@ -619,13 +619,7 @@ fn repeated_cost_attributes_stay_exact_across_processors() {
             .points("genai_audit.cost")
             .into_iter()
             .map(|(attrs, sum)| {
-                let get = |k: &str| {
-                    attrs
-                        .iter()
-                        .find(|(key, _)| key == k)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
+                let get = |k: &str| common::point_attr(&attrs, k);
                 let sum = (sum * 1e6).round() / 1e6;
                 (
                     get("gen_ai.provider.name"),

@@ -143,13 +143,7 @@ impl Meters {
     fn findings(&self) -> BTreeMap<(String, String), u64> {
         let mut out = BTreeMap::new();
         for (attrs, v) in self.points("genai_audit.findings") {
-            let get = |k: &str| {
-                attrs
-                    .iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
+            let get = |k: &str| crate::common::point_attr(&attrs, k);
             *out.entry((get("genai_audit.finding"), get("genai_audit.role")))
                 .or_insert(0) += v as u64;
         }
