@@ -646,3 +646,38 @@ fn repeated_cost_attributes_stay_exact_across_processors() {
         ]
     );
 }
+
+/// Model and provider names take a place in the bounded sets only when something is
+/// recorded with them: unpriced calls, with the token-usage histogram off, leave the
+/// places to the priced ones.
+#[test]
+fn unrecorded_names_take_no_place_in_the_bounds() {
+    let h = Harness::with(|b| b.with_metric_cardinality_limit(2));
+    for model in ["private-a", "private-b", "private-c"] {
+        coder_call_unpriced(&h, model);
+    }
+    coder_call(&h, "gpt-4o", 0.001);
+    coder_call(&h, "gpt-4o-mini", 0.002);
+    let models: Vec<String> = h
+        .metrics
+        .points("genai_audit.cost")
+        .iter()
+        .map(|(attrs, _)| common::point_attr(attrs, "gen_ai.request.model"))
+        .collect();
+    assert_eq!(models, ["gpt-4o", "gpt-4o-mini"]);
+}
+
+/// A call of a model no price covers, with no reported cost.
+fn coder_call_unpriced(h: &Harness, model: &str) {
+    let tracer = h.tracer();
+    let mut call = tracer
+        .span_builder(format!("chat {model}"))
+        .with_attributes(vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.provider.name", "openai"),
+            KeyValue::new("gen_ai.request.model", model.to_owned()),
+            KeyValue::new("gen_ai.usage.input_tokens", 10),
+        ])
+        .start(&tracer);
+    call.end();
+}

@@ -55,3 +55,28 @@ fn a_million_leaked_spans_never_track_more_than_the_capacity() {
         began.elapsed()
     );
 }
+
+/// With the default clock, a span's age is how long the processor has tracked it: a
+/// span whose own start time is hours in the past (replayed, back-dated) or ahead (a
+/// skewed clock elsewhere) is not stale when the next tracked span starts, and every
+/// span started with its default start time is tracked.
+#[test]
+fn start_times_far_from_now_do_not_age_spans_with_the_default_clock() {
+    use std::time::{Duration, SystemTime};
+    let h = Harness::with(|b| b.with_max_span_age(Duration::from_secs(3600)));
+    let tracer = h.tracer();
+    let hours = Duration::from_secs(5 * 3600);
+    let past = tracer
+        .span_builder("invoke_agent replayed")
+        .with_start_time(SystemTime::now() - hours)
+        .start(&tracer);
+    let ahead = tracer
+        .span_builder("invoke_agent skewed")
+        .with_start_time(SystemTime::now() + hours)
+        .start(&tracer);
+    let live = tracer.start("invoke_agent live");
+    // Each start above checked for spans due for eviction: none is.
+    h.assert_counts(&[], 3);
+    drop((past, ahead, live));
+    h.assert_counts(&[], 0);
+}
