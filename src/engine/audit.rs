@@ -298,9 +298,8 @@ impl<S: StartCopy> Audit<S> {
         now: impl Fn() -> SystemTime,
         synthetic: &mut Vec<Synthetic<S>>,
     ) {
-        let max_age = u64::try_from(self.settings.max_span_age.as_nanos()).unwrap_or(u64::MAX);
         self.ledger.evict_due(
-            || nanos(now()).saturating_sub(max_age),
+            || nanos(now()),
             make_room,
             |ended| self.evicted(ended, now(), synthetic),
         );

@@ -587,16 +587,16 @@ impl<S: StartCopy> Ledger<S> {
         self.spans.contains_key(&id)
     }
 
-    /// Evicts, oldest first, open spans tracked since before `min_start_nanos` and, when
-    /// `make_room` (the ledger must take one more) or the ledger holds more than its
-    /// capacity, the oldest open spans; at most a fixed number per call. Each evicted
-    /// span is handed to `on_evict` before the next is evicted, so that a parent's
-    /// report still finds its open children. Never waits: when another thread is
-    /// evicting, it does nothing. `min_start_nanos` is called at most once, and only
-    /// when a span's age matters.
+    /// Evicts, oldest first, open spans older than the maximum age at `now_nanos` and,
+    /// when `make_room` (the ledger must take one more) or the ledger holds more than
+    /// its capacity, the oldest open spans; at most a fixed number per call. Each
+    /// evicted span is handed to `on_evict` before the next is evicted, so that a
+    /// parent's report still finds its open children. Never waits: when another thread
+    /// is evicting, it does nothing. `now_nanos` is called at most once, and only when
+    /// a span's age matters.
     pub(crate) fn evict_due(
         &self,
-        min_start_nanos: impl FnOnce() -> u64,
+        now_nanos: impl FnOnce() -> u64,
         make_room: bool,
         mut on_evict: impl FnMut(Ended<S>),
     ) {
@@ -604,7 +604,7 @@ impl<S: StartCopy> Ledger<S> {
             return;
         };
         let mut limit = None;
-        let mut min_start_nanos = Some(min_start_nanos);
+        let mut now_nanos = Some(now_nanos);
         let (mut evictions, mut discards) = (0, 0);
         while evictions < EVICTIONS_PER_CALL && discards < DISCARDS_PER_CALL {
             let Some(&(id, start)) = order.queue.front() else {
@@ -612,7 +612,11 @@ impl<S: StartCopy> Ledger<S> {
             };
             let full = self.len() > self.capacity || (make_room && self.len() >= self.capacity);
             if !full {
-                let limit = *limit.get_or_insert_with(|| min_start_nanos.take().map_or(0, |f| f()));
+                let limit = *limit.get_or_insert_with(|| {
+                    now_nanos
+                        .take()
+                        .map_or(0, |f| f().saturating_sub(self.max_age_nanos))
+                });
                 if start >= limit {
                     break;
                 }
@@ -1560,7 +1564,7 @@ mod tests {
         // Spans 1..=10 are too old; at most EVICTIONS_PER_CALL go per call.
         let evict = || {
             let mut n = 0;
-            l.evict_due(|| 11, false, |_| n += 1);
+            l.evict_due(|| 11 + 3_600_000_000_000, false, |_| n += 1);
             n
         };
         assert_eq!(evict(), EVICTIONS_PER_CALL);
