@@ -1,35 +1,20 @@
 //! Non-gen-ai spans pass through byte-identical; a disabled processor is a pure
 //! pass-through; every SpanProcessor method reaches the wrapped processor.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::common::SequentialIds;
 use genai_audit::GenAiAuditProcessor;
 use opentelemetry::trace::{
-    Link, Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer,
-    TracerProvider,
+    Link, Span, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    IdGenerator, InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor, SpanData,
-    SpanProcessor,
+    InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor, SpanData, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
-
-/// Sequential ids, so two runs produce the same ids.
-#[derive(Debug, Default)]
-struct SequentialIds(AtomicU64);
-
-impl IdGenerator for SequentialIds {
-    fn new_trace_id(&self) -> TraceId {
-        TraceId::from(u128::from(self.0.fetch_add(1, Ordering::Relaxed) + 1) << 64 | 7)
-    }
-    fn new_span_id(&self) -> SpanId {
-        SpanId::from(self.0.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-}
 
 fn at(ns: u64) -> std::time::SystemTime {
     UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + ns)

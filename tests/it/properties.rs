@@ -30,58 +30,23 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::{Recorder, SequentialIds};
 use genai_audit::{ContaminationPolicy, GenAiAuditProcessor, LeakPolicy};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, Tracer as _,
     TracerProvider as _,
 };
 use opentelemetry::{Array, Context, KeyValue, Value};
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{IdGenerator, SdkTracerProvider, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 // ---------------------------------------------------------------------------------
-// Small harness: sequential ids, a recording inner processor, a metrics reader.
+// Small harness: a metrics reader (sequential ids and the recording inner processor
+// come from `common`).
 // ---------------------------------------------------------------------------------
-
-/// Sequential ids, so the audited and the bare run of a case get the same ids.
-#[derive(Debug, Default)]
-struct SequentialIds(AtomicU64);
-
-impl IdGenerator for SequentialIds {
-    fn new_trace_id(&self) -> TraceId {
-        TraceId::from(u128::from(self.0.fetch_add(1, Ordering::Relaxed) + 1) << 64 | 7)
-    }
-    fn new_span_id(&self) -> SpanId {
-        SpanId::from(self.0.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-}
-
-/// The inner processor: records every `on_end`, duplicates included.
-#[derive(Debug, Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<SpanData>>>);
-
-impl Recorder {
-    fn spans(&self) -> Vec<SpanData> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl SpanProcessor for Recorder {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
-    fn on_end(&self, span: SpanData) {
-        self.0.lock().unwrap().push(span);
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
 
 /// A meter provider whose metrics can be read after a flush.
 struct Meters {
@@ -856,7 +821,7 @@ fn run(case: &Case, audited: bool) -> Outcome {
     let _ = provider.shutdown();
     // Spans never ended: dropped only now, when the SDK no longer exports them.
     drop(cxs);
-    let exported = recorder.spans();
+    let exported = recorder.ended();
     let (findings_metric, tracked_after_shutdown) = if audited {
         (meters.findings(), meters.tracked())
     } else {
@@ -1420,7 +1385,7 @@ impl Pipeline {
     fn finish(&self) -> Vec<SpanData> {
         let _ = self.provider.force_flush();
         let _ = self.provider.shutdown();
-        self.recorder.spans()
+        self.recorder.ended()
     }
 }
 

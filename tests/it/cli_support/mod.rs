@@ -7,19 +7,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use genai_audit::script::TraceScript;
 use opentelemetry::trace::{SpanId, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
 
 /// Runs `genai-audit` with `args` (no `GENAI_AUDIT_*` variables of the test's own).
@@ -64,23 +61,6 @@ pub fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Keeps every ended span, in end order.
-#[derive(Debug, Default, Clone)]
-struct Keep(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanProcessor for Keep {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-    fn on_end(&self, span: SpanData) {
-        self.0.lock().unwrap().push(span);
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
 /// A trace script's spans as an application's batch exporter would send them: the
 /// spans that ended, in end order, without any audit.
 pub struct Exported {
@@ -93,7 +73,7 @@ pub struct Exported {
 /// Replays `script` through a plain SDK pipeline (no audit) and keeps what it exported.
 pub fn export_script(script: &str) -> Exported {
     let script = TraceScript::parse(script).expect("valid script");
-    let keep = Keep::default();
+    let keep = crate::common::Recorder::default();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(keep.clone())
         .build();
@@ -104,7 +84,7 @@ pub fn export_script(script: &str) -> Exported {
         .collect();
     provider.shutdown().expect("shutdown");
     drop(replay);
-    let spans = std::mem::take(&mut *keep.0.lock().unwrap());
+    let spans = keep.ended();
     Exported { spans, labels }
 }
 

@@ -647,6 +647,22 @@ pub fn assert_closed_with_open_child(parent: &SpanData, child: &SpanData, child_
 // ---------------------------------------------------------------------------------
 // Pipelines built by hand.
 
+/// Sequential span and trace ids, so that two runs of one case get the same ids.
+#[derive(Debug, Default)]
+pub struct SequentialIds(std::sync::atomic::AtomicU64);
+
+impl opentelemetry_sdk::trace::IdGenerator for SequentialIds {
+    fn new_trace_id(&self) -> opentelemetry::trace::TraceId {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        opentelemetry::trace::TraceId::from(u128::from(n) << 64 | 7)
+    }
+    fn new_span_id(&self) -> opentelemetry::trace::SpanId {
+        opentelemetry::trace::SpanId::from(
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        )
+    }
+}
+
 /// What a [`Recorder`] was asked to do, in order.
 #[derive(Debug, Clone)]
 pub enum Call {
