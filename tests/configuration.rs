@@ -33,21 +33,30 @@ fn processor() -> GenAiAuditProcessor<SimpleSpanProcessor<InMemorySpanExporter>>
     GenAiAuditProcessor::builder(SimpleSpanProcessor::new(InMemorySpanExporter::default())).build()
 }
 
-/// The cost written for one gpt-4o call through a processor built now.
-fn gpt4o_cost(builder: impl FnOnce(InMemorySpanExporter) -> SdkTracerProvider) -> Option<f64> {
-    let exporter = InMemorySpanExporter::default();
-    let provider = builder(exporter.clone());
-    let tracer = provider.tracer("t");
+/// One ended gpt-4o call of `input_tokens` input tokens, under the span of `cx`.
+fn gpt4o_call(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    input_tokens: i64,
+    cx: &opentelemetry::Context,
+) {
     let mut g = tracer
         .span_builder("chat gpt-4o")
         .with_attributes([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.provider.name", "openai"),
             KeyValue::new("gen_ai.request.model", "gpt-4o"),
-            KeyValue::new("gen_ai.usage.input_tokens", 1_000_000),
+            KeyValue::new("gen_ai.usage.input_tokens", input_tokens),
         ])
-        .start(&tracer);
+        .start_with_context(tracer, cx);
     g.end();
+}
+
+/// The cost written for one gpt-4o call through a processor built now.
+fn gpt4o_cost(builder: impl FnOnce(InMemorySpanExporter) -> SdkTracerProvider) -> Option<f64> {
+    let exporter = InMemorySpanExporter::default();
+    let provider = builder(exporter.clone());
+    let tracer = provider.tracer("t");
+    gpt4o_call(&tracer, 1_000_000, &opentelemetry::Context::new());
     let spans = exporter.get_finished_spans().unwrap();
     spans[0]
         .attributes
@@ -79,16 +88,7 @@ fn invocation_findings(
         .build();
     let tracer = provider.tracer("t");
     let cx = opentelemetry::Context::current_with_span(tracer.start("invoke_agent coder"));
-    let mut g = tracer
-        .span_builder("chat gpt-4o")
-        .with_attributes([
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.provider.name", "openai"),
-            KeyValue::new("gen_ai.request.model", "gpt-4o"),
-            KeyValue::new("gen_ai.usage.input_tokens", 1_000),
-        ])
-        .start_with_context(&tracer, &cx);
-    g.end();
+    gpt4o_call(&tracer, 1_000, &cx);
     cx.span().end();
     let spans = exporter.get_finished_spans().unwrap();
     let invocation = spans
