@@ -114,12 +114,14 @@ pub(crate) fn price_call<'a>(
     if let Some(matched) = matched {
         writes.set(keys::COST_MODEL, Value::String(matched.into()));
     }
-    for (on, key) in [
-        (dialects.gen_ai_usage_cost, keys::GEN_AI_USAGE_COST),
-        (dialects.llm_cost_total, keys::LLM_COST_TOTAL),
-        (dialects.operation_cost, keys::OPERATION_COST),
+    // Without a reported cost, the span has neither of the two dialect keys that are
+    // also reported-cost keys: `reported_cost` looked for them already.
+    for (on, key, known_absent) in [
+        (dialects.gen_ai_usage_cost, keys::GEN_AI_USAGE_COST, reported.is_none()),
+        (dialects.llm_cost_total, keys::LLM_COST_TOTAL, reported.is_none()),
+        (dialects.operation_cost, keys::OPERATION_COST, false),
     ] {
-        if on && last_value(attributes, key).is_none() {
+        if on && (known_absent || last_value(attributes, key).is_none()) {
             writes.set_absent(key, cost_usd);
         }
     }
@@ -147,11 +149,11 @@ fn reported_cost(attributes: &[KeyValue]) -> Option<Option<f64>> {
     if let Some(value) = last_value(attributes, read::cost::GEN_AI_USAGE_COST) {
         return Some(number(value));
     }
-    let usd = matches!(
-        last_value(attributes, read::cost::GEN_AI_USAGE_COST_CURRENCY),
-        Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
-    );
     if let Some(value) = last_value(attributes, read::cost::GEN_AI_USAGE_COST_AMOUNT) {
+        let usd = matches!(
+            last_value(attributes, read::cost::GEN_AI_USAGE_COST_CURRENCY),
+            Some(Value::String(c)) if c.as_str().trim().eq_ignore_ascii_case("USD")
+        );
         if usd {
             return Some(number(value));
         }
