@@ -236,6 +236,32 @@ mod tests {
         }
     }
 
+    /// Counts set in one pass replace a key written before them (the slow path when
+    /// the filter says a key may be there), and never add a second copy.
+    #[test]
+    fn counts_replace_earlier_writes() {
+        let mut attrs = vec![KeyValue::new("genai_audit.total.input_tokens", 1)];
+        let mut w = AttributeWrites::default();
+        w.set_counts([
+            ("genai_audit.total.input_tokens", 2),
+            ("genai_audit.steps", 3),
+        ]);
+        w.set_counts([("genai_audit.steps", 4)]);
+        w.apply(&mut attrs);
+        assert_eq!(
+            attrs,
+            vec![
+                KeyValue::new("genai_audit.total.input_tokens", 2),
+                KeyValue::new("genai_audit.steps", 4),
+            ]
+        );
+        let mut w = AttributeWrites::default();
+        w.set_counts([("genai_audit.steps", u64::MAX)]);
+        let mut attrs = Vec::new();
+        w.apply(&mut attrs);
+        assert_eq!(attrs, vec![KeyValue::new("genai_audit.steps", i64::MAX)]);
+    }
+
     #[test]
     fn last_wins_on_read() {
         let attrs = [

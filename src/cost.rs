@@ -117,8 +117,16 @@ pub(crate) fn price_call<'a>(
     // Without a reported cost, the span has neither of the two dialect keys that are
     // also reported-cost keys: `reported_cost` looked for them already.
     for (on, key, known_absent) in [
-        (dialects.gen_ai_usage_cost, keys::GEN_AI_USAGE_COST, reported.is_none()),
-        (dialects.llm_cost_total, keys::LLM_COST_TOTAL, reported.is_none()),
+        (
+            dialects.gen_ai_usage_cost,
+            keys::GEN_AI_USAGE_COST,
+            reported.is_none(),
+        ),
+        (
+            dialects.llm_cost_total,
+            keys::LLM_COST_TOTAL,
+            reported.is_none(),
+        ),
         (dialects.operation_cost, keys::OPERATION_COST, false),
     ] {
         if on && (known_absent || last_value(attributes, key).is_none()) {
