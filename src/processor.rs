@@ -487,6 +487,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
             let plan = data.as_ref().and_then(|data| {
                 audit.plan_start(&StartedSpan {
                     id: id(data.span_context.span_id()),
+                    trace_id: data.span_context.trace_id(),
                     parent: parent(data.parent_span_id),
                     start_time: data.start_time,
                     name: &data.name,

@@ -17,7 +17,7 @@ use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
     Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
-    StartCopy,
+    StartCopy, TraceKey,
 };
 use crate::attributes::{first_string, AttributeWrites};
 use crate::budget::{BudgetCallback, BudgetExceeded, Budgets};
@@ -34,6 +34,7 @@ use crate::usage::{Totals, Usage};
 #[derive(Debug)]
 pub(crate) struct StartedSpan<'a> {
     pub(crate) id: u64,
+    pub(crate) trace_id: TraceId,
     pub(crate) parent: Option<u64>,
     /// Its own start time.
     pub(crate) start_time: SystemTime,
@@ -58,6 +59,7 @@ pub(crate) struct EndedSpan<'a> {
 #[derive(Debug)]
 pub(crate) struct StartPlan {
     id: u64,
+    trace: TraceKey,
     parent: Option<u64>,
     start_time: SystemTime,
     role: Role,
@@ -223,7 +225,8 @@ impl<S: StartCopy> Audit<S> {
         let role = self
             .recogniser
             .classify_start(span.name, span.attributes, || {
-                span.parent.and_then(|p| self.ledger.role_of(p))
+                let trace = TraceKey::of(span.trace_id);
+                span.parent.and_then(|p| self.ledger.role_of(trace, p))
             });
         if !role.is_recognised() && self.ledger.len() == 0 {
             return None;
@@ -245,6 +248,7 @@ impl<S: StartCopy> Audit<S> {
         };
         StartPlan {
             id: span.id,
+            trace: TraceKey::of(span.trace_id),
             parent: span.parent,
             start_time: span.start_time,
             role,
@@ -276,14 +280,18 @@ impl<S: StartCopy> Audit<S> {
         let recognised = plan.role.is_recognised();
         // "Now" is found at most once per start, and only for a tracked span.
         let now = self.lazy_start_now(plan.start_time);
-        match self.ledger.start(span, recognised, || now().1, &mut kept) {
+        match self
+            .ledger
+            .start(plan.trace, span, recognised, || now().1, &mut kept)
+        {
             Start::Untracked => {}
             Start::Tracked { due: false } => {}
             Start::Tracked { due: true } => self.evict_due(false, || now().0, &mut synthetic),
             Start::Full(span) => {
                 // Make room (the oldest spans go first), then try once more.
                 self.evict_due(true, || now().0, &mut synthetic);
-                self.ledger.start(span, recognised, || now().1, &mut kept);
+                self.ledger
+                    .start(plan.trace, span, recognised, || now().1, &mut kept);
             }
         }
         synthetic
@@ -337,7 +345,8 @@ impl<S: StartCopy> Audit<S> {
         let mut evicted_as = None;
         // Matched by reference: the ledger's record of the span is large, and is not moved
         // again.
-        let ending = self.ledger.end(span.id, span.parent);
+        let trace = TraceKey::of(span.trace_id);
+        let ending = self.ledger.end(trace, span.id, span.parent);
         let node = match &ending {
             Ending::Tracked(t) => Some(t),
             &Ending::Closed(role) => {
@@ -362,7 +371,7 @@ impl<S: StartCopy> Audit<S> {
         // open (its state is gone), nor one handed to `on_end` a second time.
         let end_only = tracked.is_none()
             && evicted_as.is_none()
-            && (node.is_some() || !self.ledger.has_ended(span.id));
+            && (node.is_some() || !self.ledger.has_ended(trace, span.id));
         let mut writes = AttributeWrites::for_span(span.attributes.len());
         let mut findings = SpanFindings::default();
         if role.is_recognised() {
@@ -397,13 +406,13 @@ impl<S: StartCopy> Audit<S> {
         let mut exceeded = None;
         match (call, tracked) {
             (Some(call), Some(t)) if t.parent.is_some() => {
-                let cumulative = self
-                    .ledger
-                    .contribute(span.id, t.parent, t.invocation, call);
+                let cumulative =
+                    self.ledger
+                        .contribute(trace, span.id, t.parent, t.invocation, call);
                 if let Some(c) = cumulative.filter(|_| role == Role::Generation) {
                     write_cumulative(&mut writes, &c);
                     if let Some(inv) = t.invocation {
-                        exceeded = self.budget_passed(&span, inv, &c);
+                        exceeded = self.budget_passed(&span, trace, inv, &c);
                         if exceeded.is_some() {
                             findings.add(Finding::new(FindingCode::BudgetExceeded, role));
                         }
@@ -416,14 +425,14 @@ impl<S: StartCopy> Audit<S> {
                 up.response = call.response.take();
                 up.own_responses.append(&mut call.own_responses);
             }
-            (None, Some(t)) if !t.detached => self.ledger.detach(span.id, t.parent),
+            (None, Some(t)) if !t.detached => self.ledger.detach(trace, span.id, t.parent),
             (None, Some(_)) => {}
             (None, None) => {}
         }
 
         let late = match tracked {
             Some(t) => t.parent_ended,
-            None => end_only && span.parent.is_some_and(|p| self.ledger.has_ended(p)),
+            None => end_only && span.parent.is_some_and(|p| self.ledger.has_ended(trace, p)),
         };
         if let Some(t) = tracked {
             for code in t.pending.iter() {
@@ -435,7 +444,7 @@ impl<S: StartCopy> Audit<S> {
         }
         let open_children = tracked.is_some_and(|t| !t.open_children.is_empty());
         let at_end = end_only.then_some(span.parent);
-        let step_index = self.write_structure(role, node, at_end, &mut writes);
+        let step_index = self.write_structure(trace, role, node, at_end, &mut writes);
         if let Some(n) = node {
             let attrs: &[KeyValue] = span.attributes;
             let mut check = contamination::Check {
@@ -461,13 +470,14 @@ impl<S: StartCopy> Audit<S> {
             }
             if role.is_recognised() && role != Role::Invocation {
                 if let Some(inv) = n.invocation {
-                    check.identity(|| self.ledger.identity(inv));
+                    check.identity(|| self.ledger.identity(trace, inv));
                 }
             }
         }
         if let Some(t) = tracked {
             if open_children {
                 self.open_children_at_end(
+                    trace,
                     &t.open_children,
                     span.end_time,
                     (&mut writes, &mut findings, role),
@@ -484,7 +494,7 @@ impl<S: StartCopy> Audit<S> {
                     ..Contribution::default()
                 };
                 self.ledger
-                    .contribute(span.id, t.parent, None, contribution);
+                    .contribute(trace, span.id, t.parent, None, contribution);
             }
         } else if node.is_none() && end_only && role.is_recognised() {
             // Remembered so that a child ending after it is known to end late.
@@ -496,7 +506,7 @@ impl<S: StartCopy> Audit<S> {
         }
         let hands_up = end_only || tracked.is_some_and(|t| t.parent.is_none());
         if hands_up && !up.is_empty() {
-            self.hand_up(span.id, span.parent, up, &mut outcome.synthetic);
+            self.hand_up(trace, span.id, span.parent, up, &mut outcome.synthetic);
         }
         if role.is_recognised() {
             findings.emit(&mut writes, self.metrics());
@@ -517,15 +527,16 @@ impl<S: StartCopy> Audit<S> {
     fn budget_passed(
         &self,
         span: &EndedSpan<'_>,
+        trace: TraceKey,
         invocation: u64,
         cumulative: &Totals,
     ) -> Option<BudgetExceeded> {
         if self.budgets.is_empty() {
             return None;
         }
-        let agent = self.ledger.agent_name(invocation);
+        let agent = self.ledger.agent_name(trace, invocation);
         let budget = self.budgets.for_agent(agent.as_deref())?;
-        if !budget.exceeded_by(cumulative) || !self.ledger.mark_budget_exceeded(invocation) {
+        if !budget.exceeded_by(cumulative) || !self.ledger.mark_budget_exceeded(trace, invocation) {
             return None;
         }
         let invocation = SpanId::from(invocation);
@@ -571,16 +582,20 @@ impl<S: StartCopy> Audit<S> {
     /// ledger first (the oldest spans go, as for a start).
     fn hand_up(
         &self,
+        trace: TraceKey,
         child: u64,
         parent: Option<u64>,
         up: Contribution,
         synthetic: &mut Vec<Synthetic<S>>,
     ) {
         let now = self.lazy_now();
-        if let Forward::Full(parent, up) = self.ledger.forward(child, parent, up, || nanos(now())) {
+        if let Forward::Full(parent, up) = self
+            .ledger
+            .forward(trace, child, parent, up, || nanos(now()))
+        {
             self.evict_due(true, &now, synthetic);
             self.ledger
-                .forward(child, Some(parent), up, || nanos(now()));
+                .forward(trace, child, Some(parent), up, || nanos(now()));
         }
     }
 
@@ -623,7 +638,7 @@ impl<S: StartCopy> Audit<S> {
                 .is_none()
                 .then(|| tracked.and_then(|t| t.invocation))
                 .flatten()
-                .and_then(|inv| self.ledger.agent_name(inv));
+                .and_then(|inv| self.ledger.agent_name(TraceKey::of(span.trace_id), inv));
             let token_usage = metrics.records_token_usage();
             metrics.record_call(&CallRecord {
                 operation: token_usage
@@ -676,6 +691,7 @@ impl<S: StartCopy> Audit<S> {
     /// step count.
     pub(crate) fn write_structure(
         &self,
+        trace: TraceKey,
         role: Role,
         node: Option<&Ended<S>>,
         end_only: Option<Option<u64>>,
@@ -701,12 +717,14 @@ impl<S: StartCopy> Audit<S> {
                 let index = match node.filter(|t| t.tracked_at_start) {
                     Some(t) if t.step_index > 0 => t.step_index,
                     // Recognised only at its end: its position then.
-                    Some(t) => t.invocation.map_or(0, |inv| self.ledger.next_step(inv)),
+                    Some(t) => t
+                        .invocation
+                        .map_or(0, |inv| self.ledger.next_step(trace, inv)),
                     None => {
                         let now = || nanos(self.clock.now());
                         end_only
                             .flatten()
-                            .map_or(0, |p| self.ledger.count_step_under(p, now))
+                            .map_or(0, |p| self.ledger.count_step_under(trace, p, now))
                     }
                 };
                 if index > 0 {

@@ -19,7 +19,7 @@ use opentelemetry::{StringValue, Value};
 
 use super::audit::{Audit, Synthetic};
 use super::findings::{Finding, SpanFindings};
-use super::ledger::{Ended, Kept, StartCopy};
+use super::ledger::{Ended, Kept, StartCopy, TraceKey};
 use crate::attributes::AttributeWrites;
 use crate::findings::FindingCode;
 use crate::keys::{self, STALE_STATUS, UNCLOSED_STATUS};
@@ -33,16 +33,18 @@ impl<S: StartCopy> Audit<S> {
     /// closes them under `close` (exports pushed to `out`, children first).
     pub(crate) fn open_children_at_end(
         &self,
+        trace: TraceKey,
         open: &[u64],
         end_time: SystemTime,
         parent: (&mut AttributeWrites, &mut SpanFindings, Role),
         out: &mut Vec<Synthetic<S>>,
     ) {
-        self.unclosed(open, end_time, parent, out, 0);
+        self.unclosed(trace, open, end_time, parent, out, 0);
     }
 
     fn unclosed(
         &self,
+        trace: TraceKey,
         open: &[u64],
         end_time: SystemTime,
         (writes, findings, role): (&mut AttributeWrites, &mut SpanFindings, Role),
@@ -52,7 +54,7 @@ impl<S: StartCopy> Audit<S> {
         let mut names = Vec::new();
         let mut count: i64 = 0;
         for &child in open {
-            let Some(c) = self.ledger().orphan(child) else {
+            let Some(c) = self.ledger().orphan(trace, child) else {
                 continue;
             };
             if !c.role.is_recognised() {
@@ -63,7 +65,7 @@ impl<S: StartCopy> Audit<S> {
                 names.push(StringValue::from(name));
             }
             if self.close_policy() && depth < MAX_CLOSE_DEPTH {
-                if let Some(closed) = self.ledger().close(c.id) {
+                if let Some(closed) = self.ledger().close(trace, c.id) {
                     self.synthesize(closed, end_time, UNCLOSED_STATUS, None, out, depth + 1);
                 }
             }
@@ -108,9 +110,10 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(code, role));
         }
         findings.add(Finding::new(FindingCode::ClosedByAudit, role));
-        self.write_structure(role, Some(&closed), None, &mut writes);
+        self.write_structure(closed.trace, role, Some(&closed), None, &mut writes);
         if !closed.open_children.is_empty() {
             self.unclosed(
+                closed.trace,
                 &closed.open_children,
                 end_time,
                 (&mut writes, &mut findings, role),

@@ -31,19 +31,23 @@
 //! Memory is bounded: at most `capacity` entries. Spans are queued in start order; at
 //! each tracked start the oldest are evicted when the ledger is full or when they are
 //! older than the maximum age, a bounded number per call, so eviction needs no thread of
-//! its own and no call does more than a fixed amount of it. Every map is keyed by the
-//! span id with a cheap hasher ([`crate::hashing`]), and no lock of the map is held
-//! while another is taken.
+//! its own and no call does more than a fixed amount of it.
+//!
+//! The spans of one trace are kept behind one lock (the span map is split by trace),
+//! so that a ledger call of a span event takes one lock, whatever it reads and writes
+//! of the span, its ancestors and its invocation; events of other traces rarely share
+//! it. Every map is keyed by the span id with a cheap hasher ([`crate::hashing`]).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use opentelemetry::trace::TraceId;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::bounded_memory::{BoundedMemory, Record};
 use super::findings::FindingSet;
@@ -329,6 +333,8 @@ pub(crate) enum Start {
 /// What an ended (or closed, or evicted) span's entry held.
 #[derive(Debug)]
 pub(crate) struct Ended<S> {
+    /// The trace it belongs to.
+    pub(crate) trace: TraceKey,
     pub(crate) parent: Option<u64>,
     pub(crate) invocation: Option<u64>,
     pub(crate) role: Role,
@@ -523,16 +529,42 @@ impl ClosedIds {
     }
 }
 
-/// Spans in start order, for eviction by age and capacity.
+/// A trace's key in the ledger: all spans of a trace are kept behind one lock, so that
+/// what a span event reads and writes (the span, its parent and ancestors, its
+/// invocation) takes that lock once, and events of other traces are not held up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceKey(u64);
+
+impl TraceKey {
+    /// The key of the trace `trace_id`.
+    pub(crate) fn of(trace_id: TraceId) -> Self {
+        let bits = u128::from_be_bytes(trace_id.to_bytes());
+        // Both halves: trace ids are random, but some generators leave one half zero.
+        TraceKey(bits as u64 ^ (bits >> 64) as u64)
+    }
+}
+
+/// How many locks the span map is split into (by trace).
+const SHARDS: usize = 64;
+
+/// The tracked spans of the traces that share a lock, by span id.
+type Spans<S> = HashMap<u64, Entry<S>, BuildIdHasher>;
+
+/// Spans in start order, for eviction by age and capacity: (trace, span id, start).
 #[derive(Debug, Default)]
 struct StartOrder {
-    queue: VecDeque<(u64, u64)>,
+    queue: VecDeque<(TraceKey, u64, u64)>,
 }
 
 /// The live spans, bounded by `capacity`, and the memory of recently ended ones.
+///
+/// Locks: a span event takes the lock of its trace's spans once for each ledger call.
+/// The start-order queue is locked while a trace's spans are locked only with
+/// `try_lock`; eviction holds the queue while it locks a trace's spans. So no thread
+/// waits for the queue while it holds spans, and the two never wait for each other.
 #[derive(Debug)]
 pub(crate) struct Ledger<S> {
-    spans: DashMap<u64, Entry<S>, BuildIdHasher>,
+    shards: Box<[CachePadded<Mutex<Spans<S>>>]>,
     /// Written at every tracked start and end: on a cache line of its own, so that
     /// threads do not contend for the lines of what is only read.
     len: Arc<CachePadded<AtomicUsize>>,
@@ -553,7 +585,9 @@ impl<S: StartCopy> Ledger<S> {
     pub(crate) fn new(capacity: usize, max_age: Duration, close_on_evict: bool) -> Self {
         let capacity = capacity.max(1);
         Ledger {
-            spans: DashMap::with_hasher(BuildIdHasher::default()),
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(Spans::default())))
+                .collect(),
             len: Arc::new(CachePadded::new(AtomicUsize::new(0))),
             capacity,
             max_age_nanos: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
@@ -563,6 +597,13 @@ impl<S: StartCopy> Ledger<S> {
             close_on_evict,
             any_gone: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The spans of `trace`'s lock, locked.
+    fn spans(&self, trace: TraceKey) -> MutexGuard<'_, Spans<S>> {
+        let index = trace.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
+        // `index < SHARDS` by construction.
+        self.shards[usize::try_from(index).unwrap_or(0) % SHARDS].lock()
     }
 
     /// The number of tracked spans, shared with the metrics callback.
@@ -575,6 +616,14 @@ impl<S: StartCopy> Ledger<S> {
         self.len.load(Ordering::Relaxed)
     }
 
+    fn added(&self) {
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn removed(&self) {
+        self.len.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Whether nothing is tracked and no span was ever closed or evicted by the audit:
     /// then the end of a span that is not recognised concerns nothing.
     pub(crate) fn is_quiet(&self) -> bool {
@@ -584,7 +633,7 @@ impl<S: StartCopy> Ledger<S> {
     /// Whether `id` is tracked (open, or ended with open children).
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u64) -> bool {
-        self.spans.contains_key(&id)
+        self.shards.iter().any(|s| s.lock().contains_key(&id))
     }
 
     /// Evicts, oldest first, open spans older than the maximum age at `now_nanos` and,
@@ -593,7 +642,7 @@ impl<S: StartCopy> Ledger<S> {
     /// evicted span is handed to `on_evict` before the next is evicted, so that a
     /// parent's report still finds its open children. Never waits: when another thread
     /// is evicting, it does nothing. `now_nanos` is called at most once, and only when
-    /// a span's age matters.
+    /// a span's age matters. The caller must hold no trace's spans.
     pub(crate) fn evict_due(
         &self,
         now_nanos: impl FnOnce() -> u64,
@@ -607,7 +656,7 @@ impl<S: StartCopy> Ledger<S> {
         let mut now_nanos = Some(now_nanos);
         let (mut evictions, mut discards) = (0, 0);
         while evictions < EVICTIONS_PER_CALL && discards < DISCARDS_PER_CALL {
-            let Some(&(id, start)) = order.queue.front() else {
+            let Some(&(trace, id, start)) = order.queue.front() else {
                 break;
             };
             let full = self.len() > self.capacity || (make_room && self.len() >= self.capacity);
@@ -622,7 +671,7 @@ impl<S: StartCopy> Ledger<S> {
                 }
             }
             order.queue.pop_front();
-            match self.evict(id, start, full) {
+            match self.evict(trace, id, start, full) {
                 Some(ended) => {
                     evictions += 1;
                     on_evict(ended);
@@ -633,14 +682,16 @@ impl<S: StartCopy> Ledger<S> {
         // Queue items of spans that ended can still pile up behind a long-lived one:
         // drop them once the queue is twice the capacity (amortised O(1) per start).
         if order.queue.len() > 2 * self.capacity {
-            order.queue.retain(|&(id, start)| self.holds(id, start));
+            order
+                .queue
+                .retain(|&(trace, id, start)| self.holds(trace, id, start));
         }
     }
 
     /// Whether the entry of `id` that started at `start` is still held (open, closed by
     /// the audit, or pending): what eviction may remove.
-    fn holds(&self, id: u64, start: u64) -> bool {
-        self.spans.get(&id).is_some_and(|e| {
+    fn holds(&self, trace: TraceKey, id: u64, start: u64) -> bool {
+        self.spans(trace).get(&id).is_some_and(|e| {
             e.start_nanos == start && matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending)
         })
     }
@@ -649,8 +700,8 @@ impl<S: StartCopy> Ledger<S> {
     /// before the next is evicted.
     pub(crate) fn evict_all(&self, mut on_evict: impl FnMut(Ended<S>)) {
         let queue = std::mem::take(&mut self.order.lock().queue);
-        for (id, start) in queue {
-            if let Some(ended) = self.evict(id, start, false) {
+        for (trace, id, start) in queue {
+            if let Some(ended) = self.evict(trace, id, start, false) {
                 on_evict(ended);
             }
         }
@@ -660,17 +711,22 @@ impl<S: StartCopy> Ledger<S> {
     /// the audit closed, whose real end never came, goes without a finding; so does a
     /// tombstone at the front of a full ledger (it has ended; its open children are the
     /// ones that will be reported).
-    fn evict(&self, id: u64, start: u64, full: bool) -> Option<Ended<S>> {
-        let (_, mut entry) = self.spans.remove_if(&id, |_, e| {
+    fn evict(&self, trace: TraceKey, id: u64, start: u64, full: bool) -> Option<Ended<S>> {
+        let mut spans = self.spans(trace);
+        let evictable = spans.get(&id).is_some_and(|e| {
             e.start_nanos == start
                 && (matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending) || full)
-        })?;
-        self.len.fetch_sub(1, Ordering::Relaxed);
+        });
+        if !evictable {
+            return None;
+        }
+        let mut entry = spans.remove(&id)?;
+        self.removed();
         if entry.fate != Fate::Open {
             return None;
         }
-        let ended = take_ended(&mut entry);
-        self.detach(id, ended.parent);
+        let ended = take_ended(&mut entry, trace);
+        self.detach_in(&mut spans, id, ended.parent);
         // Under `close` the audit exports a recognised span closed: its real end must not
         // be exported. A span that is not gen-ai is never closed: its real end, if it
         // comes, passes through untouched.
@@ -679,14 +735,14 @@ impl<S: StartCopy> Ledger<S> {
         } else {
             Fate::Evicted
         };
-        self.leave(id, &ended, fate);
+        self.leave(&mut spans, id, &ended, fate);
         Some(ended)
     }
 
     /// Starts tracking a span if it was `recognised` at start or its parent is tracked.
     /// Returns whether it is tracked, or, when the ledger is full, the span back (to
-    /// evict and try again). Findings made at start (`late_start`, `overlapping_step`) are kept in the
-    /// entry until its end.
+    /// evict and try again). Findings made at start (`late_start`, `overlapping_step`)
+    /// are kept in the entry until its end.
     ///
     /// `now` (nanoseconds since the Unix epoch, by the processor's clock) is called
     /// only when the span is tracked: a span's age is how long the processor has been
@@ -694,6 +750,7 @@ impl<S: StartCopy> Ledger<S> {
     /// later, or skewed clocks, must not look old).
     pub(crate) fn start(
         &self,
+        trace: TraceKey,
         span: NewSpan,
         recognised: bool,
         now: impl FnOnce() -> u64,
@@ -703,8 +760,9 @@ impl<S: StartCopy> Ledger<S> {
             // Nothing is tracked, so no parent is: the fast path without a lookup.
             return Start::Untracked;
         }
+        let mut spans = self.spans(trace);
         if self.len() >= self.capacity {
-            let trackable = recognised || span.parent.is_some_and(|p| self.spans.contains_key(&p));
+            let trackable = recognised || span.parent.is_some_and(|p| spans.contains_key(&p));
             return if trackable {
                 Start::Full(span)
             } else {
@@ -714,7 +772,7 @@ impl<S: StartCopy> Ledger<S> {
         let mut pending = FindingSet::default();
         let mut step = None;
         let (parent, invocation) = match span.parent {
-            Some(parent_id) => self.attach(parent_id, &span, &mut pending, &mut step),
+            Some(parent_id) => self.attach(&mut spans, parent_id, &span, &mut pending, &mut step),
             None => (None, None),
         };
         if parent.is_none() && !recognised {
@@ -722,7 +780,12 @@ impl<S: StartCopy> Ledger<S> {
         }
         let step_index = if span.role == Role::Step {
             // Counted by `attach` when the invocation is the parent.
-            let counted = step.or_else(|| invocation.map(|inv| self.open_step(inv)));
+            let counted = step.or_else(|| {
+                invocation.map(|inv| match spans.get_mut(&inv) {
+                    Some(inv) => count_step(inv.below()),
+                    None => (0, false),
+                })
+            });
             counted.map_or(0, |(index, overlapping)| {
                 if overlapping {
                     pending.insert(FindingCode::OverlappingStep);
@@ -753,15 +816,17 @@ impl<S: StartCopy> Ledger<S> {
             fate: Fate::Open,
             parent_ended: false,
         };
-        if self.spans.insert(span.id, entry).is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
+        if spans.insert(span.id, entry).is_none() {
+            self.added();
         }
+        // The queue is locked only once the spans are not (see `Ledger`).
+        drop(spans);
         let due = {
             let mut order = self.order.lock();
-            order.queue.push_back((span.id, start_nanos));
+            order.queue.push_back((trace, span.id, start_nanos));
             self.len() > self.capacity
                 || order.queue.len() > 2 * self.capacity
-                || order.queue.front().is_some_and(|&(_, start)| {
+                || order.queue.front().is_some_and(|&(_, _, start)| {
                     start < start_nanos.saturating_sub(self.max_age_nanos)
                 })
         };
@@ -770,17 +835,18 @@ impl<S: StartCopy> Ledger<S> {
 
     /// Registers a new span with its parent (or, when the parent has ended, with the
     /// nearest ancestor still tracked). Returns its tracked parent and invocation. A
-    /// step whose parent is its invocation is counted there too, in the same lookup
-    /// (`step`: its index, and whether another step was open).
+    /// step whose parent is its invocation is counted there too (`step`: its index, and
+    /// whether another step was open).
     fn attach(
         &self,
+        spans: &mut Spans<S>,
         parent_id: u64,
         span: &NewSpan,
         pending: &mut FindingSet,
         step: &mut Option<(u32, bool)>,
     ) -> (Option<u64>, Option<u64>) {
         let (child, role) = (span.id, span.role);
-        if let Some(mut p) = self.spans.get_mut(&parent_id) {
+        if let Some(p) = spans.get_mut(&parent_id) {
             if p.fate == Fate::Pending {
                 // A parent never seen starting: its children hand their totals up as
                 // they end, tracked or not.
@@ -820,7 +886,7 @@ impl<S: StartCopy> Ledger<S> {
         let mut next = recent.parent;
         for _ in 0..MAX_DEPTH {
             let Some(id) = next else { break };
-            if let Some(mut ancestor) = self.spans.get_mut(&id) {
+            if let Some(ancestor) = spans.get_mut(&id) {
                 ancestor.below().open_children.push(child);
                 return (Some(id), invocation);
             }
@@ -829,20 +895,11 @@ impl<S: StartCopy> Ledger<S> {
         (None, None)
     }
 
-    /// Counts one more step under `invocation`: returns its 1-based index (0 when the
-    /// invocation is no longer tracked) and whether another step was open.
-    fn open_step(&self, invocation: u64) -> (u32, bool) {
-        match self.spans.get_mut(&invocation) {
-            Some(mut inv) => count_step(inv.below()),
-            None => (0, false),
-        }
-    }
-
     /// Gives a step recognised only at its end its position (0 when the invocation is no
     /// longer tracked).
-    pub(crate) fn next_step(&self, invocation: u64) -> u32 {
-        match self.spans.get_mut(&invocation) {
-            Some(mut inv) => {
+    pub(crate) fn next_step(&self, trace: TraceKey, invocation: u64) -> u32 {
+        match self.spans(trace).get_mut(&invocation) {
+            Some(inv) => {
                 let inv = inv.below();
                 inv.steps = inv.steps.saturating_add(1);
                 inv.steps
@@ -852,26 +909,23 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// An invocation's agent name at its start, when kept.
-    pub(crate) fn agent_name(&self, invocation: u64) -> Option<Arc<str>> {
-        self.spans
+    pub(crate) fn agent_name(&self, trace: TraceKey, invocation: u64) -> Option<Arc<str>> {
+        self.spans(trace)
             .get(&invocation)
             .and_then(|e| e.below.as_ref().and_then(|b| b.agent_name.clone()))
     }
 
     /// Marks an invocation as over its budget; true the first time.
-    pub(crate) fn mark_budget_exceeded(&self, invocation: u64) -> bool {
-        match self.spans.get_mut(&invocation) {
-            Some(mut entry) => {
-                let below = entry.below();
-                !std::mem::replace(&mut below.budget_exceeded, true)
-            }
+    pub(crate) fn mark_budget_exceeded(&self, trace: TraceKey, invocation: u64) -> bool {
+        match self.spans(trace).get_mut(&invocation) {
+            Some(entry) => !std::mem::replace(&mut entry.below().budget_exceeded, true),
             None => false,
         }
     }
 
     /// The identity an invocation had at its start.
-    pub(crate) fn identity(&self, invocation: u64) -> Option<Identity> {
-        self.spans.get(&invocation).map(|e| {
+    pub(crate) fn identity(&self, trace: TraceKey, invocation: u64) -> Option<Identity> {
+        self.spans(trace).get(&invocation).map(|e| {
             e.below
                 .as_ref()
                 .map_or_else(Identity::default, |b| b.identity)
@@ -879,8 +933,8 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// The role a tracked span had at its start.
-    pub(crate) fn role_of(&self, id: u64) -> Option<Role> {
-        self.spans
+    pub(crate) fn role_of(&self, trace: TraceKey, id: u64) -> Option<Role> {
+        self.spans(trace)
             .get(&id)
             .filter(|e| e.fate != Fate::Pending)
             .map(|e| e.role)
@@ -894,17 +948,19 @@ impl<S: StartCopy> Ledger<S> {
     /// until the parent ends.
     pub(crate) fn forward(
         &self,
+        trace: TraceKey,
         child: u64,
         parent: Option<u64>,
         mut contribution: Contribution,
         now: impl FnOnce() -> u64,
     ) -> Forward {
+        let mut spans = self.spans(trace);
         let mut next = parent;
         for _ in 0..MAX_DEPTH {
             let Some(id) = next else {
                 return Forward::Done;
             };
-            if let Some(mut entry) = self.spans.get_mut(&id) {
+            if let Some(entry) = spans.get_mut(&id) {
                 if entry.fate == Fate::Pending {
                     entry.below().absorb(&mut contribution);
                     return Forward::Done;
@@ -914,14 +970,13 @@ impl<S: StartCopy> Ledger<S> {
                 } else {
                     entry.invocation()
                 };
-                drop(entry);
                 if contribution.steps > 0 {
-                    if let Some(mut inv) = invocation.and_then(|inv| self.spans.get_mut(&inv)) {
+                    if let Some(inv) = invocation.and_then(|inv| spans.get_mut(&inv)) {
                         let inv = inv.below();
                         inv.steps = inv.steps.saturating_add(contribution.steps);
                     }
                 }
-                self.contribute(child, Some(id), invocation, contribution);
+                self.contribute_in(&mut spans, child, Some(id), invocation, contribution);
                 return Forward::Done;
             }
             if let Some(parent) = self.closed.parent_of(id) {
@@ -938,54 +993,74 @@ impl<S: StartCopy> Ledger<S> {
             if self.len() >= self.capacity {
                 return Forward::Full(id, contribution);
             }
-            self.pending(id, contribution, now);
+            drop(spans);
+            self.pending(trace, id, contribution, now);
             return Forward::Done;
         }
         Forward::Done
     }
 
     /// A pending entry for `id`, holding `contribution` (added to the entry another
-    /// thread may have made meanwhile).
-    fn pending(&self, id: u64, mut contribution: Contribution, now: impl FnOnce() -> u64) {
+    /// thread may have made meanwhile). Returns the entry's step count after.
+    fn pending(
+        &self,
+        trace: TraceKey,
+        id: u64,
+        mut contribution: Contribution,
+        now: impl FnOnce() -> u64,
+    ) -> u32 {
         let start_nanos = now();
         let mut created = false;
-        self.spans
-            .entry(id)
-            .or_insert_with(|| {
-                created = true;
-                Entry {
-                    parent: 0,
-                    invocation: 0,
-                    start_nanos,
-                    kept: Kept::Nothing,
-                    below: None,
-                    step_index: 0,
-                    pending: FindingSet::default(),
-                    role: Role::Other,
-                    fate: Fate::Pending,
-                    parent_ended: false,
-                }
-            })
-            .below()
-            .absorb(&mut contribution);
+        let steps = {
+            let mut spans = self.spans(trace);
+            let below = spans
+                .entry(id)
+                .or_insert_with(|| {
+                    created = true;
+                    Entry {
+                        parent: 0,
+                        invocation: 0,
+                        start_nanos,
+                        kept: Kept::Nothing,
+                        below: None,
+                        step_index: 0,
+                        pending: FindingSet::default(),
+                        role: Role::Other,
+                        fate: Fate::Pending,
+                        parent_ended: false,
+                    }
+                })
+                .below();
+            below.absorb(&mut contribution);
+            below.steps
+        };
         if created {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            self.order.lock().queue.push_back((id, start_nanos));
+            self.added();
+            self.order.lock().queue.push_back((trace, id, start_nanos));
         }
+        steps
     }
 
     /// Counts a step recognised only at its end, and not tracked, under its parent:
     /// returns its 1-based position among the steps counted there (0 when the parent
     /// has ended). The count travels up with the parent's contribution to the nearest
     /// invocation.
-    pub(crate) fn count_step_under(&self, parent: u64, now: impl FnOnce() -> u64) -> u32 {
-        if let Some(mut entry) = self.spans.get_mut(&parent) {
-            if !matches!(entry.fate, Fate::Open | Fate::Pending) {
-                return 0;
+    pub(crate) fn count_step_under(
+        &self,
+        trace: TraceKey,
+        parent: u64,
+        now: impl FnOnce() -> u64,
+    ) -> u32 {
+        {
+            let mut spans = self.spans(trace);
+            if let Some(entry) = spans.get_mut(&parent) {
+                if !matches!(entry.fate, Fate::Open | Fate::Pending) {
+                    return 0;
+                }
+                let below = entry.below();
+                below.steps = below.steps.saturating_add(1);
+                return below.steps;
             }
-            let below = entry.below();
-            below.steps = below.steps.saturating_add(1);
-            return below.steps;
         }
         if self.recent.get(parent).is_some()
             || self.closed.parent_of(parent).is_some()
@@ -997,19 +1072,15 @@ impl<S: StartCopy> Ledger<S> {
             steps: 1,
             ..Contribution::default()
         };
-        self.pending(parent, one, now);
-        self.spans
-            .get(&parent)
-            .and_then(|e| e.below.as_ref().map(|b| b.steps))
-            .unwrap_or(0)
+        self.pending(trace, parent, one, now)
     }
 
     /// Whether `id` is known to have ended (or to have been closed by the audit).
-    pub(crate) fn has_ended(&self, id: u64) -> bool {
+    pub(crate) fn has_ended(&self, trace: TraceKey, id: u64) -> bool {
         if self.closed.parent_of(id).is_some() {
             return true;
         }
-        if let Some(entry) = self.spans.get(&id) {
+        if let Some(entry) = self.spans(trace).get(&id) {
             return matches!(entry.fate, Fate::Ended | Fate::Closed);
         }
         self.recent
@@ -1036,6 +1107,19 @@ impl<S: StartCopy> Ledger<S> {
     /// totals of `invocation` after the addition, if the walk reached it.
     pub(crate) fn contribute(
         &self,
+        trace: TraceKey,
+        child: u64,
+        parent: Option<u64>,
+        invocation: Option<u64>,
+        contribution: Contribution,
+    ) -> Option<Totals> {
+        let mut spans = self.spans(trace);
+        self.contribute_in(&mut spans, child, parent, invocation, contribution)
+    }
+
+    fn contribute_in(
+        &self,
+        spans: &mut Spans<S>,
         child: u64,
         parent: Option<u64>,
         invocation: Option<u64>,
@@ -1043,14 +1127,17 @@ impl<S: StartCopy> Ledger<S> {
     ) -> Option<Totals> {
         let mut cumulative = None;
         let mut next = parent;
-        let mut first = true;
         let mut own = true;
-        for _ in 0..MAX_DEPTH {
+        let mut tombstone = None;
+        for depth in 0..MAX_DEPTH {
             let Some(id) = next else { break };
-            let Some(mut entry) = self.spans.get_mut(&id) else {
+            let Some(entry) = spans.get_mut(&id) else {
                 break;
             };
             next = entry.parent();
+            if depth == 0 && remove_child(entry, child) {
+                tombstone = Some(id);
+            }
             let below = entry.below();
             below.totals.add(&contribution.totals);
             if own {
@@ -1063,27 +1150,27 @@ impl<S: StartCopy> Ledger<S> {
                     below.last_response = Some(Box::new(response));
                 }
             }
-            if first {
-                first = false;
-                let drop_tombstone = remove_child(&mut entry, child);
-                drop(entry);
-                if drop_tombstone {
-                    self.remove_tombstone(id);
-                }
-            }
+        }
+        if let Some(id) = tombstone {
+            self.remove_tombstone(spans, id);
         }
         cumulative
     }
 
     /// Stops counting `child` as an open child of `parent`.
-    pub(crate) fn detach(&self, child: u64, parent: Option<u64>) {
+    pub(crate) fn detach(&self, trace: TraceKey, child: u64, parent: Option<u64>) {
+        if parent.is_some() {
+            self.detach_in(&mut self.spans(trace), child, parent);
+        }
+    }
+
+    fn detach_in(&self, spans: &mut Spans<S>, child: u64, parent: Option<u64>) {
         let Some(parent) = parent else { return };
-        let drop_tombstone = match self.spans.get_mut(&parent) {
-            Some(mut entry) => remove_child(&mut entry, child),
-            None => false,
-        };
-        if drop_tombstone {
-            self.remove_tombstone(parent);
+        if spans
+            .get_mut(&parent)
+            .is_some_and(|entry| remove_child(entry, child))
+        {
+            self.remove_tombstone(spans, parent);
         }
     }
 
@@ -1091,67 +1178,55 @@ impl<S: StartCopy> Ledger<S> {
     /// tracked children are still open (then it stays as a tombstone). `parent` is the
     /// parent the span names (for an entry that was not tracked at its start, whose
     /// parent the ledger did not know).
-    pub(crate) fn end(&self, id: u64, parent: Option<u64>) -> Ending<S> {
+    pub(crate) fn end(&self, trace: TraceKey, id: u64, parent: Option<u64>) -> Ending<S> {
         if self.is_quiet() {
             return Ending::Untracked;
         }
-        let any_gone = self.any_gone.load(Ordering::Relaxed);
-        if any_gone {
+        if self.any_gone.load(Ordering::Relaxed) {
             // The real end of a span the audit exported closed: whatever entry it still
             // has (closed, or pending because a late child handed something up) goes.
             if let Some(role) = self.closed.take(id) {
-                self.settle_closed(id);
+                self.settle_closed(trace, id);
                 return Ending::Closed(role);
             }
         }
-        // The record is large: it is moved once, into what is returned.
-        let mut ending;
-        let start_nanos = {
-            let mut entry = match self.spans.entry(id) {
-                dashmap::Entry::Occupied(entry) => entry,
-                dashmap::Entry::Vacant(vacant) => {
-                    drop(vacant);
-                    return self.end_untracked(id);
-                }
-            };
-            match entry.get().fate {
-                Fate::Open => {}
-                Fate::Closed => {
-                    // The real end of a span the audit closed: from now on the entry is an
-                    // ordinary tombstone, gone with its last open child.
-                    let role = entry.get().role;
-                    if entry.get().has_open_children() {
-                        entry.get_mut().fate = Fate::Ended;
-                        drop(entry);
-                    } else {
-                        entry.remove();
-                        self.len.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    self.closed.take(id);
-                    return Ending::Closed(role);
-                }
-                Fate::Ended | Fate::Evicted => return Ending::Untracked,
-                Fate::Pending => entry.get_mut().parent = pack(parent),
-            }
-            let start_nanos = entry.get().start_nanos;
-            let ended = take_ended(entry.get_mut());
-            // Remembered before the entry goes, so that a child starting late finds
-            // one or the other.
-            self.remember(id, &ended, Fate::Ended);
-            if ended.open_children.is_empty() {
-                entry.remove();
-                self.len.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                entry.get_mut().fate = Fate::Ended;
-            }
-            ending = Ending::Tracked(ended);
-            start_nanos
+        let mut spans = self.spans(trace);
+        let Some(entry) = spans.get_mut(&id) else {
+            drop(spans);
+            return self.end_untracked(id);
         };
-        if let Ending::Tracked(ended) = &mut ending {
-            ended.detached = self.close_step(id, ended, true);
+        match entry.fate {
+            Fate::Open => {}
+            Fate::Closed => {
+                // The real end of a span the audit closed: from now on the entry is an
+                // ordinary tombstone, gone with its last open child.
+                let role = entry.role;
+                if entry.has_open_children() {
+                    entry.fate = Fate::Ended;
+                } else {
+                    spans.remove(&id);
+                    self.removed();
+                }
+                drop(spans);
+                self.closed.take(id);
+                return Ending::Closed(role);
+            }
+            Fate::Ended | Fate::Evicted => return Ending::Untracked,
+            Fate::Pending => entry.parent = pack(parent),
         }
-        self.unqueue(id, start_nanos);
-        ending
+        let start_nanos = entry.start_nanos;
+        let mut ended = take_ended(entry, trace);
+        self.remember(id, &ended, Fate::Ended);
+        if ended.open_children.is_empty() {
+            spans.remove(&id);
+            self.removed();
+        } else {
+            entry.fate = Fate::Ended;
+        }
+        ended.detached = self.close_step(&mut spans, id, &ended, true);
+        drop(spans);
+        self.unqueue(trace, id, start_nanos);
+        Ending::Tracked(ended)
     }
 
     /// The end of a span without an entry: only a span closed or evicted by the audit
@@ -1176,44 +1251,41 @@ impl<S: StartCopy> Ledger<S> {
     /// one thread); other items go when they reach the front.
     /// Never waits: when another thread holds the queue, the item stays, and goes
     /// when it reaches the front.
-    fn unqueue(&self, id: u64, start_nanos: u64) {
+    fn unqueue(&self, trace: TraceKey, id: u64, start_nanos: u64) {
         let Some(mut order) = self.order.try_lock() else {
             return;
         };
-        if order.queue.back() == Some(&(id, start_nanos)) {
+        if order.queue.back() == Some(&(trace, id, start_nanos)) {
             order.queue.pop_back();
         }
     }
 
     /// The entry of a span the audit closed, at its real end: a closed entry becomes an
     /// ordinary tombstone (gone with its last open child), a pending one is dropped.
-    fn settle_closed(&self, id: u64) {
-        let done = match self.spans.get_mut(&id) {
-            Some(mut entry) if entry.fate == Fate::Closed => {
-                entry.fate = Fate::Ended;
-                !entry.has_open_children()
-            }
-            Some(entry) if entry.fate == Fate::Pending => {
-                drop(entry);
-                if self
-                    .spans
-                    .remove_if(&id, |_, e| e.fate == Fate::Pending)
-                    .is_some()
-                {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                }
-                false
-            }
-            _ => false,
+    fn settle_closed(&self, trace: TraceKey, id: u64) {
+        let mut spans = self.spans(trace);
+        let Some(entry) = spans.get_mut(&id) else {
+            return;
         };
-        if done {
-            self.remove_tombstone(id);
+        match entry.fate {
+            Fate::Closed => {
+                entry.fate = Fate::Ended;
+                if !entry.has_open_children() {
+                    self.remove_tombstone(&mut spans, id);
+                }
+            }
+            Fate::Pending => {
+                spans.remove(&id);
+                self.removed();
+            }
+            _ => {}
         }
     }
 
     /// Tells an open child that its parent has ended; returns its role and name.
-    pub(crate) fn orphan(&self, child: u64) -> Option<OpenChild> {
-        let mut entry = self.spans.get_mut(&child)?;
+    pub(crate) fn orphan(&self, trace: TraceKey, child: u64) -> Option<OpenChild> {
+        let mut spans = self.spans(trace);
+        let entry = spans.get_mut(&child)?;
         if entry.fate != Fate::Open {
             return None;
         }
@@ -1229,29 +1301,27 @@ impl<S: StartCopy> Ledger<S> {
     /// real end will not be exported. Returns what its entry held. The entry stays until
     /// the real end comes (or it is evicted by age or capacity), so that the real end is
     /// recognised whatever the bounded memory of ended spans has forgotten.
-    pub(crate) fn close(&self, id: u64) -> Option<Ended<S>> {
-        let ended = {
-            let mut entry = self.spans.get_mut(&id)?;
-            if entry.fate != Fate::Open {
-                return None;
-            }
-            entry.fate = Fate::Closed;
-            take_ended(&mut entry)
-        };
-        self.leave(id, &ended, Fate::Closed);
-        self.detach(id, ended.parent);
+    pub(crate) fn close(&self, trace: TraceKey, id: u64) -> Option<Ended<S>> {
+        let mut spans = self.spans(trace);
+        let entry = spans.get_mut(&id)?;
+        if entry.fate != Fate::Open {
+            return None;
+        }
+        entry.fate = Fate::Closed;
+        let ended = take_ended(entry, trace);
+        self.leave(&mut spans, id, &ended, Fate::Closed);
+        self.detach_in(&mut spans, id, ended.parent);
         Some(ended)
     }
 
     /// A span is no longer open: remember its fate, and stop counting it as an open
     /// step of its invocation.
-    fn leave(&self, id: u64, ended: &Ended<S>, fate: Fate) {
+    fn leave(&self, spans: &mut Spans<S>, id: u64, ended: &Ended<S>, fate: Fate) {
         self.remember(id, ended, fate);
-        self.close_step(id, ended, false);
+        self.close_step(spans, id, ended, false);
     }
 
-    /// Remembers what became of a span that is no longer open. For a span that ended
-    /// (`Fate::Ended`) it takes no lock, so a caller may hold a guard of the span map.
+    /// Remembers what became of a span that is no longer open.
     fn remember(&self, id: u64, ended: &Ended<S>, fate: Fate) {
         if matches!(fate, Fate::Closed | Fate::Evicted) {
             self.any_gone.store(true, Ordering::Relaxed);
@@ -1271,16 +1341,16 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// A step is no longer open: its invocation stops counting it, and, with `detach`,
-    /// stops counting it as an open child when it is the step's parent (one lookup for
-    /// both). Returns whether it was detached.
-    fn close_step(&self, id: u64, ended: &Ended<S>, detach: bool) -> bool {
+    /// stops counting it as an open child when it is the step's parent. Returns whether
+    /// it was detached.
+    fn close_step(&self, spans: &mut Spans<S>, id: u64, ended: &Ended<S>, detach: bool) -> bool {
         if ended.role != Role::Step || ended.step_index == 0 {
             return false;
         }
         let Some(inv_id) = ended.invocation else {
             return false;
         };
-        let Some(mut inv) = self.spans.get_mut(&inv_id) else {
+        let Some(inv) = spans.get_mut(&inv_id) else {
             return false;
         };
         let below = inv.below();
@@ -1288,23 +1358,21 @@ impl<S: StartCopy> Ledger<S> {
         if !detach || ended.parent != Some(inv_id) {
             return false;
         }
-        let drop_tombstone = remove_child(&mut inv, id);
-        drop(inv);
-        if drop_tombstone {
-            self.remove_tombstone(inv_id);
+        if remove_child(inv, id) {
+            self.remove_tombstone(spans, inv_id);
         }
         true
     }
 
     /// Removes an ended span's entry once no tracked child is open (a span the audit
     /// closed stays until its real end, see [`Ledger::close`]).
-    fn remove_tombstone(&self, id: u64) {
-        if self
-            .spans
-            .remove_if(&id, |_, e| e.fate == Fate::Ended && !e.has_open_children())
-            .is_some()
-        {
-            self.len.fetch_sub(1, Ordering::Relaxed);
+    fn remove_tombstone(&self, spans: &mut Spans<S>, id: u64) {
+        let gone = spans
+            .get(&id)
+            .is_some_and(|e| e.fate == Fate::Ended && !e.has_open_children());
+        if gone {
+            spans.remove(&id);
+            self.removed();
         }
     }
 }
@@ -1320,7 +1388,7 @@ fn count_step(inv: &mut Below) -> (u32, bool) {
 
 /// What an entry held, for a span that is no longer open (the parts only needed at the
 /// end are moved out).
-fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
+fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey) -> Ended<S> {
     let (open_children, totals, own, steps, last_response, own_responses, agent_name, exceeded) =
         match entry.below.as_mut() {
             Some(b) => (
@@ -1336,6 +1404,7 @@ fn take_ended<S>(entry: &mut Entry<S>) -> Ended<S> {
             None => Default::default(),
         };
     Ended {
+        trace,
         parent: entry.parent(),
         invocation: entry.invocation(),
         role: entry.role,
@@ -1388,10 +1457,13 @@ mod tests {
 
     type Ledger = super::Ledger<String>;
 
+    /// The trace of the spans these tests start.
+    const T: TraceKey = TraceKey(1);
+
     fn start(l: &Ledger, id: u64, parent: Option<u64>, role: Role) -> bool {
         let mut kept = Some(|| Kept::Nothing);
         matches!(
-            l.start(new(id, parent, role), true, || id, &mut kept),
+            l.start(T, new(id, parent, role), true, || id, &mut kept),
             Start::Tracked { .. }
         )
     }
@@ -1438,7 +1510,7 @@ mod tests {
                 Role::Invocation
             };
             if let Start::Tracked { due: true } =
-                l.start(new(id, parent, role), true, || id, &mut kept)
+                l.start(T, new(id, parent, role), true, || id, &mut kept)
             {
                 l.evict_due(|| 0, false, |_| {});
             }
@@ -1450,8 +1522,8 @@ mod tests {
             begin(a, Some(1));
             begin(b, Some(2));
             // `a` ends first, while `b` is at the back of the queue.
-            assert!(matches!(l.end(a, Some(1)), Ending::Tracked(_)));
-            assert!(matches!(l.end(b, Some(2)), Ending::Tracked(_)));
+            assert!(matches!(l.end(T, a, Some(1)), Ending::Tracked(_)));
+            assert!(matches!(l.end(T, b, Some(2)), Ending::Tracked(_)));
             let queued = l.order.lock().queue.len();
             assert!(queued <= 2 * capacity + 1, "round {round}: {queued} queued");
         }
@@ -1472,7 +1544,7 @@ mod tests {
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
         assert!(start(&l, 4, Some(3), Role::Generation));
-        let g = tracked(l.end(4, None));
+        let g = tracked(l.end(T, 4, None));
         assert_eq!(g.invocation, Some(1));
         let c = Contribution {
             totals: Totals {
@@ -1487,22 +1559,22 @@ mod tests {
             },
             ..Contribution::default()
         };
-        let cumulative = l.contribute(4, g.parent, g.invocation, c).unwrap();
+        let cumulative = l.contribute(T, 4, g.parent, g.invocation, c).unwrap();
         assert_eq!(cumulative.input, 5);
         // The intermediate ends before the step: no open children left.
-        let mid = tracked(l.end(3, None));
+        let mid = tracked(l.end(T, 3, None));
         assert_eq!(mid.totals.input, 5);
         assert_eq!(mid.own.input, 5);
-        l.detach(3, mid.parent);
+        l.detach(T, 3, mid.parent);
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
-        let inv = tracked(l.end(1, None));
+        let inv = tracked(l.end(T, 1, None));
         assert_eq!(inv.open_children.as_slice(), [2]);
         assert_eq!(inv.steps, 1);
         assert_eq!(inv.own.reporting, 1);
         assert!(l.contains(1));
-        let step = tracked(l.end(2, None));
+        let step = tracked(l.end(T, 2, None));
         assert_eq!(step.step_index, 1);
-        l.detach(2, step.parent);
+        l.detach(T, 2, step.parent);
         assert!(!l.contains(1));
         assert_eq!(l.len(), 0);
     }
@@ -1514,7 +1586,7 @@ mod tests {
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
         start(&l, 4, Some(3), Role::Generation);
-        let g = tracked(l.end(4, None));
+        let g = tracked(l.end(T, 4, None));
         let c = Contribution {
             totals: Totals {
                 input: 7,
@@ -1527,14 +1599,14 @@ mod tests {
             },
             ..Contribution::default()
         };
-        l.contribute(4, g.parent, g.invocation, c);
-        let child = tracked(l.end(3, None));
+        l.contribute(T, 4, g.parent, g.invocation, c);
+        let child = tracked(l.end(T, 3, None));
         assert_eq!((child.totals.input, child.own.input), (7, 7));
-        l.detach(3, child.parent);
-        let tool = tracked(l.end(2, None));
+        l.detach(T, 3, child.parent);
+        let tool = tracked(l.end(T, 2, None));
         assert_eq!((tool.totals.input, tool.own.input), (7, 0));
-        l.detach(2, tool.parent);
-        let outer = tracked(l.end(1, None));
+        l.detach(T, 2, tool.parent);
+        let outer = tracked(l.end(T, 1, None));
         assert_eq!((outer.totals.input, outer.own.input), (7, 0));
     }
 
@@ -1552,7 +1624,10 @@ mod tests {
         assert!(start(&l, 3, Some(2), Role::Generation));
         assert_eq!(l.len(), 2);
         // The evicted span's real end is known as such.
-        assert!(matches!(l.end(1, None), Ending::Evicted(Role::Invocation)));
+        assert!(matches!(
+            l.end(T, 1, None),
+            Ending::Evicted(Role::Invocation)
+        ));
     }
 
     #[test]
@@ -1583,16 +1658,16 @@ mod tests {
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
-        let s2 = tracked(l.end(2, None));
+        let s2 = tracked(l.end(T, 2, None));
         assert!(s2.pending.is_empty());
-        l.detach(2, s2.parent);
+        l.detach(T, 2, s2.parent);
         // A generation starting under the ended step joins the invocation, late.
         start(&l, 4, Some(2), Role::Generation);
-        let g = tracked(l.end(4, None));
+        let g = tracked(l.end(T, 4, None));
         assert!(g.pending.contains(FindingCode::LateStart));
         assert_eq!((g.parent, g.invocation), (Some(1), Some(1)));
-        l.detach(4, g.parent);
-        let s3 = tracked(l.end(3, None));
+        l.detach(T, 4, g.parent);
+        let s3 = tracked(l.end(T, 3, None));
         assert!(s3.pending.contains(FindingCode::OverlappingStep));
         assert_eq!(s3.step_index, 2);
     }
@@ -1602,16 +1677,16 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        let inv = tracked(l.end(1, None));
+        let inv = tracked(l.end(T, 1, None));
         assert_eq!(inv.open_children.as_slice(), [2]);
-        assert!(l.orphan(2).is_some());
-        let step = l.close(2).unwrap();
+        assert!(l.orphan(T, 2).is_some());
+        let step = l.close(T, 2).unwrap();
         assert!(step.parent_ended);
         assert!(
             !l.contains(1),
             "the tombstone goes with its last open child"
         );
-        assert!(matches!(l.end(2, None), Ending::Closed(Role::Step)));
+        assert!(matches!(l.end(T, 2, None), Ending::Closed(Role::Step)));
     }
 
     #[test]
@@ -1619,7 +1694,7 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        assert!(matches!(l.end(1, None), Ending::Tracked(_)));
-        assert!(matches!(l.end(1, None), Ending::Untracked));
+        assert!(matches!(l.end(T, 1, None), Ending::Tracked(_)));
+        assert!(matches!(l.end(T, 1, None), Ending::Untracked));
     }
 }
