@@ -22,7 +22,7 @@ use super::ledger::{
 use crate::attributes::{first_string, AttributeWrites};
 use crate::budget::{BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Resolved};
-use crate::cost::{self, CostAttributes};
+use crate::cost::{self, CallCost, CostAttributes};
 use crate::findings::FindingCode;
 use crate::keys::{self, read::gen_ai};
 use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
@@ -343,10 +343,33 @@ impl<S: StartCopy> Audit<S> {
             synthetic: Vec::new(),
         };
         let mut evicted_as = None;
+        let trace = TraceKey::of(span.trace_id);
+        let mut writes = AttributeWrites::for_span(span.attributes.len());
+        let mut findings = SpanFindings::default();
+        if role.is_recognised() {
+            writes.set(keys::ROLE, role.as_str());
+        }
+        // A call's usage and cost come from its own attributes: they are read before the
+        // ledger is asked, so that the ledger hands the call to the span's tracked
+        // ancestors as it ends the span.
+        let priced = matches!(role, Role::Generation | Role::Embedding)
+            .then(|| self.price(&span, role, &mut writes, &mut findings));
+        let mut response = None;
+        let mut call = match (role, &priced) {
+            (Role::Generation, Some((usage, cost))) => {
+                let (call, hash) = self.generation_call(span.attributes, usage, cost.cost_usd);
+                response = hash;
+                Some(call)
+            }
+            (Role::Tool, _) => Some(Contribution {
+                totals: Totals::of_tool_call(),
+                ..Contribution::default()
+            }),
+            _ => None,
+        };
         // Matched by reference: the ledger's record of the span is large, and is not moved
         // again.
-        let trace = TraceKey::of(span.trace_id);
-        let ending = self.ledger.end(trace, span.id, span.parent);
+        let ending = self.ledger.end(trace, span.id, span.parent, &mut call);
         let node = match &ending {
             Ending::Tracked(t) => Some(t),
             &Ending::Closed(role) => {
@@ -372,11 +395,6 @@ impl<S: StartCopy> Audit<S> {
         let end_only = tracked.is_none()
             && evicted_as.is_none()
             && (node.is_some() || !self.ledger.has_ended(trace, span.id));
-        let mut writes = AttributeWrites::for_span(span.attributes.len());
-        let mut findings = SpanFindings::default();
-        if role.is_recognised() {
-            writes.set(keys::ROLE, role.as_str());
-        }
         if evicted_as.is_some() {
             // Counted when it was evicted; the span itself learns it now.
             findings.add(Finding::new(FindingCode::Stale, role).counted_before());
@@ -393,41 +411,35 @@ impl<S: StartCopy> Audit<S> {
                 up.own_responses.clone_from(&n.own_responses);
             }
         }
-        let call = match role {
-            Role::Generation | Role::Embedding => {
-                self.call(&span, role, tracked, &mut writes, &mut findings)
+        let invocation = tracked.and_then(|t| t.invocation);
+        if let Some((usage, cost)) = &priced {
+            self.record_call(&span, trace, invocation, usage, cost);
+        }
+        if let Some(hash) = response {
+            // The owner of its response id: its invocation when tracked, else unknown (0)
+            // and the id travels up with the totals.
+            self.responses.remember(hash, invocation.unwrap_or(0));
+            if let (None, Some(call)) = (invocation, call.as_mut()) {
+                call.own_responses.push(hash);
             }
-            Role::Tool => Some(Contribution {
-                totals: Totals::of_tool_call(),
-                ..Contribution::default()
-            }),
-            _ => None,
-        };
+        }
         let mut exceeded = None;
-        match (call, tracked) {
-            (Some(call), Some(t)) if t.parent.is_some() => {
-                let cumulative =
-                    self.ledger
-                        .contribute(trace, span.id, t.parent, t.invocation, call);
-                if let Some(c) = cumulative.filter(|_| role == Role::Generation) {
-                    write_cumulative(&mut writes, &c);
-                    if let Some(inv) = t.invocation {
-                        exceeded = self.budget_passed(&span, trace, inv, &c);
-                        if exceeded.is_some() {
-                            findings.add(Finding::new(FindingCode::BudgetExceeded, role));
-                        }
-                    }
+        let cumulative = tracked.and_then(|t| t.cumulative);
+        if let (Some(c), Role::Generation) = (cumulative, role) {
+            write_cumulative(&mut writes, &c);
+            if let Some(inv) = invocation {
+                exceeded = self.budget_passed(&span, trace, inv, &c);
+                if exceeded.is_some() {
+                    findings.add(Finding::new(FindingCode::BudgetExceeded, role));
                 }
             }
-            (Some(mut call), _) => {
-                up.totals.add(&call.totals);
-                up.own.add(&call.own);
-                up.response = call.response.take();
-                up.own_responses.append(&mut call.own_responses);
-            }
-            (None, Some(t)) if !t.detached => self.ledger.detach(trace, span.id, t.parent),
-            (None, Some(_)) => {}
-            (None, None) => {}
+        }
+        // A call the ledger did not hand to tracked ancestors goes up with the rest.
+        if let Some(mut call) = call {
+            up.totals.add(&call.totals);
+            up.own.add(&call.own);
+            up.response = call.response.take();
+            up.own_responses.append(&mut call.own_responses);
         }
 
         let late = match tracked {
@@ -599,15 +611,15 @@ impl<S: StartCopy> Audit<S> {
         }
     }
 
-    /// Usage and cost of a generation or embedding; what a generation contributes.
-    fn call(
+    /// Usage and cost of a generation or embedding, from its own attributes, with the
+    /// keys and findings they give.
+    fn price<'a>(
         &self,
-        span: &EndedSpan<'_>,
+        span: &'a EndedSpan<'_>,
         role: Role,
-        tracked: Option<&Ended<S>>,
         writes: &mut AttributeWrites,
         findings: &mut SpanFindings,
-    ) -> Option<Contribution> {
+    ) -> (Usage, CallCost<'a>) {
         let usage = Usage::from_attributes(span.attributes);
         if usage.invalid {
             findings.add(Finding::new(FindingCode::InvalidUsage, role));
@@ -629,59 +641,70 @@ impl<S: StartCopy> Audit<S> {
         if priced.invalid_reported && !usage.invalid {
             findings.add(Finding::new(FindingCode::InvalidUsage, role));
         }
-        let cost = priced.cost_usd;
-        if let Some(metrics) = self.metrics() {
-            let attrs: &[KeyValue] = span.attributes;
-            // Its own agent name, else its invocation's (looked up only then).
-            let own = agent_name(attrs);
-            let inherited = own
-                .is_none()
-                .then(|| tracked.and_then(|t| t.invocation))
-                .flatten()
-                .and_then(|inv| self.ledger.agent_name(TraceKey::of(span.trace_id), inv));
-            let token_usage = metrics.records_token_usage();
-            metrics.record_call(&CallRecord {
-                operation: token_usage
-                    .then(|| first_string(attrs, &[gen_ai::OPERATION_NAME]))
-                    .flatten(),
-                provider: priced.provider,
-                model: first_string(attrs, &cost::REQUEST_MODEL_KEYS),
-                response_model: token_usage
-                    .then(|| first_string(attrs, &[gen_ai::RESPONSE_MODEL]))
-                    .flatten(),
-                agent: own.or(inherited.as_deref()),
-                cost_usd: cost,
-                source: priced.source,
-                input_tokens: usage.input,
-                output_tokens: usage.output,
-            });
-        }
-        if role != Role::Generation {
-            return None;
-        }
-        let attrs: &[KeyValue] = span.attributes;
-        // The owner of its response id: its invocation when tracked, else unknown (0)
-        // and the id travels up with the totals.
-        let invocation = tracked.and_then(|t| t.invocation);
-        let recorded = self
-            .responses
-            .record(attrs, invocation.unwrap_or(0), self.repair());
-        let (own_responses, response) = match recorded {
-            Some((hash, response)) if invocation.is_none() => (vec![hash], response),
-            Some((_, response)) => (Vec::new(), response),
-            None => (Vec::new(), None),
+        (usage, priced)
+    }
+
+    /// What a generation contributes (under `repair`, with its response, to become its
+    /// invocation's last), and the hash of its response id.
+    fn generation_call(
+        &self,
+        attributes: &[KeyValue],
+        usage: &Usage,
+        cost: Option<f64>,
+    ) -> (Contribution, Option<u64>) {
+        let (hash, response) = match ResponseOwners::response_of(attributes, self.repair()) {
+            Some((hash, response)) => (Some(hash), response),
+            None => (None, None),
         };
-        Some(Contribution {
-            totals: Totals::of_generation(&usage, cost),
+        let call = Contribution {
+            totals: Totals::of_generation(usage, cost),
             own: OwnUsage {
                 input: usage.input.unwrap_or(0),
                 output: usage.output.unwrap_or(0),
                 reporting: u32::from(usage.input.is_some() || usage.output.is_some()),
             },
             response,
-            own_responses,
             ..Contribution::default()
-        })
+        };
+        (call, hash)
+    }
+
+    /// A call's metrics, with its own agent name, else its invocation's.
+    fn record_call(
+        &self,
+        span: &EndedSpan<'_>,
+        trace: TraceKey,
+        invocation: Option<u64>,
+        usage: &Usage,
+        priced: &CallCost<'_>,
+    ) {
+        let Some(metrics) = self.metrics() else {
+            return;
+        };
+        let attrs: &[KeyValue] = span.attributes;
+        // Looked up only when it has none of its own.
+        let own = agent_name(attrs);
+        let inherited = own
+            .is_none()
+            .then_some(invocation)
+            .flatten()
+            .and_then(|inv| self.ledger.agent_name(trace, inv));
+        let token_usage = metrics.records_token_usage();
+        metrics.record_call(&CallRecord {
+            operation: token_usage
+                .then(|| first_string(attrs, &[gen_ai::OPERATION_NAME]))
+                .flatten(),
+            provider: priced.provider,
+            model: first_string(attrs, &cost::REQUEST_MODEL_KEYS),
+            response_model: token_usage
+                .then(|| first_string(attrs, &[gen_ai::RESPONSE_MODEL]))
+                .flatten(),
+            agent: own.or(inherited.as_deref()),
+            cost_usd: priced.cost_usd,
+            source: priced.source,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+        });
     }
 
     /// Totals, step counts and step positions; returns the step's index (0: none).

@@ -41,23 +41,25 @@ impl ResponseOwners {
         }
     }
 
-    /// Remembers the response id of a generation of `invocation` (0: not known when the
-    /// generation ended), if it has one; returns the id's hash and, with `keep`, the id
-    /// with the model, to become the invocation's last response.
-    pub(crate) fn record(
-        &self,
+    /// A generation's response id, if it has one: the id's hash and, with `keep`, the id
+    /// with the model, to become its invocation's last response.
+    pub(crate) fn response_of(
         attributes: &[KeyValue],
-        invocation: u64,
         keep: bool,
     ) -> Option<(u64, Option<LastResponse>)> {
         let id = non_empty(last_value(attributes, gen_ai::RESPONSE_ID)?)?;
         let hash = hash_str(&id);
-        self.owners.insert(hash, invocation);
         let last = keep.then(|| LastResponse {
             id: id.into_owned(),
             model: cost::model(attributes).map(str::to_owned),
         });
         Some((hash, last))
+    }
+
+    /// Remembers that the response id of hash `hash` (from [`Self::response_of`])
+    /// belongs to `invocation` (0: not known when the generation ended).
+    pub(crate) fn remember(&self, hash: u64, invocation: u64) {
+        self.owners.insert(hash, invocation);
     }
 
     fn owner(&self, response_id: &str) -> Option<u64> {

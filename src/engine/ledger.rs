@@ -354,9 +354,9 @@ pub(crate) struct Ended<S> {
     pub(crate) agent_name: Option<Arc<str>>,
     /// The invocation passed its budget before it ended.
     pub(crate) budget_exceeded: bool,
-    /// No longer an open child of its parent (a step under its invocation is detached
-    /// at its end, in the lookup that stops counting it as an open step).
-    pub(crate) detached: bool,
+    /// Its invocation's totals after its call was added (when [`Ledger::end`] handed
+    /// the call to its tracked ancestors and reached the invocation).
+    pub(crate) cumulative: Option<Totals>,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
 }
@@ -837,7 +837,7 @@ impl<S: StartCopy> Ledger<S> {
             return None;
         }
         let ended = take_ended(&mut entry, trace);
-        self.detach_in(spans, id, ended.parent);
+        self.detach(spans, id, ended.parent);
         // Under `close` the audit exports a recognised span closed: its real end must not
         // be exported. A span that is not gen-ai is never closed: its real end, if it
         // comes, passes through untouched.
@@ -1268,13 +1268,7 @@ impl<S: StartCopy> Ledger<S> {
     }
 
     /// Stops counting `child` as an open child of `parent`.
-    pub(crate) fn detach(&self, trace: TraceKey, child: u64, parent: Option<u64>) {
-        if parent.is_some() {
-            self.detach_in(&mut self.spans(trace), child, parent);
-        }
-    }
-
-    fn detach_in(&self, spans: &mut Spans<S>, child: u64, parent: Option<u64>) {
+    fn detach(&self, spans: &mut Spans<S>, child: u64, parent: Option<u64>) {
         let Some(parent) = parent else { return };
         if spans
             .get_mut(&parent)
@@ -1288,7 +1282,18 @@ impl<S: StartCopy> Ledger<S> {
     /// tracked children are still open (then it stays as a tombstone). `parent` is the
     /// parent the span names (for an entry that was not tracked at its start, whose
     /// parent the ledger did not know).
-    pub(crate) fn end(&self, trace: TraceKey, id: u64, parent: Option<u64>) -> Ending<S> {
+    ///
+    /// A span tracked since its start stops being an open child of its tracked parent,
+    /// and takes `call` (what a generation or tool call contributes) to every tracked
+    /// ancestor, in the same step; the call is left to the caller otherwise (to hand
+    /// up).
+    pub(crate) fn end(
+        &self,
+        trace: TraceKey,
+        id: u64,
+        parent: Option<u64>,
+        call: &mut Option<Contribution>,
+    ) -> Ending<S> {
         if self.is_quiet() {
             return Ending::Untracked;
         }
@@ -1336,7 +1341,16 @@ impl<S: StartCopy> Ledger<S> {
         } else {
             entry.fate = Fate::Ended;
         }
-        ended.detached = self.close_step(spans, id, &ended, true);
+        Self::close_step(spans, &ended);
+        if ended.tracked_at_start && ended.parent.is_some() {
+            match call.take() {
+                Some(c) => {
+                    ended.cumulative =
+                        self.contribute_in(spans, id, ended.parent, ended.invocation, c);
+                }
+                None => self.detach(spans, id, ended.parent),
+            }
+        }
         Self::unqueue(slot, shard, id, start_nanos);
         Ending::Tracked(ended)
     }
@@ -1408,7 +1422,7 @@ impl<S: StartCopy> Ledger<S> {
         entry.fate = Fate::Closed;
         let ended = take_ended(entry, trace);
         self.leave(&mut spans, id, &ended, Fate::Closed);
-        self.detach_in(&mut spans, id, ended.parent);
+        self.detach(&mut spans, id, ended.parent);
         Some(ended)
     }
 
@@ -1416,7 +1430,7 @@ impl<S: StartCopy> Ledger<S> {
     /// step of its invocation.
     fn leave(&self, spans: &mut Spans<S>, id: u64, ended: &Ended<S>, fate: Fate) {
         self.remember(id, ended, fate);
-        self.close_step(spans, id, ended, false);
+        Self::close_step(spans, ended);
     }
 
     /// Remembers what became of a span that is no longer open.
@@ -1438,28 +1452,16 @@ impl<S: StartCopy> Ledger<S> {
         );
     }
 
-    /// A step is no longer open: its invocation stops counting it, and, with `detach`,
-    /// stops counting it as an open child when it is the step's parent. Returns whether
-    /// it was detached.
-    fn close_step(&self, spans: &mut Spans<S>, id: u64, ended: &Ended<S>, detach: bool) -> bool {
+    /// A step is no longer open: its invocation stops counting it.
+    fn close_step(spans: &mut Spans<S>, ended: &Ended<S>) {
         if ended.role != Role::Step || ended.step_index == 0 {
-            return false;
+            return;
         }
-        let Some(inv_id) = ended.invocation else {
-            return false;
-        };
-        let Some(inv) = spans.get_mut(&inv_id) else {
-            return false;
+        let Some(inv) = ended.invocation.and_then(|inv| spans.get_mut(&inv)) else {
+            return;
         };
         let below = inv.below();
         below.open_steps = below.open_steps.saturating_sub(1);
-        if !detach || ended.parent != Some(inv_id) {
-            return false;
-        }
-        if remove_child(inv, id) {
-            self.remove_tombstone(spans, inv_id);
-        }
-        true
     }
 
     /// Removes an ended span's entry once no tracked child is open (a span the audit
@@ -1518,7 +1520,7 @@ fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey) -> Ended<S> {
         tracked_at_start: entry.fate != Fate::Pending,
         agent_name,
         budget_exceeded: exceeded,
-        detached: false,
+        cumulative: None,
         kept: std::mem::take(&mut entry.kept),
     }
 }
@@ -1621,8 +1623,14 @@ mod tests {
             begin(a, Some(1));
             begin(b, Some(2));
             // `a` ends first, while `b` is at the back of the queue.
-            assert!(matches!(l.end(T, a, Some(1)), Ending::Tracked(_)));
-            assert!(matches!(l.end(T, b, Some(2)), Ending::Tracked(_)));
+            assert!(matches!(
+                l.end(T, a, Some(1), &mut None),
+                Ending::Tracked(_)
+            ));
+            assert!(matches!(
+                l.end(T, b, Some(2), &mut None),
+                Ending::Tracked(_)
+            ));
             // At most four spans are tracked at once (two roots, `a` and `b`).
             let queued = l.queued();
             assert!(
@@ -1647,9 +1655,7 @@ mod tests {
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
         assert!(start(&l, 4, Some(3), Role::Generation));
-        let g = tracked(l.end(T, 4, None));
-        assert_eq!(g.invocation, Some(1));
-        let c = Contribution {
+        let mut call = Some(Contribution {
             totals: Totals {
                 input: 5,
                 generations: 1,
@@ -1661,24 +1667,29 @@ mod tests {
                 reporting: 1,
             },
             ..Contribution::default()
-        };
-        let cumulative = l.contribute(T, 4, g.parent, g.invocation, c).unwrap();
-        assert_eq!(cumulative.input, 5);
+        });
+        // The generation's call reaches every ancestor as it ends.
+        let g = tracked(l.end(T, 4, None, &mut call));
+        assert!(call.is_none(), "the ledger took the call");
+        assert_eq!(g.invocation, Some(1));
+        assert_eq!(g.cumulative.map(|c| c.input), Some(5));
         // The intermediate ends before the step: no open children left.
-        let mid = tracked(l.end(T, 3, None));
+        let mid = tracked(l.end(T, 3, None, &mut None));
         assert_eq!(mid.totals.input, 5);
         assert_eq!(mid.own.input, 5);
-        l.detach(T, 3, mid.parent);
+        assert!(mid.open_children.is_empty());
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
-        let inv = tracked(l.end(T, 1, None));
+        let inv = tracked(l.end(T, 1, None, &mut None));
         assert_eq!(inv.open_children.as_slice(), [2]);
         assert_eq!(inv.steps, 1);
         assert_eq!(inv.own.reporting, 1);
         assert!(l.contains(1));
-        let step = tracked(l.end(T, 2, None));
+        let step = tracked(l.end(T, 2, None, &mut None));
         assert_eq!(step.step_index, 1);
-        l.detach(T, 2, step.parent);
-        assert!(!l.contains(1));
+        assert!(
+            !l.contains(1),
+            "the tombstone goes with its last open child"
+        );
         assert_eq!(l.len(), 0);
     }
 
@@ -1689,8 +1700,7 @@ mod tests {
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
         start(&l, 4, Some(3), Role::Generation);
-        let g = tracked(l.end(T, 4, None));
-        let c = Contribution {
+        let mut call = Some(Contribution {
             totals: Totals {
                 input: 7,
                 ..Totals::default()
@@ -1701,15 +1711,13 @@ mod tests {
                 reporting: 1,
             },
             ..Contribution::default()
-        };
-        l.contribute(T, 4, g.parent, g.invocation, c);
-        let child = tracked(l.end(T, 3, None));
+        });
+        tracked(l.end(T, 4, None, &mut call));
+        let child = tracked(l.end(T, 3, None, &mut None));
         assert_eq!((child.totals.input, child.own.input), (7, 7));
-        l.detach(T, 3, child.parent);
-        let tool = tracked(l.end(T, 2, None));
+        let tool = tracked(l.end(T, 2, None, &mut None));
         assert_eq!((tool.totals.input, tool.own.input), (7, 0));
-        l.detach(T, 2, tool.parent);
-        let outer = tracked(l.end(T, 1, None));
+        let outer = tracked(l.end(T, 1, None, &mut None));
         assert_eq!((outer.totals.input, outer.own.input), (7, 0));
     }
 
@@ -1728,7 +1736,7 @@ mod tests {
         assert_eq!(l.len(), 2);
         // The evicted span's real end is known as such.
         assert!(matches!(
-            l.end(T, 1, None),
+            l.end(T, 1, None, &mut None),
             Ending::Evicted(Role::Invocation)
         ));
     }
@@ -1761,16 +1769,14 @@ mod tests {
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
-        let s2 = tracked(l.end(T, 2, None));
+        let s2 = tracked(l.end(T, 2, None, &mut None));
         assert!(s2.pending.is_empty());
-        l.detach(T, 2, s2.parent);
         // A generation starting under the ended step joins the invocation, late.
         start(&l, 4, Some(2), Role::Generation);
-        let g = tracked(l.end(T, 4, None));
+        let g = tracked(l.end(T, 4, None, &mut None));
         assert!(g.pending.contains(FindingCode::LateStart));
         assert_eq!((g.parent, g.invocation), (Some(1), Some(1)));
-        l.detach(T, 4, g.parent);
-        let s3 = tracked(l.end(T, 3, None));
+        let s3 = tracked(l.end(T, 3, None, &mut None));
         assert!(s3.pending.contains(FindingCode::OverlappingStep));
         assert_eq!(s3.step_index, 2);
     }
@@ -1780,7 +1786,7 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        let inv = tracked(l.end(T, 1, None));
+        let inv = tracked(l.end(T, 1, None, &mut None));
         assert_eq!(inv.open_children.as_slice(), [2]);
         assert!(l.orphan(T, 2).is_some());
         let step = l.close(T, 2).unwrap();
@@ -1789,7 +1795,10 @@ mod tests {
             !l.contains(1),
             "the tombstone goes with its last open child"
         );
-        assert!(matches!(l.end(T, 2, None), Ending::Closed(Role::Step)));
+        assert!(matches!(
+            l.end(T, 2, None, &mut None),
+            Ending::Closed(Role::Step)
+        ));
     }
 
     #[test]
@@ -1797,7 +1806,7 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        assert!(matches!(l.end(T, 1, None), Ending::Tracked(_)));
-        assert!(matches!(l.end(T, 1, None), Ending::Untracked));
+        assert!(matches!(l.end(T, 1, None, &mut None), Ending::Tracked(_)));
+        assert!(matches!(l.end(T, 1, None, &mut None), Ending::Untracked));
     }
 }
