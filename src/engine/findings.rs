@@ -71,6 +71,7 @@ impl FindingSet {
         self.0 |= Self::bit(code);
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(self, code: FindingCode) -> bool {
         self.0 & Self::bit(code) != 0
     }
@@ -80,11 +81,15 @@ impl FindingSet {
         self.0 == 0
     }
 
-    /// The codes in the set, in the order of [`FindingCode::ALL`].
+    /// The codes in the set, in the order of [`FindingCode::ALL`] (a code's bit is its
+    /// place there): one step per code in the set, none for an empty set.
     pub(crate) fn iter(self) -> impl Iterator<Item = FindingCode> {
-        FindingCode::ALL
-            .into_iter()
-            .filter(move |c| self.contains(*c))
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let place = bits.trailing_zeros();
+            bits &= bits.wrapping_sub(1);
+            FindingCode::ALL.get(usize::try_from(place).ok()?).copied()
+        })
     }
 }
 
@@ -122,5 +127,43 @@ impl SpanFindings {
             .map(|f| StringValue::from(f.code.as_str()))
             .collect();
         writes.set(keys::FINDINGS, Value::Array(codes.into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_lists_its_codes_in_the_order_of_all() {
+        // A code's bit is its place in `ALL`.
+        for (place, code) in FindingCode::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(code as u16), place, "{code:?}");
+        }
+        assert_eq!(FindingSet::default().iter().count(), 0);
+        let mut set = FindingSet::default();
+        for code in [
+            FindingCode::MissingParent,
+            FindingCode::UnclosedChild,
+            FindingCode::OverlappingStep,
+        ] {
+            set.insert(code);
+        }
+        let listed: Vec<FindingCode> = set.iter().collect();
+        assert_eq!(
+            listed,
+            [
+                FindingCode::UnclosedChild,
+                FindingCode::OverlappingStep,
+                FindingCode::MissingParent
+            ]
+        );
+        let all = FindingCode::ALL
+            .into_iter()
+            .fold(FindingSet::default(), |mut set, code| {
+                set.insert(code);
+                set
+            });
+        assert!(all.iter().eq(FindingCode::ALL));
     }
 }
