@@ -58,6 +58,9 @@ pub(crate) struct AttributeWrites {
     /// too, so that applying the writes builds the span's new attribute list in it
     /// instead of growing (reallocating) the span's own.
     existing: usize,
+    /// Places at the front of `writes` kept for the span's attributes (filled when the
+    /// writes are applied, so that they need not be moved behind the span's).
+    placeholders: usize,
     /// A one-word filter of the keys written so far: a key whose bit is clear was not
     /// written, so most writes skip the search for an earlier value.
     written: u64,
@@ -158,12 +161,20 @@ impl AttributeWrites {
         }));
     }
 
-    /// Room for the writes a span gets, in practice, and its existing attributes.
+    /// Room for the writes a span gets, in practice, and its existing attributes. The
+    /// first time, the span's attributes get their places at the front.
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
         self.writes
             .reserve(TYPICAL_WRITES.max(self.writes.len()) + self.existing);
+        if self.writes.is_empty() {
+            self.placeholders = self.existing;
+            self.writes.extend(
+                std::iter::repeat_with(|| KeyValue::new(Key::from_static_str(""), false))
+                    .take(self.existing),
+            );
+        }
     }
 
     /// Keeps `original`, the value of `key` before a repair, under
@@ -188,15 +199,26 @@ impl AttributeWrites {
         if self.writes.is_empty() {
             return;
         }
-        let (mut writes, foreign) = (self.writes, self.foreign);
+        let (mut writes, foreign, places) = (self.writes, self.foreign, self.placeholders);
         // Only keys the processor owns can clash, unless it repaired a reported value:
         // a prefix test spares comparing every attribute with every write, and a span
         // without such keys (the usual case) is not rewritten at all.
         if foreign || attributes.iter().any(|kv| is_own(kv.key.as_str())) {
+            let written = writes.get(places..).unwrap_or_default();
             attributes.retain(|kv| {
-                (!foreign && !is_own(kv.key.as_str())) || !writes.iter().any(|w| w.key == kv.key)
+                (!foreign && !is_own(kv.key.as_str())) || !written.iter().any(|w| w.key == kv.key)
             });
         }
+        if places == attributes.len() {
+            // The usual case: each attribute moves once, into its place.
+            for (place, kv) in writes.iter_mut().zip(attributes.drain(..)) {
+                *place = kv;
+            }
+            *attributes = writes;
+            return;
+        }
+        // Fewer attributes than places (some were replaced): the places go.
+        writes.drain(..places.min(writes.len()));
         if writes.capacity() - writes.len() >= attributes.len() {
             // The span's attributes, then the writes, in the writes' buffer: no
             // reallocation of the span's list.
