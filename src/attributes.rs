@@ -284,6 +284,76 @@ mod tests {
         assert_eq!(attrs, vec![KeyValue::new("genai_audit.steps", i64::MAX)]);
     }
 
+    /// A span's attributes keep their order ahead of the writes, whether they fill the
+    /// places kept for them (the usual case), some are replaced by writes, or a repair
+    /// replaces a key the processor does not own; an attribute with an empty key is an
+    /// attribute like any other.
+    #[test]
+    fn the_span_attributes_come_first_in_every_path() {
+        let many: Vec<(&'static str, u64)> = (0..2 * TYPICAL_WRITES)
+            .map(|i| &*Box::leak(format!("genai_audit.test.{i}").into_boxed_str()))
+            .zip(0..)
+            .collect();
+        // The usual case, with more writes than the first room holds.
+        let mut attrs = vec![KeyValue::new("a", 1), KeyValue::new("", 2)];
+        let mut w = AttributeWrites::for_span(attrs.len());
+        w.set(crate::keys::ROLE, "generation");
+        for &(key, n) in &many {
+            w.set(key, count_value(n));
+        }
+        w.apply(&mut attrs);
+        assert_eq!(attrs.len(), 3 + many.len());
+        assert_eq!(
+            attrs[..3],
+            [
+                KeyValue::new("a", 1),
+                KeyValue::new("", 2),
+                KeyValue::new(crate::keys::ROLE, "generation"),
+            ]
+        );
+        assert!(attrs[3..]
+            .iter()
+            .zip(&many)
+            .all(|(kv, (key, n))| kv.key.as_str() == *key && kv.value == Value::I64(*n as i64)));
+        // An earlier value of a written key goes.
+        let mut attrs = vec![
+            KeyValue::new(crate::keys::ROLE, "old"),
+            KeyValue::new("a", 1),
+        ];
+        let mut w = AttributeWrites::for_span(attrs.len());
+        w.set(crate::keys::ROLE, "tool");
+        w.apply(&mut attrs);
+        assert_eq!(
+            attrs,
+            [
+                KeyValue::new("a", 1),
+                KeyValue::new(crate::keys::ROLE, "tool")
+            ]
+        );
+        // A repair replaces a key of another convention, and keeps the original.
+        let mut attrs = vec![
+            KeyValue::new("gen_ai.usage.input_tokens", 9),
+            KeyValue::new("", 2),
+        ];
+        let mut w = AttributeWrites::for_span(attrs.len());
+        w.set(crate::keys::ROLE, "step");
+        w.repair(
+            "gen_ai.usage.input_tokens",
+            Some(Value::I64(9)),
+            Value::I64(5),
+        );
+        w.apply(&mut attrs);
+        assert_eq!(
+            attrs,
+            [
+                KeyValue::new("", 2),
+                KeyValue::new(crate::keys::ROLE, "step"),
+                KeyValue::new("genai_audit.reported.gen_ai.usage.input_tokens", 9),
+                KeyValue::new("gen_ai.usage.input_tokens", 5),
+            ]
+        );
+    }
+
     #[test]
     fn last_wins_on_read() {
         let attrs = [
