@@ -1741,6 +1741,66 @@ mod tests {
         ));
     }
 
+    /// Starts root `id` of trace `trace` at "time" `at`; whether it is tracked.
+    fn start_in(l: &Ledger, trace: usize, id: u64, at: u64) -> Start {
+        let mut kept = Some(|| Kept::Nothing);
+        l.start(
+            TraceKey(trace),
+            new(id, None, Role::Invocation),
+            true,
+            || at,
+            &mut kept,
+        )
+    }
+
+    /// Spans of different traces are kept under different locks; eviction still takes
+    /// the oldest first across all of them, by capacity and by age.
+    #[test]
+    fn eviction_takes_the_oldest_across_traces() {
+        let hour = 3_600_000_000_000;
+        let l = Ledger::new(3, std::time::Duration::from_nanos(hour), false);
+        // Started out of trace order: trace 9 first, then 2, then 5.
+        for (trace, id, at) in [(9, 1, 10), (2, 2, 20), (5, 3, 30)] {
+            assert!(matches!(start_in(&l, trace, id, at), Start::Tracked { .. }));
+        }
+        // Full: a fourth span makes room by evicting the oldest, in trace 9.
+        assert!(matches!(start_in(&l, 7, 4, 40), Start::Full(_)));
+        let mut evicted = Vec::new();
+        l.evict_due(|| 40, true, |e| evicted.push(e.trace));
+        assert_eq!(evicted, [TraceKey(9)]);
+        assert!(matches!(start_in(&l, 7, 4, 40), Start::Tracked { .. }));
+        // By age: at 25 past the hour, only the span started at 20 is too old.
+        l.evict_due(|| hour + 25, false, |e| evicted.push(e.trace));
+        assert_eq!(evicted, [TraceKey(9), TraceKey(2)]);
+        assert!(!l.contains(2) && l.contains(3) && l.contains(4));
+    }
+
+    /// A span that starts earlier than every queued one (a clock that went back) is
+    /// still found due by age.
+    #[test]
+    fn a_start_older_than_the_queue_is_found_due() {
+        let hour = 3_600_000_000_000;
+        let l = Ledger::new(100, std::time::Duration::from_nanos(hour), false);
+        assert!(matches!(
+            start_in(&l, 1, 1, 5 * hour),
+            Start::Tracked { due: false }
+        ));
+        // Nothing is due: eviction notes the oldest start.
+        l.evict_due(|| 5 * hour, false, |_| panic!("nothing is due"));
+        assert!(matches!(
+            start_in(&l, 2, 2, 2 * hour),
+            Start::Tracked { due: false }
+        ));
+        // An hour and a bit after it, the back-dated span is due, not the other.
+        let Start::Tracked { due: true } = start_in(&l, 3, 3, 3 * hour + 1) else {
+            panic!("the back-dated span is due");
+        };
+        let mut evicted = Vec::new();
+        l.evict_due(|| 3 * hour + 1, false, |e| evicted.push(e.trace));
+        assert_eq!(evicted, [TraceKey(2)]);
+        assert!(l.contains(1) && l.contains(3));
+    }
+
     #[test]
     fn age_evicts_spans_started_before_the_limit() {
         let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
