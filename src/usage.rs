@@ -190,10 +190,39 @@ const QUANTITY_KEYS: [&[&str; 5]; 5] = [
     &REASONING_KEYS,
 ];
 
+/// A key's bit in [`QUANTITY_FILTER`]: from its length and last byte.
+const fn filter_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let last = if bytes.is_empty() {
+        0
+    } else {
+        bytes[bytes.len() - 1] as usize
+    };
+    1 << ((bytes.len() ^ last << 1) & 63)
+}
+
+/// The bits of every key of [`QUANTITY_KEYS`]: a key whose bit is clear is none of
+/// them, which dismisses most other keys without comparing a string.
+const QUANTITY_FILTER: u64 = {
+    let mut filter = 0;
+    let mut quantity = 0;
+    while quantity < QUANTITY_KEYS.len() {
+        let mut rank = 0;
+        while rank < QUANTITY_KEYS[quantity].len() {
+            filter |= filter_bit(QUANTITY_KEYS[quantity][rank]);
+            rank += 1;
+        }
+        quantity += 1;
+    }
+    filter
+};
+
 /// Which quantity a key counts and its rank among that quantity's keys, if it is one
-/// of [`QUANTITY_KEYS`]: keys outside the three prefixes they share cost a prefix test.
+/// of [`QUANTITY_KEYS`]: keys outside the three prefixes they share, or whose length
+/// and last byte no such key has, cost no string comparison.
 fn quantity_key(key: &str) -> Option<(usize, usize)> {
-    if !matches!(key.as_bytes().first(), Some(b'g' | b'l' | b'a'))
+    if QUANTITY_FILTER & filter_bit(key) == 0
+        || !matches!(key.as_bytes().first(), Some(b'g' | b'l' | b'a'))
         || !(key.starts_with("gen_ai.usage.")
             || key.starts_with("llm.token_count.")
             || key.starts_with("ai.usage."))
