@@ -404,11 +404,11 @@ impl<S: StartCopy> Audit<S> {
         // since its start (or is a tracked root).
         let mut up = Contribution::default();
         if let Some(n) = node {
-            up.totals = n.totals;
+            up.totals = n.totals();
             if role != Role::Invocation {
-                up.own = n.own;
-                up.steps = if n.tracked_at_start { 0 } else { n.steps };
-                up.own_responses.clone_from(&n.own_responses);
+                up.own = n.own();
+                up.steps = if n.tracked_at_start { 0 } else { n.steps() };
+                up.own_responses.extend_from_slice(n.own_responses());
             }
         }
         let invocation = tracked.and_then(|t| t.invocation);
@@ -467,14 +467,14 @@ impl<S: StartCopy> Audit<S> {
                 findings: &mut findings,
             };
             if matches!(role, Role::Invocation | Role::Step) {
-                check.usage(&n.own, &n.totals);
+                check.usage(&n.own(), &n.totals());
             }
             if role == Role::Invocation {
                 check.response(
                     span.id,
                     &self.responses,
-                    n.last_response.as_deref(),
-                    &n.own_responses,
+                    n.last_response(),
+                    n.own_responses(),
                 );
             }
             if role == Role::Step && step_index > 0 {
@@ -572,16 +572,16 @@ impl<S: StartCopy> Audit<S> {
         if self.metrics.is_none() && self.budgets.is_empty() {
             return None;
         }
-        let totals = node.map(|n| n.totals).unwrap_or_default();
+        let totals = node.map(Ended::totals).unwrap_or_default();
         let agent: Option<Arc<str>> = agent_name(span.attributes)
             .map(Arc::from)
-            .or_else(|| node.and_then(|n| n.agent_name.clone()));
+            .or_else(|| node.and_then(|n| n.agent_name().cloned()));
         if let Some(metrics) = self.metrics() {
             let cost = (totals.priced > 0).then_some(totals.cost_usd);
             metrics.record_invocation(agent.as_deref(), cost, totals.input, totals.output);
         }
         let budget = self.budgets.for_agent(agent.as_deref())?;
-        let already = node.is_some_and(|n| n.budget_exceeded);
+        let already = node.is_some_and(Ended::budget_exceeded);
         if !already && !budget.exceeded_by(&totals) {
             return None;
         }
@@ -722,17 +722,18 @@ impl<S: StartCopy> Audit<S> {
     ) -> u32 {
         if let Some(t) = node {
             let open_children = !t.open_children.is_empty();
-            if role.carries_totals() && t.totals.has_calls() {
-                write_totals(writes, &t.totals);
+            let totals = t.totals();
+            if role.carries_totals() && totals.has_calls() {
+                write_totals(writes, &totals);
             }
-            if role.carries_totals() && (t.totals.partial || open_children) {
+            if role.carries_totals() && (totals.partial || open_children) {
                 writes.set(keys::total::PARTIAL, true);
             }
         }
         match role {
             Role::Invocation => {
                 if node.is_some() || end_only.is_some() {
-                    writes.set(keys::STEPS, i64::from(node.map_or(0, |t| t.steps)));
+                    writes.set(keys::STEPS, i64::from(node.map_or(0, Ended::steps)));
                 }
                 0
             }

@@ -39,7 +39,7 @@
 //! it. Every map is keyed by the span id with a cheap hasher ([`crate::hashing`]).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -338,27 +338,61 @@ pub(crate) struct Ended<S> {
     pub(crate) invocation: Option<u64>,
     pub(crate) role: Role,
     pub(crate) parent_ended: bool,
-    pub(crate) totals: Totals,
-    pub(crate) own: OwnUsage,
-    pub(crate) steps: u32,
     pub(crate) step_index: u32,
     pub(crate) pending: FindingSet,
-    pub(crate) last_response: Option<Box<LastResponse>>,
-    /// Hashes of the response ids of the latest own generations.
-    pub(crate) own_responses: Vec<u64>,
+    /// What was below it (sums, own usage, steps, responses, the agent name, the
+    /// budget), when it had anything: moved out of the entry when the entry goes.
+    below: Option<Box<Below>>,
     /// Tracked children still open at the end.
     pub(crate) open_children: Vec<u64>,
     /// Tracked since its start (false: its entry only held what its children handed up).
     pub(crate) tracked_at_start: bool,
-    /// An invocation's agent name at its start, when kept.
-    pub(crate) agent_name: Option<Arc<str>>,
-    /// The invocation passed its budget before it ended.
-    pub(crate) budget_exceeded: bool,
     /// Its invocation's totals after its call was added (when [`Ledger::end`] handed
     /// the call to its tracked ancestors and reached the invocation).
     pub(crate) cumulative: Option<Totals>,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
+}
+
+impl<S> Ended<S> {
+    /// Contributions of its ended descendant generations and tool calls.
+    pub(crate) fn totals(&self) -> Totals {
+        self.below
+            .as_ref()
+            .map_or_else(Totals::default, |b| b.totals)
+    }
+
+    /// Usage of its ended own generations.
+    pub(crate) fn own(&self) -> OwnUsage {
+        self.below
+            .as_ref()
+            .map_or_else(OwnUsage::default, |b| b.own)
+    }
+
+    /// Steps counted under it.
+    pub(crate) fn steps(&self) -> u32 {
+        self.below.as_ref().map_or(0, |b| b.steps)
+    }
+
+    /// An invocation's last-ended own generation's response (under `repair`).
+    pub(crate) fn last_response(&self) -> Option<&LastResponse> {
+        self.below.as_ref()?.last_response.as_deref()
+    }
+
+    /// Hashes of the response ids of the latest own generations.
+    pub(crate) fn own_responses(&self) -> &[u64] {
+        self.below.as_ref().map_or(&[], |b| &b.own_responses)
+    }
+
+    /// An invocation's agent name at its start, when kept.
+    pub(crate) fn agent_name(&self) -> Option<&Arc<str>> {
+        self.below.as_ref()?.agent_name.as_ref()
+    }
+
+    /// The invocation passed its budget before it ended.
+    pub(crate) fn budget_exceeded(&self) -> bool {
+        self.below.as_ref().is_some_and(|b| b.budget_exceeded)
+    }
 }
 
 /// What the ledger knows about a span that is ending.
@@ -836,7 +870,7 @@ impl<S: StartCopy> Ledger<S> {
         if entry.fate != Fate::Open {
             return None;
         }
-        let ended = take_ended(&mut entry, trace);
+        let ended = take_ended(&mut entry, trace, false);
         self.detach(spans, id, ended.parent);
         // Under `close` the audit exports a recognised span closed: its real end must not
         // be exported. A span that is not gen-ai is never closed: its real end, if it
@@ -1309,10 +1343,15 @@ impl<S: StartCopy> Ledger<S> {
         let mut guard = slot.shard.lock();
         let shard = &mut *guard;
         let spans = &mut shard.spans;
-        let Some(entry) = spans.get_mut(&id) else {
-            drop(guard);
-            return self.end_untracked(id);
+        // One lookup: the entry is removed through it, unless it stays.
+        let mut occupied = match spans.entry(id) {
+            hash_map::Entry::Occupied(occupied) => occupied,
+            hash_map::Entry::Vacant(_) => {
+                drop(guard);
+                return self.end_untracked(id);
+            }
         };
+        let entry = occupied.get_mut();
         match entry.fate {
             Fate::Open => {}
             Fate::Closed => {
@@ -1322,7 +1361,7 @@ impl<S: StartCopy> Ledger<S> {
                 if entry.has_open_children() {
                     entry.fate = Fate::Ended;
                 } else {
-                    spans.remove(&id);
+                    occupied.remove();
                     self.removed();
                 }
                 drop(guard);
@@ -1333,13 +1372,14 @@ impl<S: StartCopy> Ledger<S> {
             Fate::Pending => entry.parent = pack(parent),
         }
         let start_nanos = entry.start_nanos;
-        let mut ended = take_ended(entry, trace);
+        let stays = entry.has_open_children();
+        let mut ended = take_ended(entry, trace, stays);
         self.remember(id, &ended, Fate::Ended);
-        if ended.open_children.is_empty() {
-            spans.remove(&id);
-            self.removed();
-        } else {
+        if stays {
             entry.fate = Fate::Ended;
+        } else {
+            occupied.remove();
+            self.removed();
         }
         Self::close_step(spans, &ended);
         if ended.tracked_at_start && ended.parent.is_some() {
@@ -1420,7 +1460,7 @@ impl<S: StartCopy> Ledger<S> {
             return None;
         }
         entry.fate = Fate::Closed;
-        let ended = take_ended(entry, trace);
+        let ended = take_ended(entry, trace, true);
         self.leave(&mut spans, id, &ended, Fate::Closed);
         self.detach(&mut spans, id, ended.parent);
         Some(ended)
@@ -1486,40 +1526,38 @@ fn count_step(inv: &mut Below) -> (u32, bool) {
     (inv.steps, overlapping)
 }
 
-/// What an entry held, for a span that is no longer open (the parts only needed at the
-/// end are moved out).
-fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey) -> Ended<S> {
-    let (open_children, totals, own, steps, last_response, own_responses, agent_name, exceeded) =
-        match entry.below.as_mut() {
-            Some(b) => (
-                b.open_children.as_slice().to_vec(),
-                b.totals,
-                b.own,
-                b.steps,
-                b.last_response.take(),
-                std::mem::take(&mut b.own_responses),
-                b.agent_name.clone(),
-                b.budget_exceeded,
-            ),
-            None => Default::default(),
-        };
+/// What an entry held, for a span that is no longer open. When the entry `stays` (a
+/// tombstone with open children, or a span the audit closed), it keeps what is below
+/// it, and the record gets a copy; otherwise that part moves into the record whole.
+fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey, stays: bool) -> Ended<S> {
+    let open_children = entry
+        .below
+        .as_ref()
+        .map_or_else(Vec::new, |b| b.open_children.as_slice().to_vec());
+    let below = match entry.below.as_mut() {
+        Some(b) if stays => Some(Box::new(Below {
+            totals: b.totals,
+            own: b.own,
+            steps: b.steps,
+            last_response: b.last_response.take(),
+            own_responses: std::mem::take(&mut b.own_responses),
+            agent_name: b.agent_name.clone(),
+            budget_exceeded: b.budget_exceeded,
+            ..Below::default()
+        })),
+        _ => entry.below.take(),
+    };
     Ended {
         trace,
         parent: entry.parent(),
         invocation: entry.invocation(),
         role: entry.role,
         parent_ended: entry.parent_ended,
-        totals,
-        own,
-        steps,
         step_index: entry.step_index,
         pending: entry.pending,
-        last_response,
-        own_responses,
+        below,
         open_children,
         tracked_at_start: entry.fate != Fate::Pending,
-        agent_name,
-        budget_exceeded: exceeded,
         cumulative: None,
         kept: std::mem::take(&mut entry.kept),
     }
@@ -1675,14 +1713,14 @@ mod tests {
         assert_eq!(g.cumulative.map(|c| c.input), Some(5));
         // The intermediate ends before the step: no open children left.
         let mid = tracked(l.end(T, 3, None, &mut None));
-        assert_eq!(mid.totals.input, 5);
-        assert_eq!(mid.own.input, 5);
+        assert_eq!(mid.totals().input, 5);
+        assert_eq!(mid.own().input, 5);
         assert!(mid.open_children.is_empty());
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
         let inv = tracked(l.end(T, 1, None, &mut None));
         assert_eq!(inv.open_children.as_slice(), [2]);
-        assert_eq!(inv.steps, 1);
-        assert_eq!(inv.own.reporting, 1);
+        assert_eq!(inv.steps(), 1);
+        assert_eq!(inv.own().reporting, 1);
         assert!(l.contains(1));
         let step = tracked(l.end(T, 2, None, &mut None));
         assert_eq!(step.step_index, 1);
@@ -1714,11 +1752,11 @@ mod tests {
         });
         tracked(l.end(T, 4, None, &mut call));
         let child = tracked(l.end(T, 3, None, &mut None));
-        assert_eq!((child.totals.input, child.own.input), (7, 7));
+        assert_eq!((child.totals().input, child.own().input), (7, 7));
         let tool = tracked(l.end(T, 2, None, &mut None));
-        assert_eq!((tool.totals.input, tool.own.input), (7, 0));
+        assert_eq!((tool.totals().input, tool.own().input), (7, 0));
         let outer = tracked(l.end(T, 1, None, &mut None));
-        assert_eq!((outer.totals.input, outer.own.input), (7, 0));
+        assert_eq!((outer.totals().input, outer.own().input), (7, 0));
     }
 
     #[test]
