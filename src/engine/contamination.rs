@@ -46,12 +46,14 @@ impl ResponseOwners {
     pub(crate) fn response_of(
         attributes: &[KeyValue],
         keep: bool,
-    ) -> Option<(u64, Option<LastResponse>)> {
+    ) -> Option<(u64, Option<Box<LastResponse>>)> {
         let id = non_empty(last_value(attributes, gen_ai::RESPONSE_ID)?)?;
         let hash = hash_str(&id);
-        let last = keep.then(|| LastResponse {
-            id: id.into_owned(),
-            model: cost::model(attributes).map(str::to_owned),
+        let last = keep.then(|| {
+            Box::new(LastResponse {
+                id: id.into_owned(),
+                model: cost::model(attributes).map(str::to_owned),
+            })
         });
         Some((hash, last))
     }

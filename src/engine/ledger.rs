@@ -267,7 +267,7 @@ impl Below {
         self.own.add(&c.own);
         self.steps = self.steps.saturating_add(c.steps);
         if let Some(response) = c.response.take() {
-            self.last_response = Some(Box::new(response));
+            self.last_response = Some(response);
         }
         for hash in c.own_responses.drain(..) {
             if self.own_responses.len() >= OWN_RESPONSES {
@@ -463,7 +463,7 @@ pub(crate) struct Contribution {
     /// Steps counted at their end under a span that is not an invocation.
     pub(crate) steps: u32,
     /// Becomes the invocation's last response (under `repair`).
-    pub(crate) response: Option<LastResponse>,
+    pub(crate) response: Option<Box<LastResponse>>,
     /// Hashes of own generations' response ids.
     pub(crate) own_responses: Vec<u64>,
 }
@@ -1291,7 +1291,7 @@ impl<S: StartCopy> Ledger<S> {
                 cumulative = Some(below.totals);
                 own = false;
                 if let Some(response) = contribution.response.take() {
-                    below.last_response = Some(Box::new(response));
+                    below.last_response = Some(response);
                 }
             }
         }
