@@ -16,7 +16,7 @@ use super::clock::{nanos, AuditClock, Clock};
 use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
-    Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
+    Call, Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
     StartCopy, TraceKey,
 };
 use crate::attributes::{first_string, AttributeWrites};
@@ -359,13 +359,13 @@ impl<S: StartCopy> Audit<S> {
             (Role::Generation, Some((usage, cost))) => {
                 let (call, hash) = self.generation_call(span.attributes, usage, cost.cost_usd);
                 response = hash;
-                Some(call)
+                Call::Pending(call)
             }
-            (Role::Tool, _) => Some(Contribution {
+            (Role::Tool, _) => Call::Pending(Contribution {
                 totals: Totals::of_tool_call(),
                 ..Contribution::default()
             }),
-            _ => None,
+            _ => Call::None,
         };
         // Matched by reference: the ledger's record of the span is large, and is not moved
         // again.
@@ -419,23 +419,22 @@ impl<S: StartCopy> Audit<S> {
             // The owner of its response id: its invocation when tracked, else unknown (0)
             // and the id travels up with the totals.
             self.responses.remember(hash, invocation.unwrap_or(0));
-            if let (None, Some(call)) = (invocation, call.as_mut()) {
+            if let (None, Call::Pending(call)) = (invocation, &mut call) {
                 call.own_responses.push(hash);
             }
         }
         let mut exceeded = None;
-        let cumulative = tracked.and_then(|t| t.cumulative);
-        if let (Some(c), Role::Generation) = (cumulative, role) {
-            write_cumulative(&mut writes, &c);
+        if let (Call::Taken(Some(c)), Role::Generation) = (&call, role) {
+            write_cumulative(&mut writes, c);
             if let Some(inv) = invocation {
-                exceeded = self.budget_passed(&span, trace, inv, &c);
+                exceeded = self.budget_passed(&span, trace, inv, c);
                 if exceeded.is_some() {
                     findings.add(Finding::new(FindingCode::BudgetExceeded, role));
                 }
             }
         }
         // A call the ledger did not hand to tracked ancestors goes up with the rest.
-        if let Some(mut call) = call {
+        if let Call::Pending(mut call) = call {
             up.totals.add(&call.totals);
             up.own.add(&call.own);
             up.response = call.response.take();

@@ -347,9 +347,6 @@ pub(crate) struct Ended<S> {
     pub(crate) open_children: Vec<u64>,
     /// Tracked since its start (false: its entry only held what its children handed up).
     pub(crate) tracked_at_start: bool,
-    /// Its invocation's totals after its call was added (when [`Ledger::end`] handed
-    /// the call to its tracked ancestors and reached the invocation).
-    pub(crate) cumulative: Option<Totals>,
     /// What it kept from its start (moved out when the audit closes or evicts it).
     pub(crate) kept: Kept<S>,
 }
@@ -478,6 +475,19 @@ impl Contribution {
             && self.response.is_none()
             && self.own_responses.is_empty()
     }
+}
+
+/// A generation's or tool call's contribution, given to [`Ledger::end`] with its span.
+#[derive(Debug, Default)]
+pub(crate) enum Call {
+    /// The span is no call.
+    #[default]
+    None,
+    /// Not handed on (yet): the caller hands it up with the rest of the span.
+    Pending(Contribution),
+    /// Handed to the span's tracked ancestors; its invocation's totals after it, when
+    /// the ancestors reached the invocation.
+    Taken(Option<Totals>),
 }
 
 /// What [`Ledger::forward`] did.
@@ -1318,15 +1328,15 @@ impl<S: StartCopy> Ledger<S> {
     /// parent the ledger did not know).
     ///
     /// A span tracked since its start stops being an open child of its tracked parent,
-    /// and takes `call` (what a generation or tool call contributes) to every tracked
-    /// ancestor, in the same step; the call is left to the caller otherwise (to hand
-    /// up).
+    /// and takes a pending `call` (what a generation or tool call contributes) to every
+    /// tracked ancestor, in the same step (the call is then [`Call::Taken`]); the call
+    /// is left to the caller otherwise (to hand up).
     pub(crate) fn end(
         &self,
         trace: TraceKey,
         id: u64,
         parent: Option<u64>,
-        call: &mut Option<Contribution>,
+        call: &mut Call,
     ) -> Ending<S> {
         if self.is_quiet() {
             return Ending::Untracked;
@@ -1373,7 +1383,7 @@ impl<S: StartCopy> Ledger<S> {
         }
         let start_nanos = entry.start_nanos;
         let stays = entry.has_open_children();
-        let mut ended = take_ended(entry, trace, stays);
+        let ended = take_ended(entry, trace, stays);
         self.remember(id, &ended, Fate::Ended);
         if stays {
             entry.fate = Fate::Ended;
@@ -1383,12 +1393,16 @@ impl<S: StartCopy> Ledger<S> {
         }
         Self::close_step(spans, &ended);
         if ended.tracked_at_start && ended.parent.is_some() {
-            match call.take() {
-                Some(c) => {
-                    ended.cumulative =
+            match std::mem::take(call) {
+                Call::Pending(c) => {
+                    let cumulative =
                         self.contribute_in(spans, id, ended.parent, ended.invocation, c);
+                    *call = Call::Taken(cumulative);
                 }
-                None => self.detach(spans, id, ended.parent),
+                other => {
+                    *call = other;
+                    self.detach(spans, id, ended.parent);
+                }
             }
         }
         Self::unqueue(slot, shard, id, start_nanos);
@@ -1558,7 +1572,6 @@ fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey, stays: bool) -> Ended<S>
         below,
         open_children,
         tracked_at_start: entry.fate != Fate::Pending,
-        cumulative: None,
         kept: std::mem::take(&mut entry.kept),
     }
 }
@@ -1662,11 +1675,11 @@ mod tests {
             begin(b, Some(2));
             // `a` ends first, while `b` is at the back of the queue.
             assert!(matches!(
-                l.end(T, a, Some(1), &mut None),
+                l.end(T, a, Some(1), &mut Call::None),
                 Ending::Tracked(_)
             ));
             assert!(matches!(
-                l.end(T, b, Some(2), &mut None),
+                l.end(T, b, Some(2), &mut Call::None),
                 Ending::Tracked(_)
             ));
             // At most four spans are tracked at once (two roots, `a` and `b`).
@@ -1693,7 +1706,7 @@ mod tests {
         assert!(start(&l, 2, Some(1), Role::Step));
         assert!(start(&l, 3, Some(2), Role::Other));
         assert!(start(&l, 4, Some(3), Role::Generation));
-        let mut call = Some(Contribution {
+        let mut call = Call::Pending(Contribution {
             totals: Totals {
                 input: 5,
                 generations: 1,
@@ -1708,21 +1721,23 @@ mod tests {
         });
         // The generation's call reaches every ancestor as it ends.
         let g = tracked(l.end(T, 4, None, &mut call));
-        assert!(call.is_none(), "the ledger took the call");
         assert_eq!(g.invocation, Some(1));
-        assert_eq!(g.cumulative.map(|c| c.input), Some(5));
+        let Call::Taken(Some(cumulative)) = call else {
+            panic!("the ledger took the call to the invocation: {call:?}");
+        };
+        assert_eq!(cumulative.input, 5);
         // The intermediate ends before the step: no open children left.
-        let mid = tracked(l.end(T, 3, None, &mut None));
+        let mid = tracked(l.end(T, 3, None, &mut Call::None));
         assert_eq!(mid.totals().input, 5);
         assert_eq!(mid.own().input, 5);
         assert!(mid.open_children.is_empty());
         // The step ends after its invocation: the invocation is a tombstone meanwhile.
-        let inv = tracked(l.end(T, 1, None, &mut None));
+        let inv = tracked(l.end(T, 1, None, &mut Call::None));
         assert_eq!(inv.open_children.as_slice(), [2]);
         assert_eq!(inv.steps(), 1);
         assert_eq!(inv.own().reporting, 1);
         assert!(l.contains(1));
-        let step = tracked(l.end(T, 2, None, &mut None));
+        let step = tracked(l.end(T, 2, None, &mut Call::None));
         assert_eq!(step.step_index, 1);
         assert!(
             !l.contains(1),
@@ -1738,7 +1753,7 @@ mod tests {
         start(&l, 2, Some(1), Role::Tool);
         start(&l, 3, Some(2), Role::Invocation);
         start(&l, 4, Some(3), Role::Generation);
-        let mut call = Some(Contribution {
+        let mut call = Call::Pending(Contribution {
             totals: Totals {
                 input: 7,
                 ..Totals::default()
@@ -1751,11 +1766,11 @@ mod tests {
             ..Contribution::default()
         });
         tracked(l.end(T, 4, None, &mut call));
-        let child = tracked(l.end(T, 3, None, &mut None));
+        let child = tracked(l.end(T, 3, None, &mut Call::None));
         assert_eq!((child.totals().input, child.own().input), (7, 7));
-        let tool = tracked(l.end(T, 2, None, &mut None));
+        let tool = tracked(l.end(T, 2, None, &mut Call::None));
         assert_eq!((tool.totals().input, tool.own().input), (7, 0));
-        let outer = tracked(l.end(T, 1, None, &mut None));
+        let outer = tracked(l.end(T, 1, None, &mut Call::None));
         assert_eq!((outer.totals().input, outer.own().input), (7, 0));
     }
 
@@ -1774,7 +1789,7 @@ mod tests {
         assert_eq!(l.len(), 2);
         // The evicted span's real end is known as such.
         assert!(matches!(
-            l.end(T, 1, None, &mut None),
+            l.end(T, 1, None, &mut Call::None),
             Ending::Evicted(Role::Invocation)
         ));
     }
@@ -1867,14 +1882,14 @@ mod tests {
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
         start(&l, 3, Some(1), Role::Step); // overlaps step 2
-        let s2 = tracked(l.end(T, 2, None, &mut None));
+        let s2 = tracked(l.end(T, 2, None, &mut Call::None));
         assert!(s2.pending.is_empty());
         // A generation starting under the ended step joins the invocation, late.
         start(&l, 4, Some(2), Role::Generation);
-        let g = tracked(l.end(T, 4, None, &mut None));
+        let g = tracked(l.end(T, 4, None, &mut Call::None));
         assert!(g.pending.contains(FindingCode::LateStart));
         assert_eq!((g.parent, g.invocation), (Some(1), Some(1)));
-        let s3 = tracked(l.end(T, 3, None, &mut None));
+        let s3 = tracked(l.end(T, 3, None, &mut Call::None));
         assert!(s3.pending.contains(FindingCode::OverlappingStep));
         assert_eq!(s3.step_index, 2);
     }
@@ -1884,7 +1899,7 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        let inv = tracked(l.end(T, 1, None, &mut None));
+        let inv = tracked(l.end(T, 1, None, &mut Call::None));
         assert_eq!(inv.open_children.as_slice(), [2]);
         assert!(l.orphan(T, 2).is_some());
         let step = l.close(T, 2).unwrap();
@@ -1894,7 +1909,7 @@ mod tests {
             "the tombstone goes with its last open child"
         );
         assert!(matches!(
-            l.end(T, 2, None, &mut None),
+            l.end(T, 2, None, &mut Call::None),
             Ending::Closed(Role::Step)
         ));
     }
@@ -1904,7 +1919,13 @@ mod tests {
         let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
         start(&l, 1, None, Role::Invocation);
         start(&l, 2, Some(1), Role::Step);
-        assert!(matches!(l.end(T, 1, None, &mut None), Ending::Tracked(_)));
-        assert!(matches!(l.end(T, 1, None, &mut None), Ending::Untracked));
+        assert!(matches!(
+            l.end(T, 1, None, &mut Call::None),
+            Ending::Tracked(_)
+        ));
+        assert!(matches!(
+            l.end(T, 1, None, &mut Call::None),
+            Ending::Untracked
+        ));
     }
 }
