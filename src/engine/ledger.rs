@@ -33,10 +33,13 @@
 //! older than the maximum age, a bounded number per call, so eviction needs no thread of
 //! its own and no call does more than a fixed amount of it.
 //!
-//! The spans of one trace are kept behind one lock (the span map is split by trace),
-//! so that a ledger call of a span event takes one lock, whatever it reads and writes
-//! of the span, its ancestors and its invocation; events of other traces rarely share
-//! it. Every map is keyed by the span id with a cheap hasher ([`crate::hashing`]).
+//! The spans of one trace are kept behind one lock (the span map is split into
+//! [`SHARDS`] parts by trace id, each with its spans' start order), so that a ledger
+//! call of a span event takes one lock, whatever it reads and writes of the span, its
+//! ancestors and its invocation; events of other traces rarely share it. Eviction
+//! finds the oldest span across the parts from the start each part publishes, without
+//! their locks. Every map is keyed by the span id with a cheap hasher
+//! ([`crate::hashing`]).
 
 use std::borrow::Cow;
 use std::collections::{hash_map, HashMap, VecDeque};
