@@ -5,6 +5,7 @@
 //! The only SDK value it holds is the start copy kept under leak policy `close`, and it
 //! holds it as an opaque [`StartCopy`].
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -184,15 +185,23 @@ impl<S: StartCopy> Audit<S> {
 
     /// "Now" by the processor's clock, read at most once, and only when asked for.
     fn lazy_now(&self) -> impl Fn() -> SystemTime + '_ {
-        let now = std::cell::OnceCell::new();
-        move || *now.get_or_init(|| self.clock.now())
+        let now = Cell::new(None);
+        move || {
+            let found = now.get().unwrap_or_else(|| self.clock.now());
+            now.set(Some(found));
+            found
+        }
     }
 
     /// "Now" at the start of a span that started at `span_start`, found at most once
     /// and only when asked for (see [`AuditClock::at_start`]).
     fn lazy_start_now(&self, span_start: SystemTime) -> impl Fn() -> (SystemTime, u64) + '_ {
-        let now = std::cell::OnceCell::new();
-        move || *now.get_or_init(|| self.clock.at_start(span_start))
+        let now = Cell::new(None);
+        move || {
+            let found = now.get().unwrap_or_else(|| self.clock.at_start(span_start));
+            now.set(Some(found));
+            found
+        }
     }
 
     /// The policies and bounds in force.

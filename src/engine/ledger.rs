@@ -430,8 +430,9 @@ const FATES: [Fate; 5] = [
 
 impl Record for Recent {
     fn to_words(self) -> [u64; 3] {
-        let role = Role::ALL.iter().position(|r| *r == self.role).unwrap_or(7) as u64;
-        let fate = FATES.iter().position(|f| *f == self.fate).unwrap_or(0) as u64;
+        // A role's and a fate's discriminants are their places in `Role::ALL` and
+        // `FATES` (a unit test checks it).
+        let (role, fate) = (self.role as u64, self.fate as u64);
         [pack(self.parent), pack(self.invocation), role | fate << 8]
     }
 
@@ -1620,6 +1621,34 @@ mod tests {
             l.start(T, new(id, parent, role), true, || id, &mut kept),
             Start::Tracked { .. }
         )
+    }
+
+    /// What the memory of ended spans keeps survives the way through its words.
+    #[test]
+    fn a_remembered_span_reads_back_whole() {
+        for (place, role) in Role::ALL.into_iter().enumerate() {
+            assert_eq!(role as usize, place, "{role:?}");
+        }
+        for (place, fate) in FATES.into_iter().enumerate() {
+            assert_eq!(fate as usize, place, "{fate:?}");
+        }
+        for role in Role::ALL {
+            for fate in FATES {
+                for (parent, invocation) in [(None, None), (Some(7), Some(u64::MAX))] {
+                    let recent = Recent {
+                        parent,
+                        invocation,
+                        role,
+                        fate,
+                    };
+                    let back = Recent::from_words(recent.to_words());
+                    assert_eq!(
+                        (back.parent, back.invocation, back.role, back.fate),
+                        (parent, invocation, role, fate)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
