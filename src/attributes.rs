@@ -54,13 +54,11 @@ fn trimmed(s: &str) -> &str {
 #[derive(Debug, Default)]
 pub(crate) struct AttributeWrites {
     writes: Vec<KeyValue>,
-    /// Attributes the span already has: the writes' buffer is made big enough for them
-    /// too, so that applying the writes builds the span's new attribute list in it
-    /// instead of growing (reallocating) the span's own.
+    /// Attributes the span already has: the writes' buffer keeps places for them at its
+    /// front from its first write on, so that applying the writes builds the span's new
+    /// attribute list in it (each attribute moved once into its place) instead of
+    /// growing (reallocating) the span's own.
     existing: usize,
-    /// Places at the front of `writes` kept for the span's attributes (filled when the
-    /// writes are applied, so that they need not be moved behind the span's).
-    placeholders: usize,
     /// A one-word filter of the keys written so far: a key whose bit is clear was not
     /// written, so most writes skip the search for an earlier value.
     written: u64,
@@ -68,12 +66,17 @@ pub(crate) struct AttributeWrites {
     foreign: bool,
 }
 
-/// The filter bit of a key: from its length and last byte, which tell most of the
-/// processor's keys apart (a shared bit only costs a search).
+/// The filter bit of a key: from its length and last byte, which tell most keys apart
+/// (a shared bit only costs a search). Filters of a few keys are one word: the keys
+/// written so far, or the token-count keys a span may carry.
 #[inline]
-fn filter_bit(key: &str) -> u64 {
-    let last = key.as_bytes().last().copied().unwrap_or(0);
-    1 << ((key.len() ^ usize::from(last) << 1) & 63)
+pub(crate) const fn filter_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let last = match bytes.last() {
+        Some(&last) => last as usize,
+        None => 0,
+    };
+    1 << ((bytes.len() ^ last << 1) & 63)
 }
 
 /// Writes a span gets at most, in practice: reserved at the first write. A generation
@@ -174,7 +177,6 @@ impl AttributeWrites {
         self.writes
             .reserve(TYPICAL_WRITES.max(self.writes.len()) + self.existing);
         if self.writes.is_empty() {
-            self.placeholders = self.existing;
             self.writes.extend(
                 std::iter::repeat_with(|| KeyValue::new(Key::from_static_str(""), false))
                     .take(self.existing),
@@ -194,6 +196,9 @@ impl AttributeWrites {
             }
         }
         self.written |= bit;
+        if self.writes.len() >= self.writes.capacity() {
+            self.grow();
+        }
         self.writes.push(KeyValue::new(key, original));
     }
 
@@ -204,7 +209,8 @@ impl AttributeWrites {
         if self.writes.is_empty() {
             return;
         }
-        let (mut writes, foreign, places) = (self.writes, self.foreign, self.placeholders);
+        // Every write went through `grow` first: the places lead the buffer.
+        let (mut writes, foreign, places) = (self.writes, self.foreign, self.existing);
         // Only keys the processor owns can clash, unless it repaired a reported value:
         // a prefix test spares comparing every attribute with every write, and a span
         // without such keys (the usual case) is not rewritten at all.

@@ -17,6 +17,7 @@
 
 use opentelemetry::{KeyValue, Value};
 
+use crate::attributes::filter_bit;
 use crate::keys::read::{gen_ai, openinference, vercel};
 
 /// The largest token count accepted: 2^53, the largest integer a double holds exactly.
@@ -189,17 +190,6 @@ const QUANTITY_KEYS: [&[&str; 5]; 5] = [
     &CACHE_WRITE_KEYS,
     &REASONING_KEYS,
 ];
-
-/// A key's bit in [`QUANTITY_FILTER`]: from its length and last byte.
-const fn filter_bit(key: &str) -> u64 {
-    let bytes = key.as_bytes();
-    let last = if bytes.is_empty() {
-        0
-    } else {
-        bytes[bytes.len() - 1] as usize
-    };
-    1 << ((bytes.len() ^ last << 1) & 63)
-}
 
 /// The bits of every key of [`QUANTITY_KEYS`]: a key whose bit is clear is none of
 /// them, which dismisses most other keys without comparing a string.

@@ -299,6 +299,12 @@ impl<S> Entry<S> {
             .as_ref()
             .is_some_and(|b| !b.open_children.is_empty())
     }
+
+    /// Whether this is the entry queued with start `start` and eviction may take it
+    /// (open, closed by the audit, or pending; not a tombstone).
+    fn evictable_from(&self, start: u64) -> bool {
+        self.start_nanos == start && matches!(self.fate, Fate::Open | Fate::Closed | Fate::Pending)
+    }
 }
 
 fn pack(id: Option<u64>) -> u64 {
@@ -699,12 +705,9 @@ impl<S: StartCopy> Ledger<S> {
         shard.order.push_back((id, start));
         if shard.order.len() > 2 * shard.spans.len() + QUEUE_SLACK {
             let spans = &shard.spans;
-            shard.order.retain(|&(id, start)| {
-                spans.get(&id).is_some_and(|e| {
-                    e.start_nanos == start
-                        && matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending)
-                })
-            });
+            shard
+                .order
+                .retain(|&(id, start)| spans.get(&id).is_some_and(|e| e.evictable_from(start)));
         }
         Self::publish_front(slot, shard);
         if start < self.oldest.load(Ordering::Relaxed) {
@@ -872,10 +875,9 @@ impl<S: StartCopy> Ledger<S> {
         start: u64,
         full: bool,
     ) -> Option<Ended<S>> {
-        let evictable = spans.get(&id).is_some_and(|e| {
-            e.start_nanos == start
-                && (matches!(e.fate, Fate::Open | Fate::Closed | Fate::Pending) || full)
-        });
+        let evictable = spans
+            .get(&id)
+            .is_some_and(|e| e.evictable_from(start) || (full && e.start_nanos == start));
         if !evictable {
             return None;
         }
@@ -1109,7 +1111,10 @@ impl<S: StartCopy> Ledger<S> {
         mut contribution: Contribution,
         now: impl FnOnce() -> u64,
     ) -> Forward {
-        let mut spans = self.spans(trace);
+        let slot = self.slot(trace);
+        let mut guard = slot.shard.lock();
+        let shard = &mut *guard;
+        let spans = &mut shard.spans;
         let mut next = parent;
         for _ in 0..MAX_DEPTH {
             let Some(id) = next else {
@@ -1131,7 +1136,7 @@ impl<S: StartCopy> Ledger<S> {
                         inv.steps = inv.steps.saturating_add(contribution.steps);
                     }
                 }
-                self.contribute_in(&mut spans, child, Some(id), invocation, contribution);
+                self.contribute_in(spans, child, Some(id), invocation, contribution);
                 return Forward::Done;
             }
             if let Some(parent) = self.closed.parent_of(id) {
@@ -1148,54 +1153,42 @@ impl<S: StartCopy> Ledger<S> {
             if self.len() >= self.capacity {
                 return Forward::Full(id, contribution);
             }
-            drop(spans);
-            self.pending(trace, id, contribution, now);
+            self.pending(slot, shard, id, contribution, now);
             return Forward::Done;
         }
         Forward::Done
     }
 
-    /// A pending entry for `id`, holding `contribution` (added to the entry another
-    /// thread may have made meanwhile). Returns the entry's step count after.
+    /// A pending entry for `id`, which has none, holding `contribution`, in its shard
+    /// (locked). Returns the entry's step count.
     fn pending(
         &self,
-        trace: TraceKey,
+        slot: &Slot<S>,
+        shard: &mut Shard<S>,
         id: u64,
         mut contribution: Contribution,
         now: impl FnOnce() -> u64,
     ) -> u32 {
         let start_nanos = now();
-        let mut created = false;
-        let slot = self.slot(trace);
-        let mut guard = slot.shard.lock();
-        let shard = &mut *guard;
-        let steps = {
-            let below = shard
-                .spans
-                .entry(id)
-                .or_insert_with(|| {
-                    created = true;
-                    Entry {
-                        parent: 0,
-                        invocation: 0,
-                        start_nanos,
-                        kept: Kept::Nothing,
-                        below: None,
-                        step_index: 0,
-                        pending: FindingSet::default(),
-                        role: Role::Other,
-                        fate: Fate::Pending,
-                        parent_ended: false,
-                    }
-                })
-                .below();
-            below.absorb(&mut contribution);
-            below.steps
+        let mut below = Box::<Below>::default();
+        below.absorb(&mut contribution);
+        let steps = below.steps;
+        let entry = Entry {
+            parent: 0,
+            invocation: 0,
+            start_nanos,
+            kept: Kept::Nothing,
+            below: Some(below),
+            step_index: 0,
+            pending: FindingSet::default(),
+            role: Role::Other,
+            fate: Fate::Pending,
+            parent_ended: false,
         };
-        if created {
+        if shard.spans.insert(id, entry).is_none() {
             self.added();
-            self.enqueue(slot, shard, id, start_nanos);
         }
+        self.enqueue(slot, shard, id, start_nanos);
         steps
     }
 
@@ -1209,16 +1202,16 @@ impl<S: StartCopy> Ledger<S> {
         parent: u64,
         now: impl FnOnce() -> u64,
     ) -> u32 {
-        {
-            let mut spans = self.spans(trace);
-            if let Some(entry) = spans.get_mut(&parent) {
-                if !matches!(entry.fate, Fate::Open | Fate::Pending) {
-                    return 0;
-                }
-                let below = entry.below();
-                below.steps = below.steps.saturating_add(1);
-                return below.steps;
+        let slot = self.slot(trace);
+        let mut guard = slot.shard.lock();
+        let shard = &mut *guard;
+        if let Some(entry) = shard.spans.get_mut(&parent) {
+            if !matches!(entry.fate, Fate::Open | Fate::Pending) {
+                return 0;
             }
+            let below = entry.below();
+            below.steps = below.steps.saturating_add(1);
+            return below.steps;
         }
         if self.recent.get(parent).is_some()
             || self.closed.parent_of(parent).is_some()
@@ -1230,7 +1223,7 @@ impl<S: StartCopy> Ledger<S> {
             steps: 1,
             ..Contribution::default()
         };
-        self.pending(trace, parent, one, now)
+        self.pending(slot, shard, parent, one, now)
     }
 
     /// Whether `id` is known to have ended (or to have been closed by the audit).
