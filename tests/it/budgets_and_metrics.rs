@@ -385,14 +385,7 @@ fn concurrent_invocations_each_with_its_budget() {
                     .start(&tracer);
                 let cx = Context::current_with_span(inv);
                 for _ in 0..=k {
-                    let mut g = tracer
-                        .span_builder("chat m")
-                        .with_attributes(vec![
-                            KeyValue::new("gen_ai.operation.name", "chat"),
-                            KeyValue::new("gen_ai.usage.input_tokens", 100),
-                        ])
-                        .start_with_context(&tracer, &cx);
-                    g.end();
+                    generation(&tracer, &cx, 100);
                     calls.fetch_add(1, Ordering::Relaxed);
                 }
                 cx.span().end();
@@ -508,14 +501,7 @@ fn the_callback_runs_on_the_ending_thread_and_holds_no_lock() {
     let tracer = h.tracer();
     let ender = std::thread::spawn(move || {
         let cx = Context::current_with_span(tracer.start("invoke_agent coder"));
-        let mut g = tracer
-            .span_builder("chat m")
-            .with_attributes(vec![
-                KeyValue::new("gen_ai.operation.name", "chat"),
-                KeyValue::new("gen_ai.usage.input_tokens", 5),
-            ])
-            .start_with_context(&tracer, &cx);
-        g.end();
+        generation(&tracer, &cx, 5);
         cx.span().end();
         std::thread::current().id()
     })
@@ -575,6 +561,18 @@ fn agent_names_are_bounded_and_every_instrument_is_in_the_crates_scope() {
             Some(env!("CARGO_PKG_VERSION").to_string())
         )]
     );
+}
+
+/// A generation under `cx` that used `input_tokens`, started and ended.
+fn generation(tracer: &opentelemetry_sdk::trace::SdkTracer, cx: &Context, input_tokens: i64) {
+    tracer
+        .span_builder("chat m")
+        .with_attributes(vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.usage.input_tokens", input_tokens),
+        ])
+        .start_with_context(tracer, cx)
+        .end();
 }
 
 /// One invocation of agent `coder` with one priced call of `openai`/`model`.

@@ -80,3 +80,95 @@ fn start_times_far_from_now_do_not_age_spans_with_the_default_clock() {
     drop((past, ahead, live));
     h.assert_counts(&[], 0);
 }
+
+/// Threads leaking one step per invocation, each invocation its own trace (so the
+/// traces land in every part of the ledger): `THREADS` x `PER_THREAD` spans.
+fn leak_steps_on_threads(h: &Harness, checkpoint: impl Fn() + Sync) {
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::Context;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let tracer = h.tracer();
+            let checkpoint = &checkpoint;
+            scope.spawn(move || {
+                for n in 0..PER_THREAD {
+                    let cx = Context::current_with_span(tracer.start("invoke_agent leaky"));
+                    std::mem::forget(tracer.start_with_context("react step", &cx));
+                    cx.span().end();
+                    if n % 50 == 0 {
+                        checkpoint();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Exactly `n` spans were exported, each once.
+fn assert_exported_once(h: &Harness, n: u64) {
+    let spans = h.exporter.get_finished_spans().unwrap();
+    let ids: std::collections::HashSet<_> =
+        spans.iter().map(|s| s.span_context.span_id()).collect();
+    assert_eq!((spans.len(), ids.len()), (n as usize, n as usize));
+}
+
+const THREADS: u64 = 4;
+const PER_THREAD: u64 = 300;
+
+/// With room for all of them, the spans that threads leak into every part of the
+/// ledger are all counted: tracked until shutdown, then each `stale` once, and each
+/// invocation reports its step as an unclosed child.
+#[test]
+fn leaks_from_several_threads_are_each_counted_once() {
+    let h = Harness::with(|b| b.leak_policy(LeakPolicy::Flag));
+    leak_steps_on_threads(&h, || {});
+    let leaked = THREADS * PER_THREAD;
+    // Each invocation ended with its step open: a tombstone for it and the open step.
+    assert_eq!(h.tracked_spans(), 2 * leaked as i64);
+    assert_exported_once(&h, leaked);
+    h.provider.shutdown().unwrap();
+    h.assert_counts(
+        &[
+            ("stale", "step", false, leaked),
+            ("unclosed_child", "invocation", false, leaked),
+        ],
+        0,
+    );
+}
+
+/// Under a small capacity, threads leaking at once are held to it: eviction takes the
+/// oldest across the ledger's parts, and a start that races another past the bound
+/// overshoots it by at most one span a thread until the next start evicts. Every ended
+/// span is exported once, and nothing is tracked after shutdown.
+#[test]
+fn leaks_from_several_threads_stay_within_the_capacity() {
+    const SMALL: u64 = 64;
+    let h = Harness::with(|b| {
+        b.leak_policy(LeakPolicy::Flag)
+            .with_max_tracked_spans(SMALL as usize)
+    });
+    let most = std::sync::atomic::AtomicI64::new(0);
+    leak_steps_on_threads(&h, || {
+        most.fetch_max(h.tracked_spans(), std::sync::atomic::Ordering::Relaxed);
+    });
+    let most = most.into_inner();
+    assert!(
+        most <= (SMALL + THREADS) as i64,
+        "{most} tracked, capacity {SMALL}"
+    );
+    assert!(h.tracked_spans() <= (SMALL + THREADS) as i64);
+    let leaked = THREADS * PER_THREAD;
+    assert_exported_once(&h, leaked);
+    h.provider.shutdown().unwrap();
+    assert_eq!(h.tracked_spans(), 0);
+    let stale: u64 = h
+        .finding_counts()
+        .iter()
+        .filter(|c| c.0 == "stale")
+        .map(|c| c.3)
+        .sum();
+    assert!(
+        (1..=leaked).contains(&stale),
+        "{stale} stale of {leaked} leaked steps"
+    );
+}
