@@ -269,9 +269,11 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
     /// The time source for span ages (default [`SystemTime::now`]). A span older than
     /// the maximum age is judged by the time it started being tracked against this
     /// clock; tests and simulations can advance it instead of waiting. A clock given
-    /// here is read at every tracked start; the default one only when a span's own
-    /// start time is more than 100 ms off its last reading (a live span's start time,
-    /// read from the same clock by the SDK, stands for it otherwise).
+    /// here is read at the start of every span that may be tracked (a recognised span,
+    /// or any span while some span is tracked), never while the processor holds a lock;
+    /// the default one only when a span's own start time is more than 100 ms off its
+    /// last reading (a live span's start time, read from the same clock by the SDK,
+    /// stands for it otherwise).
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};

@@ -906,9 +906,11 @@ impl<S: StartCopy> Ledger<S> {
     /// are kept in the entry until its end.
     ///
     /// `now` (nanoseconds since the Unix epoch, by the processor's clock) is called
-    /// only when the span is tracked: a span's age is how long the processor has been
-    /// tracking it, not what its own start timestamp says (recorded traces replayed
-    /// later, or skewed clocks, must not look old).
+    /// when the span may be tracked (it is recognised, or some span is tracked), and
+    /// before its trace's lock is taken, so that a clock from the builder never runs
+    /// under it: a span's age is how long the processor has been tracking it, not what
+    /// its own start timestamp says (recorded traces replayed later, or skewed clocks,
+    /// must not look old).
     pub(crate) fn start(
         &self,
         trace: TraceKey,
@@ -921,6 +923,7 @@ impl<S: StartCopy> Ledger<S> {
             // Nothing is tracked, so no parent is: the fast path without a lookup.
             return Start::Untracked;
         }
+        let start_nanos = now();
         let slot = self.slot(trace);
         let mut guard = slot.shard.lock();
         let shard = &mut *guard;
@@ -959,7 +962,6 @@ impl<S: StartCopy> Ledger<S> {
         } else {
             0
         };
-        let start_nanos = now();
         let below =
             (span.identity != Identity::default() || span.agent_name.is_some()).then(|| {
                 Box::new(Below {

@@ -975,3 +975,52 @@ fn age_eviction_closes_the_open_step_with_its_parent_under_close() {
         0,
     );
 }
+
+/// A clock from the builder runs outside the processor's locks: one that starts a span
+/// of the same trace while a step starts (re-entering the processor for the trace whose
+/// step it is timing) neither hangs nor loses a span.
+#[test]
+fn a_clock_that_starts_a_span_runs_outside_the_locks() {
+    let tracer_slot: Arc<Mutex<Option<SdkTracer>>> = Arc::default();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (slot, fire) = (tracer_slot.clone(), armed.clone());
+    let h = Harness::with(|b| {
+        b.with_clock(move || {
+            if fire.swap(false, Ordering::SeqCst) {
+                let tracer = slot.lock().expect("lock").clone();
+                if let Some(tracer) = tracer {
+                    // A child of the current context: the invocation below.
+                    tracer.start("execute_tool from the clock").end();
+                }
+            }
+            SystemTime::now()
+        })
+    });
+    *tracer_slot.lock().expect("lock") = Some(h.tracer());
+    let tracer = h.tracer();
+    let invocation = Context::current_with_span(tracer.start("invoke_agent coder"));
+    {
+        let _current = invocation.clone().attach();
+        armed.store(true, Ordering::SeqCst);
+        tracer.start("react step").end();
+    }
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the clock ran at the step's start"
+    );
+    invocation.span().end();
+    let spans = h.exporter.get_finished_spans().unwrap();
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "execute_tool from the clock",
+            "invoke_agent coder",
+            "react step"
+        ]
+    );
+    let trace = invocation.span().span_context().trace_id();
+    assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+    h.assert_counts(&[], 0);
+}
