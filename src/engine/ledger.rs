@@ -1155,42 +1155,54 @@ impl<S: StartCopy> Ledger<S> {
             if self.len() >= self.capacity {
                 return Forward::Full(id, contribution);
             }
-            self.pending(slot, shard, id, contribution, now);
+            drop(guard);
+            self.pending(trace, id, contribution, now);
             return Forward::Done;
         }
         Forward::Done
     }
 
-    /// A pending entry for `id`, which has none, holding `contribution`, in its shard
-    /// (locked). Returns the entry's step count.
+    /// A pending entry for `id`, holding `contribution` (added to the entry another
+    /// thread may have made meanwhile: the caller found none, then let go of the lock so
+    /// that the clock, which may be the builder's, is read outside it). Returns the
+    /// entry's step count after.
     fn pending(
         &self,
-        slot: &Slot<S>,
-        shard: &mut Shard<S>,
+        trace: TraceKey,
         id: u64,
         mut contribution: Contribution,
         now: impl FnOnce() -> u64,
     ) -> u32 {
         let start_nanos = now();
-        let mut below = Box::<Below>::default();
+        let slot = self.slot(trace);
+        let mut guard = slot.shard.lock();
+        let shard = &mut *guard;
+        let mut created = false;
+        let below = shard
+            .spans
+            .entry(id)
+            .or_insert_with(|| {
+                created = true;
+                Entry {
+                    parent: 0,
+                    invocation: 0,
+                    start_nanos,
+                    kept: Kept::Nothing,
+                    below: None,
+                    step_index: 0,
+                    pending: FindingSet::default(),
+                    role: Role::Other,
+                    fate: Fate::Pending,
+                    parent_ended: false,
+                }
+            })
+            .below();
         below.absorb(&mut contribution);
         let steps = below.steps;
-        let entry = Entry {
-            parent: 0,
-            invocation: 0,
-            start_nanos,
-            kept: Kept::Nothing,
-            below: Some(below),
-            step_index: 0,
-            pending: FindingSet::default(),
-            role: Role::Other,
-            fate: Fate::Pending,
-            parent_ended: false,
-        };
-        if shard.spans.insert(id, entry).is_none() {
+        if created {
             self.added();
+            self.enqueue(slot, shard, id, start_nanos);
         }
-        self.enqueue(slot, shard, id, start_nanos);
         steps
     }
 
@@ -1221,11 +1233,12 @@ impl<S: StartCopy> Ledger<S> {
         {
             return 0;
         }
+        drop(guard);
         let one = Contribution {
             steps: 1,
             ..Contribution::default()
         };
-        self.pending(slot, shard, parent, one, now)
+        self.pending(trace, parent, one, now)
     }
 
     /// Whether `id` is known to have ended (or to have been closed by the audit).

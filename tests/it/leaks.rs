@@ -976,11 +976,9 @@ fn age_eviction_closes_the_open_step_with_its_parent_under_close() {
     );
 }
 
-/// A clock from the builder runs outside the processor's locks: one that starts a span
-/// of the same trace while a step starts (re-entering the processor for the trace whose
-/// step it is timing) neither hangs nor loses a span.
-#[test]
-fn a_clock_that_starts_a_span_runs_outside_the_locks() {
+/// A harness whose clock, once armed, starts and ends a tool call under the current
+/// context the next time it is read (re-entering the processor), then disarms.
+fn reentering_clock() -> (Harness, Arc<std::sync::atomic::AtomicBool>) {
     let tracer_slot: Arc<Mutex<Option<SdkTracer>>> = Arc::default();
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (slot, fire) = (tracer_slot.clone(), armed.clone());
@@ -989,7 +987,6 @@ fn a_clock_that_starts_a_span_runs_outside_the_locks() {
             if fire.swap(false, Ordering::SeqCst) {
                 let tracer = slot.lock().expect("lock").clone();
                 if let Some(tracer) = tracer {
-                    // A child of the current context: the invocation below.
                     tracer.start("execute_tool from the clock").end();
                 }
             }
@@ -997,6 +994,24 @@ fn a_clock_that_starts_a_span_runs_outside_the_locks() {
         })
     });
     *tracer_slot.lock().expect("lock") = Some(h.tracer());
+    (h, armed)
+}
+
+/// The names of the exported spans, sorted, all of trace `trace`.
+fn exported_names_in(h: &Harness, trace: opentelemetry::trace::TraceId) -> Vec<String> {
+    let spans = h.exporter.get_finished_spans().unwrap();
+    assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+    let mut names: Vec<String> = spans.iter().map(|s| s.name.to_string()).collect();
+    names.sort_unstable();
+    names
+}
+
+/// A clock from the builder runs outside the processor's locks: one that starts a span
+/// of the same trace while a step starts (re-entering the processor for the trace whose
+/// step it is timing) neither hangs nor loses a span.
+#[test]
+fn a_clock_that_starts_a_span_runs_outside_the_locks() {
+    let (h, armed) = reentering_clock();
     let tracer = h.tracer();
     let invocation = Context::current_with_span(tracer.start("invoke_agent coder"));
     {
@@ -1009,18 +1024,43 @@ fn a_clock_that_starts_a_span_runs_outside_the_locks() {
         "the clock ran at the step's start"
     );
     invocation.span().end();
-    let spans = h.exporter.get_finished_spans().unwrap();
-    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
-    names.sort_unstable();
+    let trace = invocation.span().span_context().trace_id();
     assert_eq!(
-        names,
+        exported_names_in(&h, trace),
         [
             "execute_tool from the clock",
             "invoke_agent coder",
             "react step"
         ]
     );
-    let trace = invocation.span().span_context().trace_id();
-    assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+    h.assert_counts(&[], 0);
+}
+
+/// The same when the clock is read to start a pending entry: a generation recognised
+/// only at its end hands its totals to a parent the processor never saw start.
+#[test]
+fn a_clock_read_for_a_pending_entry_runs_outside_the_locks() {
+    let (h, armed) = reentering_clock();
+    let tracer = h.tracer();
+    // Nothing is tracked yet: the root and the call start untracked.
+    let root = Context::current_with_span(tracer.start("GET /chat"));
+    {
+        let _current = root.clone().attach();
+        let mut call = tracer.start("model call");
+        call.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
+        call.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 5));
+        armed.store(true, Ordering::SeqCst);
+        call.end();
+    }
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the clock ran for the pending entry"
+    );
+    root.span().end();
+    let trace = root.span().span_context().trace_id();
+    assert_eq!(
+        exported_names_in(&h, trace),
+        ["GET /chat", "execute_tool from the clock", "model call"]
+    );
     h.assert_counts(&[], 0);
 }
