@@ -423,23 +423,7 @@ fn a_panicking_callback_does_not_take_the_processor_down() {
     });
     let mut lines = Vec::new();
     for run in 0..3u64 {
-        let (inv, g) = (format!("inv{run}"), format!("g{run}"));
-        lines.push(start(
-            &inv,
-            None,
-            "invoke_agent coder",
-            &agent("coder"),
-            100 * run,
-        ));
-        lines.push(start(
-            &g,
-            Some(&inv),
-            "chat gpt-4o",
-            &chat("gpt-4o", 10, 1),
-            100 * run + 1,
-        ));
-        lines.push(end(&g, 100 * run + 2));
-        lines.push(end(&inv, 100 * run + 3));
+        invocation_with_one_call(&mut lines, run, "invoke_agent coder", "coder", 100 * run);
     }
     let r = h.replay(&lines.join("\n"));
     for run in 0..3 {
@@ -526,23 +510,7 @@ fn agent_names_are_bounded_and_every_instrument_is_in_the_crates_scope() {
     let h = Harness::with(|b| b.with_metric_cardinality_limit(2));
     let mut lines = Vec::new();
     for i in 0..5u64 {
-        let (inv, g) = (format!("inv{i}"), format!("g{i}"));
-        lines.push(start(
-            &inv,
-            None,
-            "invoke_agent",
-            &agent(&format!("agent-{i}")),
-            10 * i,
-        ));
-        lines.push(start(
-            &g,
-            Some(&inv),
-            "chat gpt-4o",
-            &chat("gpt-4o", 10, 1),
-            10 * i + 1,
-        ));
-        lines.push(end(&g, 10 * i + 2));
-        lines.push(end(&inv, 10 * i + 3));
+        invocation_with_one_call(&mut lines, i, "invoke_agent", &format!("agent-{i}"), 10 * i);
     }
     h.replay(&lines.join("\n"));
     let agents: Vec<String> = h
@@ -561,6 +529,28 @@ fn agent_names_are_bounded_and_every_instrument_is_in_the_crates_scope() {
             Some(env!("CARGO_PKG_VERSION").to_string())
         )]
     );
+}
+
+/// Script lines of invocation `inv{n}` (span `name`, agent `agent`) with one `gpt-4o`
+/// call `g{n}` of 10 input and 1 output tokens, from `ms` to `ms + 3`.
+fn invocation_with_one_call(
+    lines: &mut Vec<String>,
+    n: u64,
+    name: &str,
+    agent_name: &str,
+    ms: u64,
+) {
+    let (inv, g) = (format!("inv{n}"), format!("g{n}"));
+    lines.push(start(&inv, None, name, &agent(agent_name), ms));
+    lines.push(start(
+        &g,
+        Some(&inv),
+        "chat gpt-4o",
+        &chat("gpt-4o", 10, 1),
+        ms + 1,
+    ));
+    lines.push(end(&g, ms + 2));
+    lines.push(end(&inv, ms + 3));
 }
 
 /// A generation under `cx` that used `input_tokens`, started and ended.
@@ -586,17 +576,32 @@ fn coder_call(h: &Harness, model: &str, cost: f64) {
         ])
         .start(&tracer);
     let cx = Context::new().with_span(invocation);
-    let mut call = tracer
+    openai_call(
+        &tracer,
+        &cx,
+        model,
+        KeyValue::new("gen_ai.usage.cost", cost),
+    );
+    cx.span().end();
+}
+
+/// A call of `openai`/`model` under `cx` with one more attribute, started and ended.
+fn openai_call(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    cx: &Context,
+    model: &str,
+    more: KeyValue,
+) {
+    tracer
         .span_builder(format!("chat {model}"))
         .with_attributes(vec![
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.provider.name", "openai"),
             KeyValue::new("gen_ai.request.model", model.to_owned()),
-            KeyValue::new("gen_ai.usage.cost", cost),
+            more,
         ])
-        .start_with_context(&tracer, &cx);
-    call.end();
-    cx.span().end();
+        .start_with_context(tracer, cx)
+        .end();
 }
 
 /// Repeated calls reuse the cost attributes a thread recorded last; two processors on
@@ -667,15 +672,6 @@ fn unrecorded_names_take_no_place_in_the_bounds() {
 
 /// A call of a model no price covers, with no reported cost.
 fn coder_call_unpriced(h: &Harness, model: &str) {
-    let tracer = h.tracer();
-    let mut call = tracer
-        .span_builder(format!("chat {model}"))
-        .with_attributes(vec![
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.provider.name", "openai"),
-            KeyValue::new("gen_ai.request.model", model.to_owned()),
-            KeyValue::new("gen_ai.usage.input_tokens", 10),
-        ])
-        .start(&tracer);
-    call.end();
+    let more = KeyValue::new("gen_ai.usage.input_tokens", 10);
+    openai_call(&h.tracer(), &Context::new(), model, more);
 }
