@@ -46,7 +46,9 @@
 //! Measured 2026-11-26 (18:33–18:46 UTC) on the same 2-core VM ("AMD EPYC"), quiet
 //! (nothing else running), opentelemetry_sdk 0.33.1, genai-prices 0.2.1, rustc 1.95.0,
 //! criterion 0.5.1 (sample size 30, 1 s warm-up, 2 s measurement), at the commit
-//! before the one that added these figures (`src/` unchanged since), with `cargo bench
+//! before the one that added these figures (`src/` changed since only by the final
+//! review: the clock read before the trace's lock is taken, one eviction predicate,
+//! one key filter; the agent turn's instruction count is the same, 73 100), with `cargo bench
 //! --bench overhead -- 'passthrough_noop|agent_turn|pricing'`, then `--
 //! 'passthrough_noop|agent_turn'`, then `-- agent_turn` twice, then `-- threads`;
 //! criterion means:
