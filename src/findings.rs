@@ -41,11 +41,15 @@ pub enum FindingCode {
     /// traces that were audited: the parent leaked (never ended) or was lost. Only the
     /// `genai-audit` command reports it; the processor never sees an export.
     MissingParent,
+    /// This span ends before it starts (the clocks that stamped it moved); it was
+    /// audited as ending at its start. Only the `genai-audit` command reports it: an
+    /// SDK span in process cannot end before it starts.
+    InvalidTime,
 }
 
 impl FindingCode {
     /// Every code.
-    pub const ALL: [FindingCode; 13] = [
+    pub const ALL: [FindingCode; 14] = [
         FindingCode::UnclosedChild,
         FindingCode::ClosedByAudit,
         FindingCode::LateEnd,
@@ -59,6 +63,7 @@ impl FindingCode {
         FindingCode::InvalidUsage,
         FindingCode::BudgetExceeded,
         FindingCode::MissingParent,
+        FindingCode::InvalidTime,
     ];
 
     /// The code as written to spans and metrics, e.g. `invalid_usage`.
@@ -77,6 +82,7 @@ impl FindingCode {
             FindingCode::InvalidUsage => "invalid_usage",
             FindingCode::BudgetExceeded => "budget_exceeded",
             FindingCode::MissingParent => "missing_parent",
+            FindingCode::InvalidTime => "invalid_time",
         }
     }
 }

@@ -25,7 +25,8 @@ use crate::budget::{Budget, BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
 use crate::cost::CostAttributes;
 use crate::engine::{
-    Audit, Clock, EndedSpan, Kept, Parts, StartCopy, StartPlan, StartedSpan, Synthetic,
+    Audit, Clock, EndedSpan, ForeignResponses, Kept, Parts, StartCopy, StartPlan, StartedSpan,
+    Synthetic,
 };
 use crate::metrics::MetricOptions;
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
@@ -103,6 +104,7 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
                 cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
                 token_usage: false,
             },
+            foreign_responses: None,
         }
     }
 
@@ -155,6 +157,7 @@ pub struct GenAiAuditProcessorBuilder<P> {
     budgets: Vec<Budget>,
     on_exceeded: Option<BudgetCallback>,
     metric_options: MetricOptions,
+    foreign_responses: Option<Arc<dyn ForeignResponses>>,
 }
 
 /// The most distinct model, provider and agent names recorded in metric attributes,
@@ -296,6 +299,21 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         self
     }
 
+    /// One pricer shared by several processors (the command's workers share its memo).
+    #[cfg(feature = "cli")]
+    pub(crate) fn with_shared_pricer(mut self, pricer: Arc<dyn Pricer>) -> Self {
+        self.pricer = Some(pricer);
+        self
+    }
+
+    /// The command's index of response ids of generations in other traces: the
+    /// response memory becomes one per trace, and the index answers for the others.
+    #[cfg(feature = "cli")]
+    pub(crate) fn with_foreign_responses(mut self, index: Arc<dyn ForeignResponses>) -> Self {
+        self.foreign_responses = Some(index);
+        self
+    }
+
     /// A budget per invocation (cost in USD and/or tokens, for every invocation or, with
     /// [`Budget::for_agent`], for one agent's): the generation whose cumulative totals
     /// first pass it, and the invocation at its end, get the finding `budget_exceeded`,
@@ -397,6 +415,7 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
                 clock: self.clock,
                 budgets: Budgets::new(budgets),
                 on_exceeded: self.on_exceeded,
+                foreign_responses: self.foreign_responses,
             })),
         }
     }

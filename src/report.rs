@@ -40,6 +40,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::io::{self, Write};
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -244,29 +245,49 @@ pub struct Summary {
     pub findings_total: u64,
     /// Findings by code; every known code is present (0 when absent).
     pub findings: BTreeMap<String, u64>,
+    /// The cost as an exact sum of fixed-point amounts (10⁻²⁴ USD), so that it is the
+    /// same whatever order the calls were added in.
+    cost_units: i128,
 }
 
+/// Fixed-point units of a USD amount in [`Summary`]'s exact sum.
+const UNITS_PER_USD: f64 = 1e24;
+
 impl Summary {
-    /// Computes the summary of `spans`.
-    pub fn of(spans: &[ReportSpan]) -> Summary {
-        let mut summary = Summary {
+    /// A summary of nothing (every finding code at 0).
+    fn empty() -> Summary {
+        Summary {
             findings: FindingCode::ALL
                 .iter()
                 .map(|c| (c.as_str().to_owned(), 0))
                 .collect(),
             ..Summary::default()
-        };
-        let mut traces: HashSet<TraceId> = HashSet::with_capacity(spans.len());
+        }
+    }
+
+    /// Computes the summary of `spans`.
+    pub fn of(spans: &[ReportSpan]) -> Summary {
+        let mut summary = Summary::empty();
+        summary.add(spans);
+        let traces: HashSet<TraceId> = spans.iter().map(|s| s.trace_id).collect();
+        summary.traces = traces.len() as u64;
+        summary
+    }
+
+    /// Adds `spans` to the counts (all but `traces`, which the caller counts).
+    fn add(&mut self, spans: &[ReportSpan]) {
+        let summary = self;
         for span in spans {
             summary.spans += 1;
-            traces.insert(span.trace_id);
             match span.role.as_deref() {
                 Some("invocation") => summary.invocations += 1,
                 Some("generation") => summary.generations += 1,
                 _ => {}
             }
             if matches!(span.role.as_deref(), Some("generation" | "embedding")) {
-                summary.cost_usd += span.cost_usd.unwrap_or(0.0);
+                let units = (span.cost_usd.unwrap_or(0.0) * UNITS_PER_USD).round() as i128;
+                summary.cost_units = summary.cost_units.saturating_add(units);
+                summary.cost_usd = summary.cost_units as f64 / UNITS_PER_USD;
                 summary.unpriced += u64::from(span.unpriced);
             }
             for code in &span.findings {
@@ -274,8 +295,6 @@ impl Summary {
                 *summary.findings.entry(code.clone()).or_insert(0) += 1;
             }
         }
-        summary.traces = traces.len() as u64;
-        summary
     }
 
     /// The number of findings whose code is in `codes` (all codes when `codes` is
@@ -339,9 +358,27 @@ fn usd(cost: Option<f64>) -> String {
     cost.map_or_else(|| "-".to_owned(), |c| format!("${c:.6}"))
 }
 
+/// `text` with every control character shown as its escape (`\u001b`), so that what
+/// spans carry is never sent to the terminal.
+fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn shorten(text: &str, max: usize) -> String {
+    let text = escape_controls(text);
     if text.chars().count() <= max {
-        return text.to_owned();
+        return text.into_owned();
     }
     let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
@@ -504,70 +541,195 @@ pub fn write_report(
     spans: &[ReportSpan],
     options: &ReportOptions,
 ) -> io::Result<Summary> {
-    let paint = Paint {
-        color: options.color,
-    };
-    let summary = Summary::of(spans);
-    if options.trees {
-        let mut by_trace: HashMap<TraceId, Vec<&ReportSpan>> = HashMap::new();
-        let mut order: Vec<TraceId> = Vec::new();
-        for span in spans {
-            let list = by_trace.entry(span.trace_id).or_default();
-            if list.is_empty() {
-                order.push(span.trace_id);
-            }
-            list.push(span);
+    let mut by_trace: HashMap<TraceId, Vec<ReportSpan>> = HashMap::new();
+    let mut order: Vec<TraceId> = Vec::new();
+    for span in spans {
+        let list = by_trace.entry(span.trace_id).or_default();
+        if list.is_empty() {
+            order.push(span.trace_id);
         }
-        let mut trees: Vec<Tree<'_>> = order
-            .iter()
-            .filter_map(|id| by_trace.remove(id))
-            .map(Tree::new)
-            .collect();
-        // Traces in order of their first start.
-        let first_start = |t: &Tree<'_>| t.spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-        trees.sort_by_key(first_start);
-        let total = trees.len();
-        let shown: Vec<&Tree<'_>> = if options.all || total <= options.max_traces {
-            trees.iter().collect()
-        } else {
-            let mut picked: Vec<usize> = (0..total).filter(|&i| trees[i].findings > 0).collect();
-            picked.truncate(
-                options
-                    .max_traces
-                    .saturating_sub(options.max_traces / 4)
-                    .max(1),
-            );
-            let mut by_cost: Vec<usize> = (0..total).collect();
-            by_cost.sort_by(|&a, &b| trees[b].cost.total_cmp(&trees[a].cost));
-            for i in by_cost {
-                if picked.len() >= options.max_traces {
-                    break;
-                }
-                if !picked.contains(&i) {
-                    picked.push(i);
-                }
-            }
-            picked.sort_unstable();
-            picked.into_iter().map(|i| &trees[i]).collect()
-        };
-        for tree in &shown {
-            tree.write(out, &paint)?;
-            writeln!(out)?;
-        }
-        if shown.len() < total {
-            writeln!(
-                out,
-                "{}",
-                paint.dim(&format!(
-                    "({} of {total} traces shown: those with findings, then the most expensive; --all shows every one)",
-                    shown.len()
-                ))
-            )?;
-            writeln!(out)?;
+        list.push(span.clone());
+    }
+    let mut report = Report::new(options.clone());
+    for id in order {
+        if let Some(spans) = by_trace.remove(&id) {
+            report.add_trace(spans);
         }
     }
-    write_summary(out, &summary, &paint)?;
-    Ok(summary)
+    report.write(out)
+}
+
+/// A trace kept for printing.
+struct KeptTrace {
+    spans: Vec<ReportSpan>,
+    /// Orders traces: first start, then trace id.
+    order: (u64, [u8; 16]),
+    cost: f64,
+    findings: usize,
+}
+
+/// A report built one trace at a time, keeping only the trees it will print (all of
+/// them with [`ReportOptions::all`]; otherwise at most a few times
+/// [`ReportOptions::max_traces`]), so that a report of millions of traces takes little
+/// memory. [`write_report`] is the same for spans already in hand.
+///
+/// ```
+/// use genai_audit::report::{Report, ReportOptions, ReportSpan};
+/// use opentelemetry::trace::{SpanId, TraceId};
+///
+/// let mut report = Report::new(ReportOptions::default());
+/// for t in 1..=3u128 {
+///     let span = ReportSpan::new(TraceId::from(t), SpanId::from(1u64), SpanId::INVALID, "work", 0, &[]);
+///     report.add_trace(vec![span]);
+/// }
+/// assert_eq!(report.summary().traces, 3);
+/// let mut out = Vec::new();
+/// report.write(&mut out)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Report {
+    options: ReportOptions,
+    summary: Summary,
+    kept: Vec<KeptTrace>,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report")
+            .field("options", &self.options)
+            .field("summary", &self.summary)
+            .field("kept", &self.kept.len())
+            .finish()
+    }
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(options: ReportOptions) -> Report {
+        Report {
+            options,
+            summary: Summary::empty(),
+            kept: Vec::new(),
+        }
+    }
+
+    /// The summary of the traces added so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Adds one trace's spans (all of the same trace).
+    pub fn add_trace(&mut self, spans: Vec<ReportSpan>) {
+        if spans.is_empty() {
+            return;
+        }
+        self.summary.add(&spans);
+        self.summary.traces += 1;
+        if !self.options.trees {
+            return;
+        }
+        let tree = Tree::new(spans.iter().collect());
+        let (cost, findings) = (tree.cost, tree.findings);
+        drop(tree);
+        let first = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        let order = (first, spans[0].trace_id.to_bytes());
+        self.kept.push(KeptTrace {
+            spans,
+            order,
+            cost,
+            findings,
+        });
+        if !self.options.all && self.kept.len() > 4 * self.options.max_traces.max(4) {
+            self.trim();
+        }
+    }
+
+    /// How many traces with findings are printed first, before the most expensive.
+    fn with_findings(&self) -> usize {
+        let max = self.options.max_traces;
+        max.saturating_sub(max / 4).max(1)
+    }
+
+    /// Keeps only the traces that can still be printed: the first `max_traces` (all of
+    /// them are printed when there are no more), the first with findings, and the most
+    /// expensive.
+    fn trim(&mut self) {
+        let max = self.options.max_traces;
+        self.kept.sort_by_key(|t| t.order);
+        let mut keep = vec![false; self.kept.len()];
+        for flag in keep.iter_mut().take(max) {
+            *flag = true;
+        }
+        for i in (0..self.kept.len())
+            .filter(|&i| self.kept[i].findings > 0)
+            .take(self.with_findings())
+        {
+            keep[i] = true;
+        }
+        for i in self.by_cost().into_iter().take(max) {
+            keep[i] = true;
+        }
+        let mut flags = keep.into_iter();
+        self.kept.retain(|_| flags.next().unwrap_or(false));
+    }
+
+    /// Places of the kept traces, the most expensive first (then in order).
+    fn by_cost(&self) -> Vec<usize> {
+        let mut by_cost: Vec<usize> = (0..self.kept.len()).collect();
+        by_cost.sort_by(|&a, &b| {
+            let (a, b) = (&self.kept[a], &self.kept[b]);
+            b.cost.total_cmp(&a.cost).then(a.order.cmp(&b.order))
+        });
+        by_cost
+    }
+
+    /// Prints the trees (all, or those with findings and then the most expensive, in
+    /// order of their first start), then the summary, and returns the summary.
+    pub fn write(mut self, out: &mut dyn Write) -> io::Result<Summary> {
+        let paint = Paint {
+            color: self.options.color,
+        };
+        if self.options.trees {
+            self.kept.sort_by_key(|t| t.order);
+            let total = usize::try_from(self.summary.traces).unwrap_or(usize::MAX);
+            let max = self.options.max_traces;
+            let shown: Vec<usize> = if self.options.all || total <= max {
+                (0..self.kept.len()).collect()
+            } else {
+                let mut picked: Vec<usize> = (0..self.kept.len())
+                    .filter(|&i| self.kept[i].findings > 0)
+                    .take(self.with_findings())
+                    .collect();
+                for i in self.by_cost() {
+                    if picked.len() >= max {
+                        break;
+                    }
+                    if !picked.contains(&i) {
+                        picked.push(i);
+                    }
+                }
+                picked.sort_unstable();
+                picked
+            };
+            for &i in &shown {
+                Tree::new(self.kept[i].spans.iter().collect()).write(out, &paint)?;
+                writeln!(out)?;
+            }
+            if shown.len() < total {
+                writeln!(
+                    out,
+                    "{}",
+                    paint.dim(&format!(
+                        "({} of {total} traces shown: those with findings, then the most expensive; --all shows every one)",
+                        shown.len()
+                    ))
+                )?;
+                writeln!(out)?;
+            }
+        }
+        write_summary(out, &self.summary, &paint)?;
+        Ok(self.summary)
+    }
 }
 
 fn write_summary(out: &mut dyn Write, summary: &Summary, paint: &Paint) -> io::Result<()> {

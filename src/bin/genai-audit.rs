@@ -8,18 +8,13 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use genai_audit::otlp::Input::{Otlp, Script};
-use genai_audit::otlp::{
-    audit, audit_script, read_input, write_requests, AuditOptions, InputError, Request,
-    DEFAULT_MAX_LINE_BYTES,
-};
-use genai_audit::report::{write_report, ReportOptions, ReportSpan, Summary};
-use genai_audit::script::TraceScript;
+use genai_audit::otlp::{audit, AuditOptions, Audited, InputError, Inputs, DEFAULT_MAX_LINE_BYTES};
+use genai_audit::report::{Report, ReportOptions, Summary};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
 /// Audits exported gen-ai agent traces: OTLP JSON (one ExportTraceServiceRequest per
@@ -131,46 +126,29 @@ impl Input {
     }
 }
 
-/// Everything read from the inputs.
-struct Loaded {
-    requests: Vec<Request>,
-    scripts: Vec<TraceScript>,
+/// Why the command stopped early.
+enum Failure {
+    /// Unreadable input or an unusable setting (exit 2).
+    Input(String),
+    /// Standard output was closed (`| head`): end quietly.
+    ClosedOutput,
 }
 
-fn load(input: &Input) -> Result<Loaded, InputError> {
-    let mut loaded = Loaded {
-        requests: Vec::new(),
-        scripts: Vec::new(),
-    };
+fn load(input: &Input) -> Result<Inputs, InputError> {
+    let mut inputs = Inputs::new(input.max_line_bytes);
     for file in &input.files {
-        let read = if file == "-" {
-            read_input(&mut io::stdin().lock(), file, input.max_line_bytes, None)
+        if file == "-" {
+            inputs.read(file, io::stdin().lock())?;
         } else {
             let opened = fs::File::open(file).map_err(|e| InputError {
                 file: file.clone(),
                 line: 0,
                 reason: format!("cannot read: {e}"),
             })?;
-            read_input(
-                &mut io::BufReader::with_capacity(1 << 20, opened),
-                file,
-                input.max_line_bytes,
-                None,
-            )
-        };
-        match read? {
-            Otlp(requests) => loaded.requests.extend(requests),
-            Script(text) => {
-                let script = TraceScript::parse(&text).map_err(|e| InputError {
-                    file: file.clone(),
-                    line: e.line,
-                    reason: e.reason,
-                })?;
-                loaded.scripts.push(script);
-            }
+            inputs.read(file, opened)?;
         }
     }
-    Ok(loaded)
+    Ok(inputs)
 }
 
 /// A progress bar on standard error, only when it is a terminal.
@@ -187,34 +165,124 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Audits everything loaded; returns the report spans and, for `enrich`, the requests.
-fn run_audit(loaded: Loaded, options: &AuditOptions) -> (Vec<ReportSpan>, Vec<Request>) {
-    let mut requests = loaded.requests;
-    let total: usize = requests
-        .iter()
-        .flat_map(|r| &r.request.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
-    let bar = progress_bar(total);
-    let mut spans = if requests.is_empty() {
-        Vec::new()
-    } else {
-        audit(&mut requests, options, &mut |done| {
+/// Reads and audits the inputs, handing each trace's report spans to `report`.
+fn run_audit(
+    input: &Input,
+    enrich: bool,
+    report: &mut Report,
+) -> Result<(Inputs, Audited), Failure> {
+    if std::env::var_os("GENAI_AUDIT_DISABLED").is_some() {
+        eprintln!("genai-audit: GENAI_AUDIT_DISABLED applies to the processor only; the command audits all the same");
+    }
+    let inputs = load(input).map_err(|e| Failure::Input(e.to_string()))?;
+    let bar = progress_bar(inputs.spans());
+    let audited = audit(
+        &inputs,
+        &input.options(enrich),
+        &mut |trace| report.add_trace(trace),
+        &|done| {
             if let Some(bar) = &bar {
                 bar.set_position(done);
             }
-        })
-    };
+        },
+    )
+    .map_err(|e| Failure::Input(e.to_string()))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    for script in &loaded.scripts {
-        let (reports, request) = audit_script(script, options);
-        spans.extend(reports);
-        requests.extend(request);
+    Ok((inputs, audited))
+}
+
+fn is_closed(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::BrokenPipe
+}
+
+fn check(input: &Input, fail_on: &[FindingCode], json: bool, all: bool) -> ExitCode {
+    let options = ReportOptions {
+        color: !json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        all,
+        trees: !json,
+        ..ReportOptions::default()
+    };
+    let mut report = Report::new(options);
+    if let Err(failure) = run_audit(input, false, &mut report) {
+        return fail(failure);
     }
-    (spans, requests)
+    let failed = report.summary().count(fail_on) > 0;
+    let code = if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    let written = if json {
+        let summary: Summary = report.summary().clone();
+        writeln!(stdout, "{}", summary.to_json())
+    } else {
+        report.write(&mut stdout).map(|_| ())
+    };
+    match written.and_then(|()| stdout.flush()) {
+        Ok(()) => code,
+        Err(e) if is_closed(&e) => code,
+        Err(e) => {
+            eprintln!("genai-audit: cannot write the report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes `audited` to `output` (`-`: standard output); a file is written beside its
+/// target and renamed over it only once everything is written.
+fn write_output(output: &Path, inputs: &Inputs, audited: &Audited) -> Result<(), Failure> {
+    if output.as_os_str() == "-" {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        return match audited.write(&mut out, inputs).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if is_closed(&e) => Err(Failure::ClosedOutput),
+            Err(e) => Err(Failure::Input(format!("cannot write the output: {e}"))),
+        };
+    }
+    let cannot = |e: io::Error| Failure::Input(format!("cannot write {}: {e}", output.display()));
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".to_owned());
+    let temporary = dir.join(format!(".{name}.genai-audit-{}.tmp", std::process::id()));
+    let written = fs::File::create(&temporary).and_then(|file| {
+        let mut out = io::BufWriter::new(file);
+        audited.write(&mut out, inputs)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&temporary, output)) {
+        let _ = fs::remove_file(&temporary);
+        return Err(cannot(e));
+    }
+    Ok(())
+}
+
+fn enrich(input: &Input, output: &Path) -> ExitCode {
+    let mut report = Report::new(ReportOptions {
+        trees: false,
+        ..ReportOptions::default()
+    });
+    let (inputs, audited) = match run_audit(input, true, &mut report) {
+        Ok(done) => done,
+        Err(failure) => return fail(failure),
+    };
+    if let Err(failure) = write_output(output, &inputs, &audited) {
+        return fail(failure);
+    }
+    let summary = report.summary();
+    eprintln!(
+        "genai-audit: {} spans enriched, {} findings",
+        summary.spans, summary.findings_total
+    );
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -225,71 +293,17 @@ fn main() -> ExitCode {
             fail_on,
             json,
             all,
-        } => {
-            let loaded = match load(&input) {
-                Ok(loaded) => loaded,
-                Err(error) => return fail(&error),
-            };
-            let (spans, _) = run_audit(loaded, &input.options(false));
-            let mut stdout = io::BufWriter::new(io::stdout().lock());
-            let summary = if json {
-                let summary = Summary::of(&spans);
-                writeln!(stdout, "{}", summary.to_json()).map(|()| summary)
-            } else {
-                let options = ReportOptions {
-                    color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-                    all,
-                    ..ReportOptions::default()
-                };
-                write_report(&mut stdout, &spans, &options)
-            };
-            let summary = match summary.and_then(|s| stdout.flush().map(|()| s)) {
-                Ok(summary) => summary,
-                Err(error) => {
-                    eprintln!("genai-audit: cannot write the report: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            if summary.count(&fail_on) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Command::Enrich { input, output } => {
-            let loaded = match load(&input) {
-                Ok(loaded) => loaded,
-                Err(error) => return fail(&error),
-            };
-            let (spans, requests) = run_audit(loaded, &input.options(true));
-            let written = if output.as_os_str() == "-" {
-                let mut out = io::BufWriter::new(io::stdout().lock());
-                write_requests(&mut out, &requests).and_then(|()| out.flush())
-            } else {
-                fs::File::create(&output).and_then(|file| {
-                    let mut out = io::BufWriter::new(file);
-                    write_requests(&mut out, &requests).and_then(|()| out.flush())
-                })
-            };
-            if let Err(error) = written {
-                eprintln!("genai-audit: cannot write {}: {error}", output.display());
-                return ExitCode::from(2);
-            }
-            let summary = Summary::of(&spans);
-            eprintln!(
-                "genai-audit: {} spans enriched, {} findings",
-                summary.spans, summary.findings_total
-            );
-            ExitCode::SUCCESS
-        }
+        } => check(&input, &fail_on, json, all),
+        Command::Enrich { input, output } => enrich(&input, &output),
     }
 }
 
-fn fail(error: &InputError) -> ExitCode {
-    if error.line == 0 {
-        eprintln!("genai-audit: {}: {}", error.file, error.reason);
-    } else {
-        eprintln!("genai-audit: {error}");
+fn fail(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Input(reason) => {
+            eprintln!("genai-audit: {reason}");
+            ExitCode::from(2)
+        }
+        Failure::ClosedOutput => ExitCode::SUCCESS,
     }
-    ExitCode::from(2)
 }

@@ -14,6 +14,7 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{otel_warn, KeyValue};
 
 use super::clock::{nanos, AuditClock, Clock};
+pub(crate) use super::contamination::ForeignResponses;
 use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
@@ -130,6 +131,9 @@ pub(crate) struct Parts<'a> {
     pub(crate) clock: Option<Clock>,
     pub(crate) budgets: Budgets,
     pub(crate) on_exceeded: Option<BudgetCallback>,
+    /// The command's index of response ids in other traces (scopes the response
+    /// memory to each trace); `None` in process.
+    pub(crate) foreign_responses: Option<Arc<dyn ForeignResponses>>,
 }
 
 impl<S: StartCopy> std::fmt::Debug for Audit<S> {
@@ -159,7 +163,7 @@ impl<S: StartCopy> Audit<S> {
         Audit {
             recogniser: parts.recogniser,
             pricer: parts.pricer,
-            responses: ResponseOwners::new(settings.max_tracked_spans),
+            responses: ResponseOwners::new(settings.max_tracked_spans, parts.foreign_responses),
             ledger,
             metrics,
             cost_attributes: parts.cost_attributes,
@@ -427,7 +431,8 @@ impl<S: StartCopy> Audit<S> {
         if let Some(hash) = response {
             // The owner of its response id: its invocation when tracked, else unknown (0)
             // and the id travels up with the totals.
-            self.responses.remember(hash, invocation.unwrap_or(0));
+            self.responses
+                .remember(span.trace_id, hash, invocation.unwrap_or(0));
             if let (None, Call::Pending(call)) = (invocation, &mut call) {
                 call.own_responses.push(hash);
             }
@@ -479,6 +484,7 @@ impl<S: StartCopy> Audit<S> {
             }
             if role == Role::Invocation {
                 check.response(
+                    span.trace_id,
                     span.id,
                     &self.responses,
                     n.last_response(),

@@ -75,6 +75,11 @@ impl<V: Record> BoundedMemory<V> {
         }
     }
 
+    /// How many records it holds at the most.
+    pub(crate) fn slots(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
     fn bucket(&self, key: u64) -> &Bucket {
         let index = key
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)

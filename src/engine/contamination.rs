@@ -13,6 +13,7 @@
 //! agent without own generations that reported usage, or a response id that matches no
 //! known generation (some frameworks put a message id there) is not a finding.
 
+use opentelemetry::trace::TraceId;
 use opentelemetry::{KeyValue, Value};
 
 use super::bounded_memory::BoundedMemory;
@@ -26,18 +27,37 @@ use crate::keys::read::gen_ai;
 use crate::recognition::Role;
 use crate::usage::{reported_input_output, token_count, Totals};
 
-/// Which invocation each recent generation's response id belongs to, across traces, in
-/// bounded memory (the oldest ids are forgotten first). Ids are kept as 64-bit hashes:
-/// a collision could only make two different ids look the same.
+/// Response ids known to belong to generations of *other* traces, from an index of a
+/// whole export (the `genai-audit` command builds one before it audits each trace on
+/// its own). In process there is none: the bounded memory below sees across traces.
+pub(crate) trait ForeignResponses: Send + Sync + std::fmt::Debug {
+    /// Whether `response_id` is the response id of a generation in a trace other than
+    /// `trace`.
+    fn is_foreign(&self, trace: TraceId, response_id: &str) -> bool;
+}
+
+/// Which invocation each recent generation's response id belongs to, in bounded memory
+/// (the oldest ids are forgotten first). Ids are kept as 64-bit hashes: a collision
+/// could only make two different ids look the same.
+///
+/// In process the memory spans traces (concurrent invocations of one agent are usually
+/// separate traces). With an index of [`ForeignResponses`] (the command), it is scoped
+/// to each trace, so that what one trace's audit finds never depends on which traces
+/// were audited before it, and the index answers for the other traces.
 #[derive(Debug)]
 pub(crate) struct ResponseOwners {
     owners: BoundedMemory<u64>,
+    foreign: Option<std::sync::Arc<dyn ForeignResponses>>,
 }
 
 impl ResponseOwners {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(
+        capacity: usize,
+        foreign: Option<std::sync::Arc<dyn ForeignResponses>>,
+    ) -> Self {
         ResponseOwners {
             owners: BoundedMemory::new(capacity),
+            foreign,
         }
     }
 
@@ -58,14 +78,33 @@ impl ResponseOwners {
         Some((hash, last))
     }
 
-    /// Remembers that the response id of hash `hash` (from [`Self::response_of`])
-    /// belongs to `invocation` (0: not known when the generation ended).
-    pub(crate) fn remember(&self, hash: u64, invocation: u64) {
-        self.owners.insert(hash, invocation);
+    /// The key an id's hash is kept under: the hash itself, or mixed with the trace
+    /// when the memory is scoped to traces.
+    fn key(&self, trace: TraceId, hash: u64) -> u64 {
+        match self.foreign {
+            None => hash,
+            Some(_) => {
+                let trace = u128::from_be_bytes(trace.to_bytes());
+                hash ^ ((trace as u64) ^ ((trace >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            }
+        }
     }
 
-    fn owner(&self, response_id: &str) -> Option<u64> {
-        self.owners.get(hash_str(response_id))
+    /// Remembers that the response id of hash `hash` (from [`Self::response_of`]), of a
+    /// generation of `trace`, belongs to `invocation` (0: not known when the
+    /// generation ended).
+    pub(crate) fn remember(&self, trace: TraceId, hash: u64, invocation: u64) {
+        self.owners.insert(self.key(trace, hash), invocation);
+    }
+
+    fn owner(&self, trace: TraceId, response_id: &str) -> Option<u64> {
+        self.owners.get(self.key(trace, hash_str(response_id)))
+    }
+
+    fn foreign_elsewhere(&self, trace: TraceId, response_id: &str) -> bool {
+        self.foreign
+            .as_ref()
+            .is_some_and(|f| f.is_foreign(trace, response_id))
     }
 }
 
@@ -130,12 +169,14 @@ impl Check<'_, '_> {
     }
 
     /// `foreign_response` (invocation): its `gen_ai.response.id` belongs to a
-    /// generation of another invocation. A generation whose invocation was not known
+    /// generation of another invocation (of this trace, or, by the memory or the
+    /// [`ForeignResponses`] index, of another trace). A generation whose invocation was not known
     /// when it ended (recognised only at end) is this invocation's when its id came up
     /// with its totals (`own_responses`). Repair: the id and model of its last-ended own
     /// generation, when it has one.
     pub(crate) fn response(
         &mut self,
+        trace: TraceId,
         invocation: u64,
         owners: &ResponseOwners,
         last_own: Option<&LastResponse>,
@@ -145,9 +186,11 @@ impl Check<'_, '_> {
             return;
         };
         let Some(id) = non_empty(value) else { return };
-        match owners.owner(&id) {
-            Some(0) if !own_responses.contains(&hash_str(&id)) => {}
+        let own = || own_responses.contains(&hash_str(&id));
+        match owners.owner(trace, &id) {
+            Some(0) if !own() => {}
             Some(owner) if owner != 0 && owner != invocation => {}
+            None if !own() && owners.foreign_elsewhere(trace, &id) => {}
             _ => return,
         }
         let repaired = match last_own {

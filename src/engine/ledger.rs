@@ -59,8 +59,12 @@ use crate::hashing::BuildIdHasher;
 use crate::recognition::Role;
 use crate::usage::Totals;
 
-/// Longest ancestor chain a walk follows (a guard; real traces are shallow).
-const MAX_DEPTH: usize = 256;
+/// How far a walk up the ancestors goes: one step per span the walk can meet (the
+/// tracked ones, and the ended ones the memories still hold), so that rollups are exact
+/// at any depth; only a parent cycle (corrupt ids) reaches the bound.
+fn walk_bound(tracked: usize, remembered: usize) -> usize {
+    tracked.saturating_add(remembered).saturating_add(1)
+}
 /// Most open spans evicted by one call; the rest wait for the next calls.
 const EVICTIONS_PER_CALL: usize = 8;
 /// Most queue items of already-ended spans discarded by one call.
@@ -755,6 +759,12 @@ impl<S: StartCopy> Ledger<S> {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// How many ended spans the memories can hold at the most (a walk up the ancestors
+    /// may pass through each once).
+    fn remembered(&self) -> usize {
+        self.recent.slots().saturating_add(self.closed.capacity)
+    }
+
     fn added(&self) {
         self.len.fetch_add(1, Ordering::Relaxed);
     }
@@ -1043,7 +1053,7 @@ impl<S: StartCopy> Ledger<S> {
             recent.invocation
         };
         let mut next = recent.parent;
-        for _ in 0..MAX_DEPTH {
+        for _ in 0..walk_bound(spans.len(), self.remembered()) {
             let Some(id) = next else { break };
             if let Some(ancestor) = spans.get_mut(&id) {
                 ancestor.below().open_children.push(child);
@@ -1118,7 +1128,7 @@ impl<S: StartCopy> Ledger<S> {
         let shard = &mut *guard;
         let spans = &mut shard.spans;
         let mut next = parent;
-        for _ in 0..MAX_DEPTH {
+        for _ in 0..walk_bound(spans.len(), self.remembered()) {
             let Some(id) = next else {
                 return Forward::Done;
             };
@@ -1295,7 +1305,7 @@ impl<S: StartCopy> Ledger<S> {
         let mut next = parent;
         let mut own = true;
         let mut tombstone = None;
-        for depth in 0..MAX_DEPTH {
+        for depth in 0..walk_bound(spans.len(), 0) {
             let Some(id) = next else { break };
             let Some(entry) = spans.get_mut(&id) else {
                 break;

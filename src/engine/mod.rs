@@ -11,6 +11,8 @@ mod findings;
 mod leaks;
 mod ledger;
 
-pub(crate) use audit::{Audit, EndedSpan, Parts, StartPlan, StartedSpan, Synthetic};
+pub(crate) use audit::{
+    Audit, EndedSpan, ForeignResponses, Parts, StartPlan, StartedSpan, Synthetic,
+};
 pub(crate) use clock::{nanos, Clock};
 pub(crate) use ledger::{Kept, StartCopy};

@@ -1,47 +1,29 @@
-//! Exported traces: reading OTLP JSON, auditing its spans with the same engine as the
-//! processor, and writing them back enriched (feature `cli`, which also builds the
-//! `genai-audit` command).
+//! Exported traces (feature `cli`, which also builds the `genai-audit` command):
+//! reading OTLP in every form exporters write, auditing each trace on its own with the
+//! same engine as the processor, and writing the spans back enriched, every other byte
+//! as it was read.
 //!
-//! - [`parse_requests`] reads OTLP JSON (`ExportTraceServiceRequest`s, one per line as
-//!   the Collector's file exporter writes them, or one per text as an OTLP/HTTP JSON
-//!   body) into the OTLP crate's own types; [`read_input`] reads a file a line at a
-//!   time and tells OTLP JSON from a trace script ([`detect`]);
-//! - [`audit`] replays the spans through a tracer provider whose only processor is
-//!   the audit processor, returns a [`ReportSpan`](crate::report::ReportSpan) per
-//!   span, and on request writes the audit's attributes back onto the spans;
-//! - [`audit_script`] does the same for a trace script;
-//! - [`write_requests`] writes requests as OTLP JSON, one per line.
+//! - [`Inputs`] reads inputs, told by content: OTLP JSON (one
+//!   `ExportTraceServiceRequest` per line as the Collector's file exporter writes, or
+//!   one per text as an OTLP/HTTP JSON body), the binary protobuf request (the
+//!   OTLP/HTTP body, or the Collector's `format: proto` stream), trace scripts; any of
+//!   them gzip-compressed. It keeps each request's text and a compact record per span;
+//! - [`audit`] replays each trace's starts and ends through a real `SdkTracerProvider`
+//!   whose only processor is the audit processor, one trace at a time per core, and
+//!   hands back a [`ReportSpan`](crate::report::ReportSpan) per span;
+//! - [`Audited::write`] writes the requests back, each span's attributes enriched.
 //!
-//! ```
-//! use genai_audit::otlp::{audit, parse_requests, AuditOptions};
-//!
-//! let line = r#"{"resourceSpans":[{"resource":{},"scopeSpans":[{"scope":{"name":"app"},"spans":[
-//!   {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"chat gpt-4o","kind":3,
-//!    "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000001000000000",
-//!    "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}},
-//!                  {"key":"gen_ai.request.model","value":{"stringValue":"gpt-4o"}},
-//!                  {"key":"gen_ai.usage.input_tokens","value":{"intValue":"1000"}},
-//!                  {"key":"gen_ai.usage.output_tokens","value":{"intValue":100}}]}]}]}]}"#;
-//! let mut requests = parse_requests(&line.replace('\n', ""), "example.json", 1 << 20)?;
-//! let options = AuditOptions { enrich: true, ..AuditOptions::default() };
-//! let spans = audit(&mut requests, &options, &mut |_| {});
-//! assert_eq!(spans[0].role.as_deref(), Some("generation"));
-//! assert!(spans[0].cost_usd.is_some());
-//! let enriched = &requests[0].request.resource_spans[0].scope_spans[0].spans[0];
-//! assert!(enriched.attributes.iter().any(|kv| kv.key == "genai_audit.cost_usd"));
-//! # Ok::<(), genai_audit::otlp::InputError>(())
-//! ```
+//! The example on [`Inputs`] shows the three together.
 
+mod attributes;
 mod audit;
-mod read;
+mod input;
+mod json;
+mod options;
+mod replay;
 mod scripted;
-mod value;
-mod write;
+mod store;
 
-pub use audit::{audit, AuditOptions};
-pub use read::{
-    detect, parse_requests, read_input, Input, InputError, InputKind, Request,
-    DEFAULT_MAX_LINE_BYTES,
-};
-pub use scripted::audit_script;
-pub use write::write_requests;
+pub use audit::{audit, Audited, Inputs};
+pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
+pub use options::{AuditOptions, SettingsError};

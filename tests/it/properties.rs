@@ -1884,7 +1884,7 @@ fn prop_otlp_reader_never_panics() {
     let result = runner.run(&otlp_text(), |text| {
         let lines = text.split('\n').count().max(1);
         match catch_unwind(AssertUnwindSafe(|| {
-            genai_audit::otlp::parse_requests(&text, "input.json", 1 << 20)
+            genai_audit::otlp::Inputs::new(1 << 20).read("input.json", text.as_bytes())
         })) {
             Err(_) => Err(TestCaseError::fail("the OTLP reader panicked")),
             Ok(Ok(_)) => Ok(()),

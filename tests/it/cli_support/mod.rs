@@ -121,12 +121,73 @@ pub fn json_lines(requests: &[ExportTraceServiceRequest]) -> String {
     out
 }
 
-/// Every request of OTLP JSON lines.
+/// Every request of OTLP JSON lines (the forms the OTLP crate's serde mapping does not
+/// read, which `enrich` keeps as they were written, normalised first).
 pub fn parse_lines(text: &str) -> Vec<ExportTraceServiceRequest> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|_| {
+                let mut json: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                normalise(&mut json, None);
+                serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}: {l}"))
+            })
+        })
         .collect()
+}
+
+/// Rewrites valid OTLP JSON the typed mapping does not read: `null` members removed,
+/// integers written as strings as numbers, enum names as their numbers, hex in
+/// lowercase.
+fn normalise(json: &mut serde_json::Value, key: Option<&str>) {
+    use serde_json::Value as Json;
+    match json {
+        Json::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            for (k, v) in map.iter_mut() {
+                normalise(v, Some(k.as_str()));
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(|i| normalise(i, None)),
+        Json::String(s) => {
+            let names = [
+                "UNSPECIFIED",
+                "INTERNAL",
+                "SERVER",
+                "CLIENT",
+                "PRODUCER",
+                "CONSUMER",
+            ];
+            let codes = ["UNSET", "OK", "ERROR"];
+            let number = match key {
+                Some("kind") => s
+                    .strip_prefix("SPAN_KIND_")
+                    .and_then(|n| names.iter().position(|x| *x == n)),
+                Some("code") => s
+                    .strip_prefix("STATUS_CODE_")
+                    .and_then(|n| codes.iter().position(|x| *x == n)),
+                Some(
+                    "droppedAttributesCount" | "droppedEventsCount" | "droppedLinksCount" | "flags",
+                ) => s.parse::<usize>().ok(),
+                _ => None,
+            };
+            if let Some(n) = number {
+                *json = Json::from(n);
+            } else if matches!(key, Some("traceId" | "spanId" | "parentSpanId")) {
+                *s = s.to_lowercase();
+            }
+        }
+        Json::Number(n)
+            if matches!(
+                key,
+                Some("startTimeUnixNano" | "endTimeUnixNano" | "timeUnixNano")
+            ) =>
+        {
+            *json = Json::String(n.to_string());
+        }
+        _ => {}
+    }
 }
 
 /// Every span of some requests, in order.

@@ -1,0 +1,285 @@
+//! A span's attributes between its text and the audit: what the audit reads (an
+//! earlier audit's keys removed, the values an earlier `repair` replaced put back), and
+//! how what it wrote goes back into the text, every other byte left as it was.
+//!
+//! Auditing enriched output again therefore reads exactly what the first audit read,
+//! and writes the same bytes: keys an earlier audit wrote (`genai_audit.*`, and the
+//! `gen_ai.usage.cost` it adds to a call priced by it) are not read, and a value under
+//! `genai_audit.reported.K` is read as `K`'s.
+
+use std::collections::HashMap;
+
+use opentelemetry::{Array, KeyValue, Value};
+use serde_json::value::RawValue;
+
+use super::json::{api_attribute, attribute_text, attribute_with_value_text, members, value_text};
+use crate::keys;
+
+/// One attribute the audit reads, with where it came from.
+struct FedItem<'a> {
+    key: String,
+    value: Value,
+    /// Its place in the span's attribute list.
+    position: usize,
+    /// The text of the value an earlier `repair` replaced, read back in its place.
+    restored: Option<&'a str>,
+}
+
+/// What the audit reads of a span's attributes, and how to write them back.
+pub(crate) struct Fed<'a> {
+    items: &'a [&'a RawValue],
+    fed: Vec<FedItem<'a>>,
+    /// Some item of the list is not read (an earlier audit's key, or not an attribute).
+    dropped: bool,
+}
+
+impl<'a> Fed<'a> {
+    /// Reads a span's attribute list (each item's text).
+    pub(crate) fn read(items: &'a [&'a RawValue]) -> Fed<'a> {
+        let mut parsed: Vec<Option<(String, Value)>> =
+            items.iter().map(|raw| api_attribute(raw)).collect();
+        let is_audit = |key: &str| key.starts_with("genai_audit.");
+        let computed = parsed
+            .iter()
+            .rev()
+            .flatten()
+            .find(|(k, _)| k == keys::COST_SOURCE)
+            .is_some_and(|(_, v)| matches!(v, Value::String(s) if s.as_str() == "computed"));
+        // The values an earlier repair replaced, by key (the last of each).
+        let mut reported: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in parsed.iter().enumerate() {
+            if let Some((key, _)) = item {
+                if let Some(original) = key.strip_prefix(keys::REPORTED_PREFIX) {
+                    reported.insert(original, i);
+                }
+            }
+        }
+        let mut last_of: HashMap<&str, usize> = HashMap::new();
+        if !reported.is_empty() {
+            for (i, item) in parsed.iter().enumerate() {
+                if let Some((key, _)) = item {
+                    if !is_audit(key) {
+                        last_of.insert(key.as_str(), i);
+                    }
+                }
+            }
+        }
+        let restore: Vec<(usize, usize)> = reported
+            .iter()
+            .filter_map(|(key, &from)| last_of.get(key).map(|&to| (to, from)))
+            .collect();
+        let mut restored_text: HashMap<usize, &'a str> = HashMap::new();
+        for (to, from) in restore {
+            let text = value_text(items[from]);
+            let value = parsed[from].as_ref().map(|(_, v)| v.clone());
+            if let (Some(text), Some(value), Some(Some((_, slot)))) =
+                (text, value, parsed.get_mut(to))
+            {
+                *slot = value;
+                restored_text.insert(to, text);
+            }
+        }
+        // Written by an earlier audit: its own keys, and the cost it added to a call it
+        // priced.
+        let written = |key: &str| is_audit(key) || (computed && key == keys::GEN_AI_USAGE_COST);
+        let mut dropped = false;
+        let mut fed = Vec::with_capacity(parsed.len());
+        for (position, item) in parsed.into_iter().enumerate() {
+            match item {
+                Some((key, value)) if !written(&key) => {
+                    fed.push(FedItem {
+                        key,
+                        value,
+                        position,
+                        restored: restored_text.get(&position).copied(),
+                    });
+                }
+                _ => dropped = true,
+            }
+        }
+        Fed {
+            items,
+            fed,
+            dropped,
+        }
+    }
+
+    /// The attributes as the audit reads them, in order.
+    pub(crate) fn key_values(&self) -> Vec<KeyValue> {
+        self.fed
+            .iter()
+            .map(|item| KeyValue::new(item.key.clone(), item.value.clone()))
+            .collect()
+    }
+
+    /// The attribute list written back, with what the audit exported (`audited`: the
+    /// attributes read, then its own writes, as the SDK exported the span); `None`
+    /// when the list is unchanged.
+    ///
+    /// A key the audit set to another value takes the new value at its last place; a key
+    /// it added is appended, the other keys first, then its own (`genai_audit.*`); a
+    /// `genai_audit.reported.K` carries `K`'s value as it was written. Every other
+    /// attribute keeps its text.
+    pub(crate) fn write_back(&self, audited: &[KeyValue]) -> Option<String> {
+        let changed = audited.len() != self.fed.len()
+            || self.dropped
+            || self.fed.iter().any(|f| f.restored.is_some());
+        if !changed {
+            return None;
+        }
+        let mut last_fed: HashMap<&str, usize> = HashMap::with_capacity(self.fed.len());
+        for (i, item) in self.fed.iter().enumerate() {
+            last_fed.insert(item.key.as_str(), i);
+        }
+        let mut last_audited: HashMap<&str, usize> = HashMap::with_capacity(audited.len());
+        for (i, kv) in audited.iter().enumerate() {
+            last_audited.insert(kv.key.as_str(), i);
+        }
+        // New text for fed items (by index in `fed`), and the appended keys.
+        let mut replaced: HashMap<usize, String> = HashMap::new();
+        let mut appended_other: Vec<String> = Vec::new();
+        let mut appended_own: Vec<String> = Vec::new();
+        for (i, kv) in audited.iter().enumerate() {
+            let key = kv.key.as_str();
+            if last_audited.get(key) != Some(&i) {
+                continue;
+            }
+            match last_fed.get(key) {
+                Some(&f) => {
+                    if !same(&self.fed[f].value, &kv.value) {
+                        let mut text = String::new();
+                        attribute_text(kv, &mut text);
+                        replaced.insert(f, text);
+                    }
+                }
+                None => {
+                    let mut text = String::new();
+                    match key
+                        .strip_prefix(keys::REPORTED_PREFIX)
+                        .and_then(|k| self.original_text(k))
+                    {
+                        Some(original) => attribute_with_value_text(key, original, &mut text),
+                        None => attribute_text(kv, &mut text),
+                    }
+                    if key.starts_with("genai_audit.") {
+                        appended_own.push(text);
+                    } else {
+                        appended_other.push(text);
+                    }
+                }
+            }
+        }
+        let mut out = String::from("[");
+        let mut first = true;
+        let mut push = |out: &mut String, text: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            out.push_str(text);
+        };
+        for (f, item) in self.fed.iter().enumerate() {
+            if let Some(text) = replaced.get(&f) {
+                push(&mut out, text);
+            } else if let Some(value) = item.restored {
+                let mut text = String::new();
+                attribute_with_value_text(&item.key, value, &mut text);
+                push(&mut out, &text);
+            } else if let Some(raw) = self.items.get(item.position) {
+                push(&mut out, raw.get());
+            }
+        }
+        for text in appended_other.iter().chain(&appended_own) {
+            push(&mut out, text);
+        }
+        out.push(']');
+        Some(out)
+    }
+
+    /// The text of the value the span carried for `key` (the one the audit read).
+    fn original_text(&self, key: &str) -> Option<&'a str> {
+        let item = self.fed.iter().rev().find(|f| f.key == key)?;
+        item.restored.or_else(|| {
+            self.items
+                .get(item.position)
+                .and_then(|raw| value_text(raw))
+        })
+    }
+}
+
+/// Equal values, doubles compared by their bits (a NaN equals itself).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::F64(x), Value::F64(y)) => x.to_bits() == y.to_bits(),
+        (Value::Array(Array::F64(x)), Value::Array(Array::F64(y))) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits())
+        }
+        _ => a == b,
+    }
+}
+
+/// A span's text with its attribute list replaced by `attributes` (added when it had
+/// none); every other member keeps its text and place.
+pub(crate) fn with_attributes(span: &str, attributes: &str) -> String {
+    let mut out = String::with_capacity(span.len() + attributes.len() + 16);
+    if let Some(found) = members(span).and_then(|m| {
+        m.into_iter()
+            .rev()
+            .find(|(k, _)| k == "attributes")
+            .map(|(_, v)| v.get())
+    }) {
+        let at = super::json::offset_in(span, found);
+        out.push_str(&span[..at]);
+        out.push_str(attributes);
+        out.push_str(&span[at + found.len()..]);
+        return out;
+    }
+    let body = span.trim_end();
+    let Some(inner) = body.strip_suffix('}') else {
+        return span.to_owned();
+    };
+    let empty = inner.trim_end().ends_with('{');
+    out.push_str(inner);
+    if !empty {
+        out.push(',');
+    }
+    out.push_str("\"attributes\":");
+    out.push_str(attributes);
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(text: &str) -> Vec<Box<RawValue>> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_earlier_audit_is_undone_before_reading() {
+        let list = items(
+            r#"[{"key":"a","value":{"intValue":"9"}},{"key":"genai_audit.role","value":{"stringValue":"step"}},
+               {"key":"genai_audit.reported.a","value":{"intValue":3}}]"#,
+        );
+        let refs: Vec<&RawValue> = list.iter().map(|b| &**b).collect();
+        let fed = Fed::read(&refs);
+        assert_eq!(fed.key_values(), vec![KeyValue::new("a", 3)]);
+        // Nothing audited: the list is written back as it was before the first audit.
+        let back = fed.write_back(&[KeyValue::new("a", 3)]).unwrap();
+        assert_eq!(back, r#"[{"key":"a","value":{"intValue":3}}]"#);
+    }
+
+    #[test]
+    fn attributes_go_where_they_were() {
+        assert_eq!(
+            with_attributes(r#"{"a":1,"attributes":[],"b":2}"#, "[1]"),
+            r#"{"a":1,"attributes":[1],"b":2}"#
+        );
+        assert_eq!(
+            with_attributes(r#"{"a":1}"#, "[1]"),
+            r#"{"a":1,"attributes":[1]}"#
+        );
+        assert_eq!(with_attributes(r#"{ }"#, "[1]"), r#"{ "attributes":[1]}"#);
+    }
+}

@@ -1,0 +1,593 @@
+//! One trace's replay: its spans' starts and ends, in an order that respects their
+//! parents and their clocks, through a real `SdkTracerProvider` whose only processor
+//! is the audit processor.
+//!
+//! A worker keeps one provider for all the traces it audits. Each replayed span gets
+//! an id of the worker's own, never used before, so that nothing the processor
+//! remembers of one trace (ended spans, spans it closed) can touch another; the
+//! response-id memory is scoped to the trace, and a [`ForeignResponses`] index answers
+//! for the other traces. So a trace's findings never depend on the other traces of
+//! the input, nor on which worker audited it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    IdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanLimits, SpanProcessor,
+};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use super::attributes::{with_attributes, Fed};
+use super::json::SpanBody;
+use super::options::Settings;
+use super::store::{SpanRecord, Store};
+use crate::attributes::last_value;
+use crate::engine::ForeignResponses;
+use crate::findings::FindingCode;
+use crate::keys;
+use crate::processor::GenAiAuditProcessor;
+use crate::report::ReportSpan;
+
+/// The ids the SDK hands out: the ones of the span being replayed.
+#[derive(Debug)]
+struct NextIds(Mutex<(TraceId, SpanId)>);
+
+impl Default for NextIds {
+    fn default() -> Self {
+        NextIds(Mutex::new((TraceId::INVALID, SpanId::INVALID)))
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct SharedIds(Arc<NextIds>);
+
+impl IdGenerator for SharedIds {
+    fn new_trace_id(&self) -> TraceId {
+        self.0 .0.lock().0
+    }
+    fn new_span_id(&self) -> SpanId {
+        self.0 .0.lock().1
+    }
+}
+
+/// What the audit exported of the trace being replayed: span `i` has the id
+/// `base + 1 + i`.
+#[derive(Debug, Default)]
+struct Exported {
+    base: u64,
+    attributes: Vec<Option<Vec<KeyValue>>>,
+}
+
+/// The processor the audit wraps: it keeps, for each span, what the audit exported
+/// first (the audit never exports a span twice).
+#[derive(Debug, Clone, Default)]
+struct Collector(Arc<Mutex<Exported>>);
+
+impl SpanProcessor for Collector {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let id = u64::from_be_bytes(span.span_context.span_id().to_bytes());
+        let mut exported = self.0.lock();
+        let Some(i) = id.checked_sub(exported.base + 1) else {
+            return;
+        };
+        if let Some(slot @ None) = usize::try_from(i)
+            .ok()
+            .and_then(|i| exported.attributes.get_mut(i))
+        {
+            *slot = Some(span.attributes);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// What the audit of one trace gives.
+pub(crate) struct TraceOutcome {
+    /// One per span, in input order.
+    pub(crate) reports: Vec<ReportSpan>,
+    /// The new text of each span whose text changed: its index in the store, and the
+    /// text.
+    pub(crate) enriched: Vec<(u32, String)>,
+}
+
+/// A worker: one tracer provider, audit processor and clock, reused trace after trace.
+pub(crate) struct Worker {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    ids: SharedIds,
+    clock: Arc<AtomicU64>,
+    exported: Collector,
+    next_id: u64,
+    skew: u64,
+    enrich: bool,
+}
+
+impl Worker {
+    pub(crate) fn new(settings: &Settings, foreign: Arc<dyn ForeignResponses>) -> Worker {
+        let clock = Arc::new(AtomicU64::new(0));
+        let exported = Collector::default();
+        let ids = SharedIds::default();
+        let replay_clock = Arc::clone(&clock);
+        let audit = settings
+            .configure(GenAiAuditProcessor::builder(exported.clone()))
+            .with_foreign_responses(foreign)
+            .with_clock(move || {
+                UNIX_EPOCH + Duration::from_nanos(replay_clock.load(Ordering::Relaxed))
+            })
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOn)
+            .with_id_generator(ids.clone())
+            .with_span_limits(SpanLimits {
+                max_events_per_span: 0,
+                max_attributes_per_span: u32::MAX,
+                max_links_per_span: 0,
+                max_attributes_per_event: 0,
+                max_attributes_per_link: 0,
+            })
+            .with_span_processor(audit)
+            .build();
+        let tracer = provider.tracer("genai-audit");
+        Worker {
+            provider,
+            tracer,
+            ids,
+            clock,
+            exported,
+            next_id: 0,
+            skew: u64::try_from(settings.skew.as_nanos()).unwrap_or(u64::MAX),
+            enrich: settings.enrich,
+        }
+    }
+
+    /// Audits one trace: `spans` are its spans' indices in `store`, in input order.
+    pub(crate) fn audit(&mut self, store: &Store, spans: &[u32]) -> TraceOutcome {
+        let plan = Plan::new(store, spans, self.skew);
+        let n = spans.len();
+        let base = self.next_id;
+        // Ids: the spans `base + 1 ..= base + n`, the parents they name but the input
+        // lacks `base + n + 1 ..= base + 2n`.
+        self.next_id = base.saturating_add(2 * n as u64 + 1);
+        {
+            let mut exported = self.exported.0.lock();
+            exported.base = base;
+            exported.attributes.clear();
+            exported.attributes.resize_with(n, || None);
+        }
+        let trace = TraceId::from_bytes(store.spans[spans[0] as usize].trace);
+        let mut replay = Replay {
+            store,
+            spans,
+            plan: &plan,
+            tracer: &self.tracer,
+            ids: &self.ids,
+            clock: &self.clock,
+            trace,
+            base,
+            live: HashMap::new(),
+            started: vec![false; n],
+        };
+        replay.run();
+        drop(replay);
+        let attributes = std::mem::take(&mut self.exported.0.lock().attributes);
+        self.outcome(store, spans, &plan, attributes)
+    }
+
+    fn outcome(
+        &self,
+        store: &Store,
+        spans: &[u32],
+        plan: &Plan,
+        exported: Vec<Option<Vec<KeyValue>>>,
+    ) -> TraceOutcome {
+        let mut outcome = TraceOutcome {
+            reports: Vec::with_capacity(spans.len()),
+            enriched: Vec::new(),
+        };
+        for (i, (&index, attributes)) in spans.iter().zip(exported).enumerate() {
+            let record = &store.spans[index as usize];
+            let text = store.text(record);
+            let body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
+            let items: &[&RawValue] = body
+                .as_ref()
+                .and_then(|b| b.attributes.as_deref())
+                .unwrap_or(&[]);
+            let fed = Fed::read(items);
+            let name = body.as_ref().and_then(|b| b.name.as_deref()).unwrap_or("");
+            // A span not replayed (a second copy of an id) is written back as read.
+            let mut attributes = attributes.unwrap_or_else(|| fed.key_values());
+            let recognised = last_value(&attributes, keys::ROLE).is_some();
+            let entry = &plan.entries[i];
+            if recognised && !entry.duplicate {
+                if entry.missing_parent {
+                    add_finding(&mut attributes, FindingCode::MissingParent);
+                }
+                if entry.invalid_time {
+                    add_finding(&mut attributes, FindingCode::InvalidTime);
+                }
+            }
+            outcome.reports.push(ReportSpan::new(
+                TraceId::from_bytes(record.trace),
+                SpanId::from_bytes(record.id),
+                SpanId::from_bytes(record.parent),
+                name,
+                record.start,
+                &attributes,
+            ));
+            if self.enrich {
+                if let Some(list) = fed.write_back(&attributes) {
+                    outcome.enriched.push((index, with_attributes(text, &list)));
+                }
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn add_finding(attributes: &mut Vec<KeyValue>, code: FindingCode) {
+    let mut codes: Vec<StringValue> = match last_value(attributes, keys::FINDINGS) {
+        Some(Value::Array(Array::String(codes))) => codes.clone(),
+        _ => Vec::new(),
+    };
+    if codes.iter().any(|c| c.as_str() == code.as_str()) {
+        return;
+    }
+    codes.push(StringValue::from(code.as_str()));
+    attributes.retain(|kv| kv.key.as_str() != keys::FINDINGS);
+    attributes.push(KeyValue::new(
+        keys::FINDINGS,
+        Value::Array(Array::String(codes)),
+    ));
+}
+
+/// A span of the trace as the replay sees it.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    /// Its parent's place in the trace.
+    parent: Option<u32>,
+    /// It names a parent (same trace, not remote) that the input lacks, or one that
+    /// closes a parent cycle.
+    missing_parent: bool,
+    start: u64,
+    /// Its end (its start when it ends before it starts).
+    end: u64,
+    invalid_time: bool,
+    depth: u32,
+    /// When its end is replayed (its end, lifted past its children's that end less
+    /// than the skew after it).
+    key: u64,
+    /// A second span with the same id: not replayed, written back as read.
+    duplicate: bool,
+    first_child: Option<u32>,
+    next_sibling: Option<u32>,
+}
+
+/// The order of a trace's events.
+struct Plan {
+    entries: Vec<Entry>,
+    /// One sequence of ends per resource, in order of appearance.
+    sequences: Vec<Vec<u32>>,
+    /// Spans by start (then depth, then place).
+    starts: Vec<u32>,
+    /// A start less than this before an end is replayed after it.
+    skew: u64,
+}
+
+impl Plan {
+    fn new(store: &Store, spans: &[u32], skew: u64) -> Plan {
+        let n = spans.len();
+        let records: Vec<&SpanRecord> = spans.iter().map(|&i| &store.spans[i as usize]).collect();
+        let mut place: HashMap<[u8; 8], u32> = HashMap::with_capacity(n);
+        let mut entries: Vec<Entry> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let duplicate = place.insert(r.id, i as u32).is_some();
+                Entry {
+                    start: r.start,
+                    end: r.end.max(r.start),
+                    invalid_time: r.end < r.start,
+                    key: r.end.max(r.start),
+                    duplicate,
+                    ..Entry::default()
+                }
+            })
+            .collect();
+        // The first copy of an id is the one replayed.
+        for (i, r) in records.iter().enumerate().rev() {
+            if !entries[i].duplicate {
+                place.insert(r.id, i as u32);
+            }
+        }
+        for (i, r) in records.iter().enumerate() {
+            if !r.has_parent() {
+                continue;
+            }
+            match place.get(&r.parent) {
+                Some(&p) if p as usize != i && !entries[i].duplicate => entries[i].parent = Some(p),
+                Some(_) => entries[i].missing_parent = !entries[i].duplicate,
+                None => entries[i].missing_parent = !r.parent_remote(),
+            }
+        }
+        break_cycles(&mut entries);
+        // Depths, without recursion.
+        let mut known = vec![false; n];
+        let mut path: Vec<usize> = Vec::new();
+        for i in 0..n {
+            let mut at = i;
+            let base = loop {
+                if known[at] {
+                    break entries[at].depth + 1;
+                }
+                path.push(at);
+                match entries[at].parent {
+                    Some(p) => at = p as usize,
+                    None => break 0,
+                }
+            };
+            let mut depth = base;
+            while let Some(j) = path.pop() {
+                entries[j].depth = depth;
+                known[j] = true;
+                depth += 1;
+            }
+        }
+        // Children lists (in place order).
+        for i in (0..n).rev() {
+            if let Some(p) = entries[i].parent {
+                entries[i].next_sibling = entries[p as usize].first_child;
+                entries[p as usize].first_child = Some(i as u32);
+            }
+        }
+        // A parent's end comes after its children's that end less than the skew after
+        // it (deepest first, so that keys lift through the levels).
+        let mut by_depth: Vec<u32> = (0..n as u32).collect();
+        by_depth.sort_by_key(|&i| Reverse(entries[i as usize].depth));
+        for &c in &by_depth {
+            let child = &entries[c as usize];
+            if let Some(p) = child.parent {
+                let (end, key) = (child.end, child.key);
+                let parent = &mut entries[p as usize];
+                if end < parent.end.saturating_add(skew) {
+                    parent.key = parent.key.max(key.saturating_add(1));
+                }
+            }
+        }
+        let mut sequences: Vec<Vec<u32>> = Vec::new();
+        let mut sequence_of: HashMap<u32, usize> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            if entries[i].duplicate {
+                continue;
+            }
+            let next = sequences.len();
+            let at = *sequence_of.entry(r.resource).or_insert(next);
+            if at == next {
+                sequences.push(Vec::new());
+            }
+            sequences[at].push(i as u32);
+        }
+        let mut starts: Vec<u32> = (0..n as u32)
+            .filter(|&i| !entries[i as usize].duplicate)
+            .collect();
+        starts.sort_by_key(|&i| {
+            let e = &entries[i as usize];
+            (e.start, e.depth, i)
+        });
+        Plan {
+            entries,
+            sequences,
+            starts,
+            skew,
+        }
+    }
+}
+
+/// Breaks every parent cycle at the span of the cycle that starts first (then comes
+/// first): it becomes a root that names a missing parent.
+fn break_cycles(entries: &mut [Entry]) {
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; entries.len()];
+    let mut path: Vec<usize> = Vec::new();
+    for i in 0..entries.len() {
+        let mut at = i;
+        loop {
+            match state[at] {
+                2 => break,
+                1 => {
+                    // `at` is on the path: the cycle is the path from `at`.
+                    let from = path.iter().position(|&p| p == at).unwrap_or(0);
+                    let cycle = &path[from..];
+                    if let Some(&first) = cycle.iter().min_by_key(|&&c| (entries[c].start, c)) {
+                        entries[first].parent = None;
+                        entries[first].missing_parent = true;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+            state[at] = 1;
+            path.push(at);
+            match entries[at].parent {
+                Some(p) => at = p as usize,
+                None => break,
+            }
+        }
+        for p in path.drain(..) {
+            state[p] = 2;
+        }
+    }
+}
+
+/// The replay of one trace.
+struct Replay<'a> {
+    store: &'a Store,
+    spans: &'a [u32],
+    plan: &'a Plan,
+    tracer: &'a SdkTracer,
+    ids: &'a SharedIds,
+    clock: &'a AtomicU64,
+    trace: TraceId,
+    base: u64,
+    /// The spans open now, with the status to end them with.
+    live: HashMap<u32, (Span, Status)>,
+    started: Vec<bool>,
+}
+
+fn time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn kind(kind: i64) -> SpanKind {
+    match kind {
+        2 => SpanKind::Server,
+        3 => SpanKind::Client,
+        4 => SpanKind::Producer,
+        5 => SpanKind::Consumer,
+        _ => SpanKind::Internal,
+    }
+}
+
+impl Replay<'_> {
+    fn run(&mut self) {
+        let plan = self.plan;
+        let mut heads: BinaryHeap<Reverse<(u64, u32, u32)>> = plan
+            .sequences
+            .iter()
+            .enumerate()
+            .filter_map(|(g, seq)| {
+                seq.first()
+                    .map(|&i| Reverse((plan.entries[i as usize].key, g as u32, 0)))
+            })
+            .collect();
+        let mut s = 0;
+        while let Some(Reverse((_, g, pos))) = heads.pop() {
+            let sequence = &plan.sequences[g as usize];
+            let e = sequence[pos as usize];
+            if let Some(&next) = sequence.get(pos as usize + 1) {
+                heads.push(Reverse((plan.entries[next as usize].key, g, pos + 1)));
+            }
+            let end = plan.entries[e as usize].end;
+            // Starts well before this end go first; one within the skew of it is
+            // replayed after it (a millisecond start clock), unless it is a child's.
+            while let Some(&next) = plan.starts.get(s) {
+                if plan.entries[next as usize].start.saturating_add(plan.skew) >= end {
+                    break;
+                }
+                self.start(next);
+                s += 1;
+            }
+            self.start(e);
+            let mut child = plan.entries[e as usize].first_child;
+            while let Some(c) = child {
+                if plan.entries[c as usize].start <= end {
+                    self.start(c);
+                }
+                child = plan.entries[c as usize].next_sibling;
+            }
+            if let Some((mut span, status)) = self.live.remove(&e) {
+                self.clock.store(end, Ordering::Relaxed);
+                if status != Status::Unset {
+                    span.set_status(status);
+                }
+                span.end_with_timestamp(time(end));
+            }
+        }
+    }
+
+    /// Starts span `i` (its ancestors first, when they have not started).
+    fn start(&mut self, i: u32) {
+        let mut chain = vec![i];
+        let mut at = i;
+        while let Some(p) = self.plan.entries[at as usize].parent {
+            if self.started[p as usize] {
+                break;
+            }
+            chain.push(p);
+            at = p;
+        }
+        while let Some(j) = chain.pop() {
+            self.start_one(j);
+        }
+    }
+
+    fn start_one(&mut self, i: u32) {
+        if std::mem::replace(&mut self.started[i as usize], true) {
+            return;
+        }
+        let entry = &self.plan.entries[i as usize];
+        let record = &self.store.spans[self.spans[i as usize] as usize];
+        let text = self.store.text(record);
+        let body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
+        let items: &[&RawValue] = body
+            .as_ref()
+            .and_then(|b| b.attributes.as_deref())
+            .unwrap_or(&[]);
+        let attributes = Fed::read(items).key_values();
+        let name = body
+            .as_ref()
+            .and_then(|b| b.name.as_deref())
+            .unwrap_or("")
+            .to_owned();
+        let status = match body.as_ref().and_then(|b| b.status.as_ref()) {
+            Some(s) if s.code.map_or(0, |c| c.0) == 2 => {
+                Status::error(s.message.as_deref().unwrap_or("").to_owned())
+            }
+            Some(s) if s.code.map_or(0, |c| c.0) == 1 => Status::Ok,
+            _ => Status::Unset,
+        };
+        let kind = kind(body.as_ref().and_then(|b| b.kind).map_or(1, |k| k.0));
+        drop(body);
+        self.clock.store(entry.start, Ordering::Relaxed);
+        let n = self.spans.len() as u64;
+        *self.ids.0 .0.lock() = (self.trace, SpanId::from(self.base + 1 + u64::from(i)));
+        let parent = match entry.parent {
+            Some(p) => Some((self.base + 1 + u64::from(p), false)),
+            None if record.has_parent() => {
+                Some((self.base + n + 1 + u64::from(i), record.parent_remote()))
+            }
+            None => None,
+        };
+        let parent_cx = match parent {
+            None => Context::new(),
+            Some((id, remote)) => Context::new().with_remote_span_context(SpanContext::new(
+                self.trace,
+                SpanId::from(id),
+                TraceFlags::SAMPLED,
+                remote,
+                TraceState::NONE,
+            )),
+        };
+        let builder = self
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_start_time(time(entry.start))
+            .with_attributes(attributes);
+        let span = self.tracer.build_with_context(builder, &parent_cx);
+        self.live.insert(i, (span, status));
+    }
+}

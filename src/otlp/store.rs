@@ -1,0 +1,201 @@
+//! The inputs held for the audit: each request's text as it was read, and one compact
+//! record per span (ids, times and where its text is), so that memory stays a small
+//! multiple of the input whatever the spans hold.
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
+use super::attributes::Fed;
+use super::input::{describe, InputError, RequestText};
+use super::json::{hex_id, offset_in, RequestHead, SpanHead};
+use crate::hashing::hash_str;
+use crate::keys::read::gen_ai;
+use crate::recognition::{builtin_role, Role};
+
+/// A request as read, and its place.
+pub(crate) struct StoredRequest {
+    /// Its JSON text, on one line.
+    pub(crate) text: Box<str>,
+    /// Its first span's index in [`Store::spans`].
+    pub(crate) first_span: u32,
+}
+
+/// One span: what orders and links it, and where its text is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanRecord {
+    pub(crate) trace: [u8; 16],
+    pub(crate) id: [u8; 8],
+    /// All zero: no parent.
+    pub(crate) parent: [u8; 8],
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// The span's text: `request`'s text from `offset`, `len` bytes.
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+    pub(crate) request: u32,
+    /// Distinct resources (by their text) get distinct numbers.
+    pub(crate) resource: u32,
+    pub(crate) flags: u32,
+}
+
+/// `flags` bits 8 and 9: whether the parent's remoteness is known, and whether it is
+/// remote.
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
+
+impl SpanRecord {
+    /// Whether its parent is known to be in another process.
+    pub(crate) fn parent_remote(&self) -> bool {
+        self.flags & HAS_IS_REMOTE != 0 && self.flags & IS_REMOTE != 0
+    }
+
+    pub(crate) fn has_parent(&self) -> bool {
+        self.parent != [0; 8]
+    }
+}
+
+/// Everything read, in input order (files in the order given, then lines).
+#[derive(Default)]
+pub(crate) struct Store {
+    pub(crate) files: Vec<String>,
+    pub(crate) requests: Vec<StoredRequest>,
+    pub(crate) spans: Vec<SpanRecord>,
+    resources: HashMap<Box<str>, u32>,
+    /// The hash of each generation's response id, and its trace.
+    pub(crate) responses: Vec<(u64, [u8; 16])>,
+}
+
+impl Store {
+    /// The text of span `i`.
+    pub(crate) fn text(&self, span: &SpanRecord) -> &str {
+        let request = &self.requests[span.request as usize].text;
+        let start = span.offset as usize;
+        request
+            .get(start..start + span.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// Starts a new input named `file`; returns its number.
+    pub(crate) fn begin_file(&mut self, file: &str) -> u32 {
+        self.files.push(file.to_owned());
+        (self.files.len() - 1) as u32
+    }
+
+    /// Reads the spans of one request of input `file` and keeps it.
+    pub(crate) fn add(&mut self, file: u32, request: RequestText) -> Result<(), InputError> {
+        let name = self.files.get(file as usize).cloned().unwrap_or_default();
+        let error = |reason: String| InputError {
+            file: name.clone(),
+            line: request.line,
+            reason,
+        };
+        if u32::try_from(request.text.len()).is_err() {
+            return Err(error("a request over 4 GiB".to_owned()));
+        }
+        let text: Box<str> = request.text.into_boxed_str();
+        let head: RequestHead<'_> = match serde_json::from_str(&text) {
+            Ok(head) => head,
+            Err(e) => return Err(error(describe(&e))),
+        };
+        let index = u32::try_from(self.requests.len())
+            .map_err(|_| error("more than 4 294 967 295 requests".to_owned()))?;
+        let first_span = self.spans.len() as u32;
+        let mut added = Vec::new();
+        for resource_spans in head.resource_spans.iter().flatten() {
+            let resource_text = resource_spans.resource.map_or("", RawValue::get);
+            let next = self.resources.len() as u32;
+            let resource = match self.resources.get(resource_text) {
+                Some(&n) => n,
+                None => {
+                    self.resources.insert(resource_text.into(), next);
+                    next
+                }
+            };
+            for scope_spans in resource_spans.scope_spans.iter().flatten() {
+                for raw in scope_spans.spans.iter().flatten() {
+                    let (record, response) =
+                        read_span(raw, &text, index, resource).map_err(&error)?;
+                    if let Some(hash) = response {
+                        self.responses.push((hash, record.trace));
+                    }
+                    added.push(record);
+                }
+            }
+        }
+        if u32::try_from(self.spans.len() + added.len()).is_err() {
+            return Err(error("more than 4 294 967 295 spans".to_owned()));
+        }
+        self.spans.append(&mut added);
+        drop(head);
+        self.requests.push(StoredRequest { text, first_span });
+        Ok(())
+    }
+}
+
+/// One span's record, and the hash of its response id when it is a generation's.
+fn read_span(
+    raw: &RawValue,
+    request: &str,
+    index: u32,
+    resource: u32,
+) -> Result<(SpanRecord, Option<u64>), String> {
+    let head: SpanHead<'_> = serde_json::from_str(raw.get()).map_err(|e| describe(&e))?;
+    let trace = hex_id::<16>(head.trace_id.as_deref(), "traceId")?
+        .filter(|t| *t != [0; 16])
+        .ok_or_else(|| "traceId must be 32 hex digits, not all zero (got none)".to_owned())?;
+    let id = hex_id::<8>(head.span_id.as_deref(), "spanId")?
+        .filter(|t| *t != [0; 8])
+        .ok_or_else(|| "spanId must be 16 hex digits, not all zero (got none)".to_owned())?;
+    let parent = hex_id::<8>(head.parent_span_id.as_deref(), "parentSpanId")?.unwrap_or([0; 8]);
+    let time = |t: Option<super::json::Int>, what: &str| match t {
+        None => Ok(0),
+        Some(t) => t
+            .as_u64()
+            .ok_or_else(|| format!("{what} must be a non-negative 64-bit integer")),
+    };
+    let start = time(head.start_time_unix_nano, "startTimeUnixNano")?;
+    let end = time(head.end_time_unix_nano, "endTimeUnixNano")?;
+    let flags = head
+        .flags
+        .and_then(|f| u32::try_from(f.0).ok())
+        .unwrap_or(0);
+    let response = head
+        .attributes
+        .as_ref()
+        .is_some_and(|attributes| {
+            attributes
+                .iter()
+                .any(|a| a.key.as_deref() == Some(gen_ai::RESPONSE_ID))
+        })
+        .then(|| generation_response(raw))
+        .flatten();
+    let record = SpanRecord {
+        trace,
+        id,
+        parent,
+        start,
+        end,
+        offset: offset_in(request, raw.get()) as u32,
+        len: raw.get().len() as u32,
+        request: index,
+        resource,
+        flags,
+    };
+    Ok((record, response))
+}
+
+/// The hash of a span's response id, when the span is a generation (read as the audit
+/// reads it: final attributes, an earlier audit's keys removed).
+fn generation_response(raw: &RawValue) -> Option<u64> {
+    let body: super::json::SpanBody<'_> = serde_json::from_str(raw.get()).ok()?;
+    let fed = Fed::read(body.attributes.as_deref().unwrap_or(&[]));
+    let attributes = fed.key_values();
+    let name = body.name.as_deref().unwrap_or("");
+    if builtin_role(name, &attributes) != Role::Generation {
+        return None;
+    }
+    let id = crate::attributes::last_value(&attributes, gen_ai::RESPONSE_ID)?;
+    let id = id.as_str();
+    (!id.trim().is_empty()).then(|| hash_str(&id))
+}
