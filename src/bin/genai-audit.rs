@@ -286,6 +286,12 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A write over the file-size limit fails (and is handled) instead of killing us.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's action to "ignore" before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check {

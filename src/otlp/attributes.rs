@@ -13,7 +13,7 @@ use opentelemetry::{Array, KeyValue, Value};
 use serde_json::value::RawValue;
 
 use super::json::{api_attribute, attribute_text, attribute_with_value_text, members, value_text};
-use crate::keys;
+use crate::keys::{self, read::gen_ai};
 
 /// One attribute the audit reads, with where it came from.
 struct FedItem<'a> {
@@ -54,6 +54,10 @@ impl<'a> Fed<'a> {
                 }
             }
         }
+        // A repair of `foreign_response` replaces the response id and sets the model: a
+        // model without its value under `genai_audit.reported.` was added by it.
+        let model_added = reported.contains_key(gen_ai::RESPONSE_ID)
+            && !reported.contains_key(gen_ai::RESPONSE_MODEL);
         let mut last_of: HashMap<&str, usize> = HashMap::new();
         if !reported.is_empty() {
             for (i, item) in parsed.iter().enumerate() {
@@ -79,9 +83,13 @@ impl<'a> Fed<'a> {
                 restored_text.insert(to, text);
             }
         }
-        // Written by an earlier audit: its own keys, and the cost it added to a call it
-        // priced.
-        let written = |key: &str| is_audit(key) || (computed && key == keys::GEN_AI_USAGE_COST);
+        // Written by an earlier audit: its own keys, the cost it added to a call it
+        // priced, and a model its repair added.
+        let written = |key: &str| {
+            is_audit(key)
+                || (computed && key == keys::GEN_AI_USAGE_COST)
+                || (model_added && key == gen_ai::RESPONSE_MODEL)
+        };
         let mut dropped = false;
         let mut fed = Vec::with_capacity(parsed.len());
         for (position, item) in parsed.into_iter().enumerate() {

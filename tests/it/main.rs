@@ -17,9 +17,13 @@ mod cli_bad_input;
 #[cfg(feature = "cli")]
 mod cli_exported_leaks;
 #[cfg(feature = "cli")]
+mod cli_properties;
+#[cfg(feature = "cli")]
 mod cli_recordings;
 #[cfg(feature = "cli")]
 mod cli_samples;
+#[cfg(feature = "cli")]
+mod cli_trust;
 mod coding_agent_turn;
 mod concurrent_agents;
 mod contamination;
