@@ -182,17 +182,23 @@ fn peak_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs `genai-audit check --json FILE`; returns the wall time and peak memory (bytes).
-fn run_check(input: &Path) -> (Duration, u64) {
+/// Runs `program` with `args`; returns the wall time, the peak memory (bytes, the
+/// process's `VmHWM` read while it runs) and its standard output.
+fn measure(program: &Path, args: &[&std::ffi::OsStr]) -> (Duration, u64, String) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genai-audit"))
-        .args(["check", "--json"])
-        .arg(input)
+    let mut child = Command::new(program)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start genai-audit");
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
     let pid = child.id();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
     let mut peak = 0;
     loop {
         if let Some(kb) = peak_kb(pid) {
@@ -204,13 +210,70 @@ fn run_check(input: &Path) -> (Duration, u64) {
         }
     }
     let elapsed = started.elapsed();
-    let output = child.wait_with_output().expect("output");
-    let summary = String::from_utf8_lossy(&output.stdout);
+    let text = reader.join().unwrap_or_default();
+    (elapsed, peak * 1024, text)
+}
+
+fn genai_audit() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_genai-audit"))
+}
+
+/// `genai-audit check --json FILE`: wall time and peak memory; the file is clean.
+fn run_check(input: &Path) -> (Duration, u64) {
+    let (elapsed, peak, summary) = measure(
+        genai_audit(),
+        &["check".as_ref(), "--json".as_ref(), input.as_os_str()],
+    );
     assert!(
         summary.contains("\"findings_total\":0"),
         "unexpected findings: {summary}"
     );
-    (elapsed, peak * 1024)
+    (elapsed, peak)
+}
+
+/// `genai-audit enrich FILE -o OUT`: wall time and peak memory.
+fn run_enrich(input: &Path, output: &Path) -> (Duration, u64) {
+    let (elapsed, peak, _) = measure(
+        genai_audit(),
+        &[
+            "enrich".as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            output.as_os_str(),
+        ],
+    );
+    assert!(output.exists(), "enrich wrote nothing");
+    (elapsed, peak)
+}
+
+/// The Python offline auditor `tracecost` 0.1.0, from `$TRACECOST`, else a virtual
+/// environment under `target/` made with PyPI's package; `None` (and a note) when it
+/// cannot be had.
+fn tracecost() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TRACECOST") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tracecost-venv");
+    let program = venv.join("bin/tracecost");
+    if !program.exists() {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status();
+        let installed = made.is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "tracecost==0.1.0"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !installed {
+            println!(
+                "(tracecost 0.1.0 could not be installed from PyPI: its comparison is skipped)"
+            );
+            return None;
+        }
+    }
+    Some(program)
 }
 
 fn temp_dir() -> PathBuf {
@@ -223,23 +286,117 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Writes `n` traces of one plain span each (~86 bytes a span), 1 000 a request.
+fn generate_one_span_traces(path: &Path, n: usize) -> u64 {
+    let file = std::fs::File::create(path).expect("create the input file");
+    let mut out = std::io::BufWriter::new(file);
+    let mut batch: Vec<String> = Vec::with_capacity(1000);
+    for i in 0..n {
+        batch.push(format!(
+            r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"s"}}"#,
+            i + 1,
+            i + 1
+        ));
+        if batch.len() == 1000 || i + 1 == n {
+            writeln!(
+                out,
+                r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+                batch.join(",")
+            )
+            .expect("write");
+            batch.clear();
+        }
+    }
+    out.flush().expect("flush");
+    drop(out);
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn row(label: &str, run: usize, spans: f64, size: u64, (elapsed, peak): (Duration, u64)) {
+    println!(
+        "| {label} | {run} | {:.2} s | {:.0} | {:.0} MiB | {:.2}× |",
+        elapsed.as_secs_f64(),
+        spans / elapsed.as_secs_f64(),
+        mib(peak),
+        peak as f64 / size as f64
+    );
+}
+
 fn million(dir: &Path) {
     let input = dir.join("1m.otlp.json");
+    let output = dir.join("1m.enriched.json");
     let size = generate(&input, 1_000_000 / SPANS_PER_TRACE);
-    println!("1 000 000 spans, {:.0} MiB of OTLP JSON", mib(size));
-    println!("| run | time | spans/s | peak memory | memory / input |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "1 000 000 agent spans (100 000 traces), {:.0} MiB of OTLP JSON",
+        mib(size)
+    );
+    println!("| command | run | time | spans/s | peak memory | memory / input |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut ours = Vec::new();
     for run in 1..=3 {
-        let (elapsed, peak) = run_check(&input);
+        let check = run_check(&input);
+        ours.push(check);
+        row("genai-audit check", run, 1e6, size, check);
+    }
+    for run in 1..=3 {
+        row(
+            "genai-audit enrich",
+            run,
+            1e6,
+            size,
+            run_enrich(&input, &output),
+        );
+    }
+    let _ = std::fs::remove_file(&output);
+    if let Some(tracecost) = tracecost() {
+        let args: [&std::ffi::OsStr; 5] = [
+            "cost".as_ref(),
+            input.as_os_str(),
+            "--by".as_ref(),
+            "trace".as_ref(),
+            "--top".as_ref(),
+        ];
+        let mut theirs = Vec::new();
+        for run in 1..=3 {
+            let (elapsed, peak, _) = measure(
+                &tracecost,
+                &[args[0], args[1], args[2], args[3], args[4], "1".as_ref()],
+            );
+            theirs.push((elapsed, peak));
+            row("tracecost cost --by trace", run, 1e6, size, (elapsed, peak));
+        }
+        let median = |mut v: Vec<(Duration, u64)>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (a, b) = (median(ours.clone()), median(theirs));
         println!(
-            "| {run} | {:.2} s | {:.0} | {:.0} MiB | {:.2}× |",
-            elapsed.as_secs_f64(),
-            1_000_000.0 / elapsed.as_secs_f64(),
-            mib(peak),
-            peak as f64 / size as f64
+            "tracecost / genai-audit check (medians): time {:.1}×, peak memory {:.1}×",
+            b.0.as_secs_f64() / a.0.as_secs_f64(),
+            b.1 as f64 / a.1 as f64
         );
     }
     let _ = std::fs::remove_file(&input);
+
+    let input = dir.join("1m-one-span.otlp.json");
+    let size = generate_one_span_traces(&input, 1_000_000);
+    println!();
+    println!(
+        "1 000 000 traces of one span, {:.0} MiB of OTLP JSON",
+        mib(size)
+    );
+    println!("| command | run | time | spans/s | peak memory | memory / input |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    row("genai-audit check", 1, 1e6, size, run_check(&input));
+    row(
+        "genai-audit enrich",
+        1,
+        1e6,
+        size,
+        run_enrich(&input, &output),
+    );
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
 }
 
 fn criterion_check(c: &mut Criterion) {

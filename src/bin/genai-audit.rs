@@ -13,7 +13,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use genai_audit::otlp::{audit, AuditOptions, Audited, InputError, Inputs, DEFAULT_MAX_LINE_BYTES};
+use genai_audit::otlp::{
+    audit, enrich as enrich_inputs, AuditOptions, EnrichError, InputError, Inputs,
+    DEFAULT_MAX_LINE_BYTES,
+};
 use genai_audit::report::{Report, ReportOptions, Summary};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
@@ -113,7 +116,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Input {
-    fn options(&self, enrich: bool) -> AuditOptions {
+    fn options(&self) -> AuditOptions {
         AuditOptions {
             skew: self.skew,
             leak_policy: self.leak_policy,
@@ -121,7 +124,6 @@ impl Input {
             prices_file: self.prices_file.clone(),
             max_tracked_spans: self.max_tracked_spans,
             max_span_age: self.max_span_age_secs.map(Duration::from_secs),
-            enrich,
         }
     }
 }
@@ -130,6 +132,8 @@ impl Input {
 enum Failure {
     /// Unreadable input or an unusable setting (exit 2).
     Input(String),
+    /// Writing the output failed (exit 2).
+    Write(io::Error),
     /// Standard output was closed (`| head`): end quietly.
     ClosedOutput,
 }
@@ -165,32 +169,39 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Reads and audits the inputs, handing each trace's report spans to `report`.
+/// Reads the inputs, and audits them, handing each trace's report spans to `report`;
+/// with `out`, writes the enriched spans there.
 fn run_audit(
     input: &Input,
-    enrich: bool,
     report: &mut Report,
-) -> Result<(Inputs, Audited), Failure> {
+    out: Option<&mut dyn Write>,
+) -> Result<(), Failure> {
     if std::env::var_os("GENAI_AUDIT_DISABLED").is_some() {
         eprintln!("genai-audit: GENAI_AUDIT_DISABLED applies to the processor only; the command audits all the same");
     }
     let inputs = load(input).map_err(|e| Failure::Input(e.to_string()))?;
     let bar = progress_bar(inputs.spans());
-    let audited = audit(
-        &inputs,
-        &input.options(enrich),
-        &mut |trace| report.add_trace(trace),
-        &|done| {
-            if let Some(bar) = &bar {
-                bar.set_position(done);
-            }
-        },
-    )
-    .map_err(|e| Failure::Input(e.to_string()))?;
+    let progress = |done| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    };
+    let on_trace = &mut |trace| report.add_trace(trace);
+    let result = match out {
+        None => audit(&inputs, &input.options(), on_trace, &progress)
+            .map_err(|e| Failure::Input(e.to_string())),
+        Some(out) => enrich_inputs(&inputs, &input.options(), on_trace, &progress, out).map_err(
+            |e| match e {
+                EnrichError::Write(e) if is_closed(&e) => Failure::ClosedOutput,
+                EnrichError::Write(e) => Failure::Write(e),
+                other => Failure::Input(other.to_string()),
+            },
+        ),
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok((inputs, audited))
+    result
 }
 
 fn is_closed(error: &io::Error) -> bool {
@@ -205,8 +216,8 @@ fn check(input: &Input, fail_on: &[FindingCode], json: bool, all: bool) -> ExitC
         ..ReportOptions::default()
     };
     let mut report = Report::new(options);
-    if let Err(failure) = run_audit(input, false, &mut report) {
-        return fail(failure);
+    if let Err(failure) = run_audit(input, &mut report, None) {
+        return fail(failure, "");
     }
     let failed = report.summary().count(fail_on) > 0;
     let code = if failed {
@@ -231,51 +242,58 @@ fn check(input: &Input, fail_on: &[FindingCode], json: bool, all: bool) -> ExitC
     }
 }
 
-/// Writes `audited` to `output` (`-`: standard output); a file is written beside its
-/// target and renamed over it only once everything is written.
-fn write_output(output: &Path, inputs: &Inputs, audited: &Audited) -> Result<(), Failure> {
-    if output.as_os_str() == "-" {
-        let mut out = io::BufWriter::new(io::stdout().lock());
-        return match audited.write(&mut out, inputs).and_then(|()| out.flush()) {
-            Ok(()) => Ok(()),
-            Err(e) if is_closed(&e) => Err(Failure::ClosedOutput),
-            Err(e) => Err(Failure::Input(format!("cannot write the output: {e}"))),
-        };
-    }
-    let cannot = |e: io::Error| Failure::Input(format!("cannot write {}: {e}", output.display()));
-    let dir = match output.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".to_owned());
-    let temporary = dir.join(format!(".{name}.genai-audit-{}.tmp", std::process::id()));
-    let written = fs::File::create(&temporary).and_then(|file| {
-        let mut out = io::BufWriter::new(file);
-        audited.write(&mut out, inputs)?;
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| fs::rename(&temporary, output)) {
-        let _ = fs::remove_file(&temporary);
-        return Err(cannot(e));
-    }
-    Ok(())
-}
-
+/// `enrich` to `output` (`-`: standard output). A file is written beside its target
+/// and renamed over it only once everything is written; on any error it is removed
+/// and the target (the input too, when `-o` names it) is as it was.
 fn enrich(input: &Input, output: &Path) -> ExitCode {
     let mut report = Report::new(ReportOptions {
         trees: false,
         ..ReportOptions::default()
     });
-    let (inputs, audited) = match run_audit(input, true, &mut report) {
-        Ok(done) => done,
-        Err(failure) => return fail(failure),
-    };
-    if let Err(failure) = write_output(output, &inputs, &audited) {
-        return fail(failure);
+    let name = output.display().to_string();
+    if output.as_os_str() == "-" {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let result = run_audit(input, &mut report, Some(&mut out)).and_then(|()| {
+            out.flush().map_err(|e| {
+                if is_closed(&e) {
+                    Failure::ClosedOutput
+                } else {
+                    Failure::Write(e)
+                }
+            })
+        });
+        if let Err(failure) = result {
+            return fail(failure, &name);
+        }
+    } else {
+        let dir = match output.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "output".to_owned());
+        let temporary = dir.join(format!(
+            ".{file_name}.genai-audit-{}.tmp",
+            std::process::id()
+        ));
+        let file = match fs::File::create(&temporary) {
+            Ok(file) => file,
+            Err(e) => return fail(Failure::Write(e), &name),
+        };
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let result = run_audit(input, &mut report, Some(&mut out)).and_then(|()| {
+            let file = out
+                .into_inner()
+                .map_err(|e| Failure::Write(e.into_error()))?;
+            file.sync_all().map_err(Failure::Write)?;
+            fs::rename(&temporary, output).map_err(Failure::Write)
+        });
+        if let Err(failure) = result {
+            let _ = fs::remove_file(&temporary);
+            return fail(failure, &name);
+        }
     }
     let summary = report.summary();
     eprintln!(
@@ -304,10 +322,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn fail(failure: Failure) -> ExitCode {
+/// Reports `failure` (writing to `output`) and gives the exit status.
+fn fail(failure: Failure, output: &str) -> ExitCode {
     match failure {
         Failure::Input(reason) => {
             eprintln!("genai-audit: {reason}");
+            ExitCode::from(2)
+        }
+        Failure::Write(e) => {
+            eprintln!("genai-audit: cannot write {output}: {e}");
             ExitCode::from(2)
         }
         Failure::ClosedOutput => ExitCode::SUCCESS,

@@ -9,16 +9,16 @@
 
 use std::collections::HashMap;
 
-use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry::{KeyValue, Value};
 use serde_json::value::RawValue;
 
-use super::json::{api_attribute, attribute_text, attribute_with_value_text, members, value_text};
+use super::json::{
+    api_attribute, attribute_key, attribute_text, attribute_with_value_text, members, value_text,
+};
 use crate::keys::{self, read::gen_ai};
 
-/// One attribute the audit reads, with where it came from.
+/// Where one attribute the audit reads came from.
 struct FedItem<'a> {
-    key: String,
-    value: Value,
     /// Its place in the span's attribute list.
     position: usize,
     /// The text of the value an earlier `repair` replaced, read back in its place.
@@ -26,16 +26,22 @@ struct FedItem<'a> {
 }
 
 /// What the audit reads of a span's attributes, and how to write them back.
+///
+/// [`Fed::read`] hands the attributes over (the audit gets them by value): a value
+/// the audit changes (a repair) always comes with its `genai_audit.reported.` key, so
+/// the write-back needs no copy of what was read.
 pub(crate) struct Fed<'a> {
-    items: &'a [&'a RawValue],
+    items: Vec<&'a RawValue>,
     fed: Vec<FedItem<'a>>,
     /// Some item of the list is not read (an earlier audit's key, or not an attribute).
     dropped: bool,
 }
 
 impl<'a> Fed<'a> {
-    /// Reads a span's attribute list (each item's text).
-    pub(crate) fn read(items: &'a [&'a RawValue]) -> Fed<'a> {
+    /// Reads a span's attribute list (each item's text): what to write it back with
+    /// (places only: keys are read again, and only for spans the audit changed), and
+    /// the attributes as the audit reads them, in order.
+    pub(crate) fn read(items: Vec<&'a RawValue>) -> (Fed<'a>, Vec<KeyValue>) {
         let mut parsed: Vec<Option<(String, Value)>> =
             items.iter().map(|raw| api_attribute(raw)).collect();
         let is_audit = |key: &str| key.starts_with("genai_audit.");
@@ -46,11 +52,11 @@ impl<'a> Fed<'a> {
             .find(|(k, _)| k == keys::COST_SOURCE)
             .is_some_and(|(_, v)| matches!(v, Value::String(s) if s.as_str() == "computed"));
         // The values an earlier repair replaced, by key (the last of each).
-        let mut reported: HashMap<&str, usize> = HashMap::new();
+        let mut reported: HashMap<String, usize> = HashMap::new();
         for (i, item) in parsed.iter().enumerate() {
             if let Some((key, _)) = item {
                 if let Some(original) = key.strip_prefix(keys::REPORTED_PREFIX) {
-                    reported.insert(original, i);
+                    reported.insert(original.to_owned(), i);
                 }
             }
         }
@@ -58,8 +64,9 @@ impl<'a> Fed<'a> {
         // model without its value under `genai_audit.reported.` was added by it.
         let model_added = reported.contains_key(gen_ai::RESPONSE_ID)
             && !reported.contains_key(gen_ai::RESPONSE_MODEL);
-        let mut last_of: HashMap<&str, usize> = HashMap::new();
+        let mut restored_text: HashMap<usize, &'a str> = HashMap::new();
         if !reported.is_empty() {
+            let mut last_of: HashMap<&str, usize> = HashMap::new();
             for (i, item) in parsed.iter().enumerate() {
                 if let Some((key, _)) = item {
                     if !is_audit(key) {
@@ -67,20 +74,19 @@ impl<'a> Fed<'a> {
                     }
                 }
             }
-        }
-        let restore: Vec<(usize, usize)> = reported
-            .iter()
-            .filter_map(|(key, &from)| last_of.get(key).map(|&to| (to, from)))
-            .collect();
-        let mut restored_text: HashMap<usize, &'a str> = HashMap::new();
-        for (to, from) in restore {
-            let text = value_text(items[from]);
-            let value = parsed[from].as_ref().map(|(_, v)| v.clone());
-            if let (Some(text), Some(value), Some(Some((_, slot)))) =
-                (text, value, parsed.get_mut(to))
-            {
-                *slot = value;
-                restored_text.insert(to, text);
+            let restore: Vec<(usize, usize)> = reported
+                .iter()
+                .filter_map(|(key, &from)| last_of.get(key.as_str()).map(|&to| (to, from)))
+                .collect();
+            for (to, from) in restore {
+                let text = value_text(items[from]);
+                let value = parsed[from].as_ref().map(|(_, v)| v.clone());
+                if let (Some(text), Some(value), Some(Some((_, slot)))) =
+                    (text, value, parsed.get_mut(to))
+                {
+                    *slot = value;
+                    restored_text.insert(to, text);
+                }
             }
         }
         // Written by an earlier audit: its own keys, the cost it added to a call it
@@ -92,42 +98,37 @@ impl<'a> Fed<'a> {
         };
         let mut dropped = false;
         let mut fed = Vec::with_capacity(parsed.len());
+        let mut attributes = Vec::with_capacity(parsed.len());
         for (position, item) in parsed.into_iter().enumerate() {
             match item {
                 Some((key, value)) if !written(&key) => {
                     fed.push(FedItem {
-                        key,
-                        value,
                         position,
                         restored: restored_text.get(&position).copied(),
                     });
+                    attributes.push(KeyValue::new(key, value));
                 }
                 _ => dropped = true,
             }
         }
-        Fed {
-            items,
-            fed,
-            dropped,
-        }
-    }
-
-    /// The attributes as the audit reads them, in order.
-    pub(crate) fn key_values(&self) -> Vec<KeyValue> {
-        self.fed
-            .iter()
-            .map(|item| KeyValue::new(item.key.clone(), item.value.clone()))
-            .collect()
+        (
+            Fed {
+                items,
+                fed,
+                dropped,
+            },
+            attributes,
+        )
     }
 
     /// The attribute list written back, with what the audit exported (`audited`: the
-    /// attributes read, then its own writes, as the SDK exported the span); `None`
-    /// when the list is unchanged.
+    /// attributes [`read`](Self::read) gave, and the audit's writes); `None` when the
+    /// list is unchanged.
     ///
-    /// A key the audit set to another value takes the new value at its last place; a key
-    /// it added is appended, the other keys first, then its own (`genai_audit.*`); a
-    /// `genai_audit.reported.K` carries `K`'s value as it was written. Every other
-    /// attribute keeps its text.
+    /// A value the audit replaced (it has a `genai_audit.reported.` key) takes its new
+    /// value at the key's last place; a key it added is appended, the other keys first,
+    /// then its own (`genai_audit.*`); a `genai_audit.reported.K` carries `K`'s value
+    /// as it was written. Every other attribute keeps its text.
     pub(crate) fn write_back(&self, audited: &[KeyValue]) -> Option<String> {
         let changed = audited.len() != self.fed.len()
             || self.dropped
@@ -135,93 +136,80 @@ impl<'a> Fed<'a> {
         if !changed {
             return None;
         }
-        let mut last_fed: HashMap<&str, usize> = HashMap::with_capacity(self.fed.len());
-        for (i, item) in self.fed.iter().enumerate() {
-            last_fed.insert(item.key.as_str(), i);
-        }
-        let mut last_audited: HashMap<&str, usize> = HashMap::with_capacity(audited.len());
-        for (i, kv) in audited.iter().enumerate() {
-            last_audited.insert(kv.key.as_str(), i);
-        }
-        // New text for fed items (by index in `fed`), and the appended keys.
-        let mut replaced: HashMap<usize, String> = HashMap::new();
-        let mut appended_other: Vec<String> = Vec::new();
-        let mut appended_own: Vec<String> = Vec::new();
-        for (i, kv) in audited.iter().enumerate() {
-            let key = kv.key.as_str();
-            if last_audited.get(key) != Some(&i) {
-                continue;
+        let keys: Vec<Option<String>> = self
+            .fed
+            .iter()
+            .map(|f| {
+                self.items
+                    .get(f.position)
+                    .and_then(|raw| attribute_key(raw))
+            })
+            .collect();
+        let mut last_fed: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(key) = key {
+                last_fed.insert(key.as_str(), i);
             }
-            match last_fed.get(key) {
-                Some(&f) => {
-                    if !same(&self.fed[f].value, &kv.value) {
-                        let mut text = String::new();
-                        attribute_text(kv, &mut text);
-                        replaced.insert(f, text);
-                    }
-                }
-                None => {
-                    let mut text = String::new();
-                    match key
-                        .strip_prefix(keys::REPORTED_PREFIX)
-                        .and_then(|k| self.original_text(k))
-                    {
-                        Some(original) => attribute_with_value_text(key, original, &mut text),
-                        None => attribute_text(kv, &mut text),
-                    }
-                    if key.starts_with("genai_audit.") {
-                        appended_own.push(text);
-                    } else {
-                        appended_other.push(text);
-                    }
-                }
-            }
+        }
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(audited.len());
+        for (i, kv) in audited.iter().enumerate() {
+            last.insert(kv.key.as_str(), i);
         }
         let mut out = String::from("[");
         let mut first = true;
-        let mut push = |out: &mut String, text: &str| {
+        let mut push = |out: &mut String, text: &dyn Fn(&mut String)| {
             if !std::mem::take(&mut first) {
                 out.push(',');
             }
-            out.push_str(text);
+            text(out);
         };
-        for (f, item) in self.fed.iter().enumerate() {
-            if let Some(text) = replaced.get(&f) {
-                push(&mut out, text);
-            } else if let Some(value) = item.restored {
-                let mut text = String::new();
-                attribute_with_value_text(&item.key, value, &mut text);
-                push(&mut out, &text);
-            } else if let Some(raw) = self.items.get(item.position) {
-                push(&mut out, raw.get());
+        for (i, item) in self.fed.iter().enumerate() {
+            let key = keys[i].as_deref().unwrap_or("");
+            let replaced = last_fed.get(key) == Some(&i)
+                && last.contains_key(format!("{}{key}", keys::REPORTED_PREFIX).as_str());
+            match (replaced.then(|| last.get(key)).flatten(), item.restored) {
+                (Some(&new), _) => push(&mut out, &|out| attribute_text(&audited[new], out)),
+                (None, Some(value)) => {
+                    push(&mut out, &|out| attribute_with_value_text(key, value, out))
+                }
+                (None, None) => {
+                    if let Some(raw) = self.items.get(item.position) {
+                        push(&mut out, &|out| out.push_str(raw.get()));
+                    }
+                }
             }
         }
-        for text in appended_other.iter().chain(&appended_own) {
-            push(&mut out, text);
+        for own in [false, true] {
+            for (i, kv) in audited.iter().enumerate() {
+                let key = kv.key.as_str();
+                if last.get(key) != Some(&i)
+                    || key.starts_with("genai_audit.") != own
+                    || last_fed.contains_key(key)
+                {
+                    continue;
+                }
+                let original = key
+                    .strip_prefix(keys::REPORTED_PREFIX)
+                    .and_then(|k| last_fed.get(k))
+                    .and_then(|&f| self.original_text(f));
+                match original {
+                    Some(text) => push(&mut out, &|out| attribute_with_value_text(key, text, out)),
+                    None => push(&mut out, &|out| attribute_text(kv, out)),
+                }
+            }
         }
         out.push(']');
         Some(out)
     }
 
-    /// The text of the value the span carried for `key` (the one the audit read).
-    fn original_text(&self, key: &str) -> Option<&'a str> {
-        let item = self.fed.iter().rev().find(|f| f.key == key)?;
+    /// The text of the value the span carried for the attribute read `i`-th.
+    fn original_text(&self, i: usize) -> Option<&'a str> {
+        let item = self.fed.get(i)?;
         item.restored.or_else(|| {
             self.items
                 .get(item.position)
                 .and_then(|raw| value_text(raw))
         })
-    }
-}
-
-/// Equal values, doubles compared by their bits (a NaN equals itself).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::F64(x), Value::F64(y)) => x.to_bits() == y.to_bits(),
-        (Value::Array(Array::F64(x)), Value::Array(Array::F64(y))) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits())
-        }
-        _ => a == b,
     }
 }
 
@@ -271,10 +259,10 @@ mod tests {
                {"key":"genai_audit.reported.a","value":{"intValue":3}}]"#,
         );
         let refs: Vec<&RawValue> = list.iter().map(|b| &**b).collect();
-        let fed = Fed::read(&refs);
-        assert_eq!(fed.key_values(), vec![KeyValue::new("a", 3)]);
+        let (fed, read) = Fed::read(refs);
+        assert_eq!(read, vec![KeyValue::new("a", 3)]);
         // Nothing audited: the list is written back as it was before the first audit.
-        let back = fed.write_back(&[KeyValue::new("a", 3)]).unwrap();
+        let back = fed.write_back(&read).unwrap();
         assert_eq!(back, r#"[{"key":"a","value":{"intValue":3}}]"#);
     }
 

@@ -22,7 +22,7 @@ use crate::script::TraceScript;
 /// text as it came (on one line) and a small record per span.
 ///
 /// ```
-/// use genai_audit::otlp::{audit, AuditOptions, Inputs};
+/// use genai_audit::otlp::{enrich, AuditOptions, Inputs};
 ///
 /// let line = r#"{"resourceSpans":[{"resource":{},"scopeSpans":[{"scope":{"name":"app"},"spans":[
 ///   {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"chat gpt-4o","kind":3,
@@ -33,13 +33,11 @@ use crate::script::TraceScript;
 ///                  {"key":"gen_ai.usage.output_tokens","value":{"intValue":100}}]}]}]}]}"#;
 /// let mut inputs = Inputs::new(1 << 20);
 /// inputs.read("example.json", line.as_bytes())?;
-/// let options = AuditOptions { enrich: true, ..AuditOptions::default() };
 /// let mut spans = Vec::new();
-/// let audited = audit(&inputs, &options, &mut |trace| spans.extend(trace), &|_| {})?;
+/// let mut out = Vec::new();
+/// enrich(&inputs, &AuditOptions::default(), &mut |trace| spans.extend(trace), &|_| {}, &mut out)?;
 /// assert_eq!(spans[0].role.as_deref(), Some("generation"));
 /// assert!(spans[0].cost_usd.is_some());
-/// let mut out = Vec::new();
-/// audited.write(&mut out, &inputs)?;
 /// assert!(String::from_utf8(out)?.contains("genai_audit.cost_usd"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -126,52 +124,30 @@ impl ForeignResponses for ResponseIndex {
     }
 }
 
-/// What [`audit`] leaves for writing: the new text of each span the audit changed.
-#[derive(Debug, Default)]
-pub struct Audited {
-    /// By span index, ascending.
-    enriched: Vec<(u32, String)>,
+/// Why [`enrich`] stopped.
+#[derive(Debug)]
+pub enum EnrichError {
+    /// A setting cannot be used (nothing was written).
+    Settings(SettingsError),
+    /// Writing the output failed.
+    Write(io::Error),
 }
 
-impl Audited {
-    /// Writes every request read, in input order, one per line, each span enriched
-    /// where the audit changed it and every other byte as it was read.
-    pub fn write(&self, out: &mut dyn Write, inputs: &Inputs) -> io::Result<()> {
-        let store = &inputs.store;
-        let mut next = self.enriched.iter().peekable();
-        for (r, request) in store.requests.iter().enumerate() {
-            let end = store
-                .requests
-                .get(r + 1)
-                .map_or(store.spans.len(), |n| n.first_span as usize);
-            let text = request.text.as_bytes();
-            let mut at = 0usize;
-            while let Some((i, span_text)) = next.peek() {
-                let i = *i as usize;
-                if i >= end {
-                    break;
-                }
-                next.next();
-                let Some(record) = store.spans.get(i) else {
-                    continue;
-                };
-                let from = record.offset as usize;
-                out.write_all(text.get(at..from).unwrap_or_default())?;
-                out.write_all(span_text.as_bytes())?;
-                at = from + record.len as usize;
-            }
-            out.write_all(text.get(at..).unwrap_or_default())?;
-            out.write_all(b"\n")?;
+impl std::fmt::Display for EnrichError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnrichError::Settings(e) => write!(f, "{e}"),
+            EnrichError::Write(e) => write!(f, "cannot write the output: {e}"),
         }
-        Ok(())
     }
 }
+
+impl std::error::Error for EnrichError {}
 
 /// Audits everything read, each trace on its own (its spans wherever they are in the
 /// inputs), in parallel across the machine's cores. `on_trace` gets each trace's
 /// [`ReportSpan`]s (in input order) as its audit ends, traces in no set order;
-/// `progress` the number of spans audited so far, now and then. With
-/// [`AuditOptions::enrich`], returns the spans' new text for [`Audited::write`].
+/// `progress` the number of spans audited so far, now and then.
 ///
 /// Settings left unset come from the `GENAI_AUDIT_*` environment variables; any
 /// value that cannot be used is an error before anything is audited.
@@ -180,10 +156,106 @@ pub fn audit(
     options: &AuditOptions,
     on_trace: &mut dyn FnMut(Vec<ReportSpan>),
     progress: &dyn Fn(u64),
-) -> Result<Audited, SettingsError> {
-    let settings = options.settings(&|name| std::env::var(name).ok())?;
+) -> Result<(), SettingsError> {
+    run(inputs, options, on_trace, progress, None).map_err(|e| match e {
+        EnrichError::Settings(e) => e,
+        EnrichError::Write(e) => SettingsError(e.to_string()),
+    })
+}
+
+/// Audits as [`audit`] does, and writes every request read to `out`, in input order,
+/// one per line: each span's attribute list enriched where the audit changed it, every
+/// other byte as it was read. A request is written as soon as all its spans' traces
+/// are audited, so memory holds only the enriched spans of requests not yet written.
+pub fn enrich(
+    inputs: &Inputs,
+    options: &AuditOptions,
+    on_trace: &mut dyn FnMut(Vec<ReportSpan>),
+    progress: &dyn Fn(u64),
+    out: &mut dyn Write,
+) -> Result<(), EnrichError> {
+    run(inputs, options, on_trace, progress, Some(out))
+}
+
+/// Writes requests, in input order, as soon as all their spans are audited.
+struct Writer<'a> {
+    store: &'a Store,
+    out: &'a mut dyn Write,
+    /// Spans of each request not audited yet.
+    remaining: Vec<u32>,
+    /// The new text of audited spans of requests not written yet.
+    pending: HashMap<u32, String>,
+    next: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(store: &'a Store, out: &'a mut dyn Write) -> Writer<'a> {
+        let mut remaining = vec![0u32; store.requests.len()];
+        for record in &store.spans {
+            remaining[record.request as usize] += 1;
+        }
+        Writer {
+            store,
+            out,
+            remaining,
+            pending: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// Takes a trace's audit (its spans, and the new text of those that changed),
+    /// and writes every request now complete.
+    fn take(&mut self, spans: &[u32], enriched: Vec<(u32, String)>) -> io::Result<()> {
+        for &i in spans {
+            let request = self.store.spans[i as usize].request as usize;
+            self.remaining[request] -= 1;
+        }
+        self.pending.extend(enriched);
+        while self.next < self.remaining.len() && self.remaining[self.next] == 0 {
+            self.write_request(self.next)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    fn write_request(&mut self, r: usize) -> io::Result<()> {
+        let store = self.store;
+        let request = &store.requests[r];
+        let end = store
+            .requests
+            .get(r + 1)
+            .map_or(store.spans.len(), |n| n.first_span as usize);
+        let text = request.text.as_bytes();
+        let mut at = 0usize;
+        for i in request.first_span as usize..end {
+            let Some(span_text) = self.pending.remove(&(i as u32)) else {
+                continue;
+            };
+            let record = &store.spans[i];
+            let from = record.offset as usize;
+            self.out.write_all(text.get(at..from).unwrap_or_default())?;
+            self.out.write_all(span_text.as_bytes())?;
+            at = from + record.len as usize;
+        }
+        self.out.write_all(text.get(at..).unwrap_or_default())?;
+        self.out.write_all(b"\n")
+    }
+}
+
+fn run(
+    inputs: &Inputs,
+    options: &AuditOptions,
+    on_trace: &mut dyn FnMut(Vec<ReportSpan>),
+    progress: &dyn Fn(u64),
+    out: Option<&mut dyn Write>,
+) -> Result<(), EnrichError> {
+    let enrich = out.is_some();
+    let settings = options
+        .settings(&|name| std::env::var(name).ok(), enrich)
+        .map_err(EnrichError::Settings)?;
     let store = &inputs.store;
-    // The traces: runs of span indices, each in input order.
+    // The traces: runs of span indices, each in input order; traces in the order of
+    // their first span, so that requests can be written early.
     let mut order: Vec<u32> = (0..store.spans.len() as u32).collect();
     order.sort_unstable_by_key(|&i| (store.spans[i as usize].trace, i));
     let mut traces: Vec<(u32, u32)> = Vec::new();
@@ -196,16 +268,18 @@ pub fn audit(
             from = i;
         }
     }
+    traces.sort_unstable_by_key(|&(from, _)| order[from as usize]);
     let foreign: Arc<dyn ForeignResponses> = Arc::new(ResponseIndex::of(store));
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(traces.len().div_ceil(16))
         .max(1);
     let next = AtomicUsize::new(0);
-    let mut audited = Audited::default();
+    let mut writer = out.map(|out| Writer::new(store, out));
     let mut done = 0u64;
+    let mut failed = None;
     std::thread::scope(|scope| {
-        let (send, receive) = mpsc::sync_channel::<TraceOutcome>(256);
+        let (send, receive) = mpsc::sync_channel::<(usize, TraceOutcome)>(256);
         for _ in 0..workers {
             let send = send.clone();
             let (settings, foreign, order, traces, next) =
@@ -218,20 +292,29 @@ pub fn audit(
                         break;
                     };
                     let outcome = worker.audit(store, &order[from as usize..to as usize]);
-                    if send.send(outcome).is_err() {
+                    if send.send((t, outcome)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(send);
-        for outcome in receive {
+        for (t, outcome) in receive {
             done += outcome.reports.len() as u64;
-            audited.enriched.extend(outcome.enriched);
+            if let Some(writer) = &mut writer {
+                let (from, to) = traces[t];
+                if let Err(e) = writer.take(&order[from as usize..to as usize], outcome.enriched) {
+                    failed = Some(e);
+                    // Dropping the receiver stops the workers.
+                    break;
+                }
+            }
             on_trace(outcome.reports);
             progress(done);
         }
     });
-    audited.enriched.sort_unstable_by_key(|(i, _)| *i);
-    Ok(audited)
+    match failed {
+        Some(e) => Err(EnrichError::Write(e)),
+        None => Ok(()),
+    }
 }

@@ -386,6 +386,17 @@ pub(super) fn api_attribute(raw: &RawValue) -> Option<(String, Value)> {
     Some((key, value))
 }
 
+/// An attribute's key (`""` when it has none), without reading its value.
+pub(super) fn attribute_key(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow, default)]
+        key: Option<Cow<'a, str>>,
+    }
+    let key: Key<'_> = serde_json::from_str(raw.get()).ok()?;
+    Some(key.key.map(Cow::into_owned).unwrap_or_default())
+}
+
 /// The text of an attribute's `value` member.
 pub(super) fn value_text(raw: &RawValue) -> Option<&str> {
     let attribute: AttributeValueText<'_> = serde_json::from_str(raw.get()).ok()?;

@@ -11,7 +11,8 @@
 //! - [`audit`] replays each trace's starts and ends through a real `SdkTracerProvider`
 //!   whose only processor is the audit processor, one trace at a time per core, and
 //!   hands back a [`ReportSpan`](crate::report::ReportSpan) per span;
-//! - [`Audited::write`] writes the requests back, each span's attributes enriched.
+//! - [`enrich`] does the same and writes the requests back as it goes, each span's
+//!   attributes enriched.
 //!
 //! The example on [`Inputs`] shows the three together.
 
@@ -24,6 +25,6 @@ mod replay;
 mod scripted;
 mod store;
 
-pub use audit::{audit, Audited, Inputs};
+pub use audit::{audit, enrich, EnrichError, Inputs};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
 pub use options::{AuditOptions, SettingsError};

@@ -40,8 +40,6 @@ pub struct AuditOptions {
     pub max_tracked_spans: Option<usize>,
     /// The age after which an open span is evicted (judged against the replayed time).
     pub max_span_age: Option<Duration>,
-    /// Write the audit's attributes back onto the spans.
-    pub enrich: bool,
 }
 
 impl Default for AuditOptions {
@@ -53,7 +51,6 @@ impl Default for AuditOptions {
             prices_file: None,
             max_tracked_spans: None,
             max_span_age: None,
-            enrich: false,
         }
     }
 }
@@ -106,10 +103,12 @@ fn parse_env<T>(
 
 impl AuditOptions {
     /// Resolves these options with the environment `env` (a variable's value by name):
-    /// every value is checked, and the price file read.
+    /// every value is checked, and the price file read. `enrich`: the spans will be
+    /// written back.
     pub(crate) fn settings(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        enrich: bool,
     ) -> Result<Settings, SettingsError> {
         let leak_policy = match self.leak_policy {
             Some(p) => p,
@@ -184,7 +183,7 @@ impl AuditOptions {
             pricer,
             max_tracked_spans,
             max_span_age,
-            enrich: self.enrich,
+            enrich,
         })
     }
 }

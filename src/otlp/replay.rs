@@ -25,7 +25,6 @@ use opentelemetry_sdk::trace::{
     IdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanLimits, SpanProcessor,
 };
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 
 use super::attributes::{with_attributes, Fed};
 use super::json::SpanBody;
@@ -60,12 +59,15 @@ impl IdGenerator for SharedIds {
     }
 }
 
+/// A span as the audit exported it: its name and attributes.
+type ExportedSpan = (std::borrow::Cow<'static, str>, Vec<KeyValue>);
+
 /// What the audit exported of the trace being replayed: span `i` has the id
 /// `base + 1 + i`.
 #[derive(Debug, Default)]
 struct Exported {
     base: u64,
-    attributes: Vec<Option<Vec<KeyValue>>>,
+    spans: Vec<Option<ExportedSpan>>,
 }
 
 /// The processor the audit wraps: it keeps, for each span, what the audit exported
@@ -84,9 +86,9 @@ impl SpanProcessor for Collector {
         };
         if let Some(slot @ None) = usize::try_from(i)
             .ok()
-            .and_then(|i| exported.attributes.get_mut(i))
+            .and_then(|i| exported.spans.get_mut(i))
         {
-            *slot = Some(span.attributes);
+            *slot = Some((span.name, span.attributes));
         }
     }
 
@@ -169,8 +171,8 @@ impl Worker {
         {
             let mut exported = self.exported.0.lock();
             exported.base = base;
-            exported.attributes.clear();
-            exported.attributes.resize_with(n, || None);
+            exported.spans.clear();
+            exported.spans.resize_with(n, || None);
         }
         let trace = TraceId::from_bytes(store.spans[spans[0] as usize].trace);
         let mut replay = Replay {
@@ -184,11 +186,17 @@ impl Worker {
             base,
             live: HashMap::new(),
             started: vec![false; n],
+            fed: if self.enrich {
+                (0..n).map(|_| None).collect()
+            } else {
+                Vec::new()
+            },
         };
         replay.run();
+        let fed = std::mem::take(&mut replay.fed);
         drop(replay);
-        let attributes = std::mem::take(&mut self.exported.0.lock().attributes);
-        self.outcome(store, spans, &plan, attributes)
+        let exported = std::mem::take(&mut self.exported.0.lock().spans);
+        self.outcome(store, spans, &plan, exported, fed)
     }
 
     fn outcome(
@@ -196,26 +204,36 @@ impl Worker {
         store: &Store,
         spans: &[u32],
         plan: &Plan,
-        exported: Vec<Option<Vec<KeyValue>>>,
+        exported: Vec<Option<ExportedSpan>>,
+        mut fed: Vec<Option<Fed<'_>>>,
     ) -> TraceOutcome {
         let mut outcome = TraceOutcome {
             reports: Vec::with_capacity(spans.len()),
             enriched: Vec::new(),
         };
-        for (i, (&index, attributes)) in spans.iter().zip(exported).enumerate() {
+        for (i, (&index, exported)) in spans.iter().zip(exported).enumerate() {
             let record = &store.spans[index as usize];
             let text = store.text(record);
-            let body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
-            let items: &[&RawValue] = body
-                .as_ref()
-                .and_then(|b| b.attributes.as_deref())
-                .unwrap_or(&[]);
-            let fed = Fed::read(items);
-            let name = body.as_ref().and_then(|b| b.name.as_deref()).unwrap_or("");
-            // A span not replayed (a second copy of an id) is written back as read.
-            let mut attributes = attributes.unwrap_or_else(|| fed.key_values());
-            let recognised = last_value(&attributes, keys::ROLE).is_some();
             let entry = &plan.entries[i];
+            let (name, mut attributes, written_back) = match exported {
+                Some((name, attributes)) => {
+                    (name, attributes, fed.get_mut(i).and_then(Option::take))
+                }
+                // Not replayed (a second copy of an id): written back as read, its
+                // earlier audit's keys removed.
+                None => {
+                    let body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
+                    let name = body
+                        .as_ref()
+                        .and_then(|b| b.name.as_deref())
+                        .unwrap_or("")
+                        .to_owned();
+                    let items = body.and_then(|b| b.attributes).unwrap_or_default();
+                    let (fed, attributes) = Fed::read(items);
+                    (name.into(), attributes, self.enrich.then_some(fed))
+                }
+            };
+            let recognised = last_value(&attributes, keys::ROLE).is_some();
             if recognised && !entry.duplicate {
                 if entry.missing_parent {
                     add_finding(&mut attributes, FindingCode::MissingParent);
@@ -223,6 +241,9 @@ impl Worker {
                 if entry.invalid_time {
                     add_finding(&mut attributes, FindingCode::InvalidTime);
                 }
+            }
+            if let Some(list) = written_back.and_then(|fed| fed.write_back(&attributes)) {
+                outcome.enriched.push((index, with_attributes(text, &list)));
             }
             outcome.reports.push(ReportSpan::new(
                 TraceId::from_bytes(record.trace),
@@ -232,11 +253,6 @@ impl Worker {
                 record.start,
                 &attributes,
             ));
-            if self.enrich {
-                if let Some(list) = fed.write_back(&attributes) {
-                    outcome.enriched.push((index, with_attributes(text, &list)));
-                }
-            }
         }
         outcome
     }
@@ -455,6 +471,8 @@ struct Replay<'a> {
     /// The spans open now, with the status to end them with.
     live: HashMap<u32, (Span, Status)>,
     started: Vec<bool>,
+    /// For `enrich`: how each span's attributes were read, to write them back.
+    fed: Vec<Option<Fed<'a>>>,
 }
 
 fn time(ns: u64) -> SystemTime {
@@ -541,12 +559,15 @@ impl Replay<'_> {
         let entry = &self.plan.entries[i as usize];
         let record = &self.store.spans[self.spans[i as usize] as usize];
         let text = self.store.text(record);
-        let body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
-        let items: &[&RawValue] = body
-            .as_ref()
-            .and_then(|b| b.attributes.as_deref())
-            .unwrap_or(&[]);
-        let attributes = Fed::read(items).key_values();
+        let mut body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
+        let items = body
+            .as_mut()
+            .and_then(|b| b.attributes.take())
+            .unwrap_or_default();
+        let (fed, attributes) = Fed::read(items);
+        if let Some(slot) = self.fed.get_mut(i as usize) {
+            *slot = Some(fed);
+        }
         let name = body
             .as_ref()
             .and_then(|b| b.name.as_deref())

@@ -189,8 +189,7 @@ fn read_span(
 /// reads it: final attributes, an earlier audit's keys removed).
 fn generation_response(raw: &RawValue) -> Option<u64> {
     let body: super::json::SpanBody<'_> = serde_json::from_str(raw.get()).ok()?;
-    let fed = Fed::read(body.attributes.as_deref().unwrap_or(&[]));
-    let attributes = fed.key_values();
+    let (_, attributes) = Fed::read(body.attributes.unwrap_or_default());
     let name = body.name.as_deref().unwrap_or("");
     if builtin_role(name, &attributes) != Role::Generation {
         return None;

@@ -5,7 +5,7 @@
 //! - auditing N traces together gives each span the report it gets when its trace is
 //!   audited alone.
 
-use genai_audit::otlp::{audit, AuditOptions, Inputs};
+use genai_audit::otlp::{enrich, AuditOptions, Inputs};
 use genai_audit::report::ReportSpan;
 use genai_audit::{ContaminationPolicy, LeakPolicy};
 use proptest::prelude::*;
@@ -201,15 +201,15 @@ fn run(text: &str, options: &AuditOptions) -> (Vec<u8>, Vec<ReportSpan>) {
         .read("input.json", text.as_bytes())
         .expect("readable");
     let mut reports = Vec::new();
-    let audited = audit(
+    let mut out = Vec::new();
+    enrich(
         &inputs,
         options,
         &mut |trace| reports.extend(trace),
         &|_| {},
+        &mut out,
     )
-    .expect("settings");
-    let mut out = Vec::new();
-    audited.write(&mut out, &inputs).expect("write");
+    .expect("enriched");
     reports.sort_by_key(|r| (r.trace_id.to_bytes(), r.span_id.to_bytes(), r.start_ns));
     (out, reports)
 }
@@ -247,7 +247,6 @@ fn options(leak: bool, repair: bool) -> AuditOptions {
         } else {
             ContaminationPolicy::Flag
         }),
-        enrich: true,
         ..AuditOptions::default()
     }
 }
