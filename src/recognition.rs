@@ -275,7 +275,7 @@ const LLM_REQUEST_TYPE: usize = 7;
 /// leave at most one candidate, so most keys (`http.*`, `db.*`, `gen_ai.usage.*`) are
 /// dismissed without comparing a string.
 #[inline]
-fn signal_index(key: &str) -> Option<usize> {
+pub(crate) fn signal_index(key: &str) -> Option<usize> {
     /// The lengths of [`SIGNAL_KEYS`], one bit each.
     const LENGTHS: u64 = 1 << 14 | 1 << 16 | 1 << 19 | 1 << 21 | 1 << 23 | 1 << 25;
     if key.len() >= 64 || LENGTHS >> key.len() & 1 == 0 {

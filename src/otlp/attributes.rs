@@ -13,12 +13,16 @@ use opentelemetry::{KeyValue, Value};
 use serde_json::value::RawValue;
 
 use super::json::{
-    api_attribute, attribute_key, attribute_text, attribute_with_value_text, members, value_text,
+    api_attribute, attribute_text, attribute_with_value_text, members, offset_in, value_text,
+    Attribute,
 };
+use crate::hashing::BuildIdHasher;
 use crate::keys::{self, read::gen_ai};
 
 /// Where one attribute the audit reads came from.
 struct FedItem<'a> {
+    /// Its key (kept only when the list will be written back).
+    key: Option<String>,
     /// Its place in the span's attribute list.
     position: usize,
     /// The text of the value an earlier `repair` replaced, read back in its place.
@@ -37,80 +41,31 @@ pub(crate) struct Fed<'a> {
     dropped: bool,
 }
 
+/// The attributes of a span that will not be written back, as the audit reads them;
+/// `None` when one of them is read as its JSON text (then [`Fed::read`] is needed).
+pub(crate) fn read_only(attributes: Vec<Attribute<'_>>) -> Option<Vec<KeyValue>> {
+    if attributes.iter().any(Attribute::needs_text) {
+        return None;
+    }
+    let parsed = attributes
+        .into_iter()
+        .map(|a| Some(a.into_api(|| None)))
+        .collect();
+    Some(undo_audit(parsed, |_| None, false).2)
+}
+
 impl<'a> Fed<'a> {
     /// Reads a span's attribute list (each item's text): what to write it back with
     /// (places only: keys are read again, and only for spans the audit changed), and
     /// the attributes as the audit reads them, in order.
     pub(crate) fn read(items: Vec<&'a RawValue>) -> (Fed<'a>, Vec<KeyValue>) {
-        let mut parsed: Vec<Option<(String, Value)>> =
+        let parsed: Vec<Option<(String, Value)>> =
             items.iter().map(|raw| api_attribute(raw)).collect();
-        let is_audit = |key: &str| key.starts_with("genai_audit.");
-        let computed = parsed
-            .iter()
-            .rev()
-            .flatten()
-            .find(|(k, _)| k == keys::COST_SOURCE)
-            .is_some_and(|(_, v)| matches!(v, Value::String(s) if s.as_str() == "computed"));
-        // The values an earlier repair replaced, by key (the last of each).
-        let mut reported: HashMap<String, usize> = HashMap::new();
-        for (i, item) in parsed.iter().enumerate() {
-            if let Some((key, _)) = item {
-                if let Some(original) = key.strip_prefix(keys::REPORTED_PREFIX) {
-                    reported.insert(original.to_owned(), i);
-                }
-            }
-        }
-        // A repair of `foreign_response` replaces the response id and sets the model: a
-        // model without its value under `genai_audit.reported.` was added by it.
-        let model_added = reported.contains_key(gen_ai::RESPONSE_ID)
-            && !reported.contains_key(gen_ai::RESPONSE_MODEL);
-        let mut restored_text: HashMap<usize, &'a str> = HashMap::new();
-        if !reported.is_empty() {
-            let mut last_of: HashMap<&str, usize> = HashMap::new();
-            for (i, item) in parsed.iter().enumerate() {
-                if let Some((key, _)) = item {
-                    if !is_audit(key) {
-                        last_of.insert(key.as_str(), i);
-                    }
-                }
-            }
-            let restore: Vec<(usize, usize)> = reported
-                .iter()
-                .filter_map(|(key, &from)| last_of.get(key.as_str()).map(|&to| (to, from)))
-                .collect();
-            for (to, from) in restore {
-                let text = value_text(items[from]);
-                let value = parsed[from].as_ref().map(|(_, v)| v.clone());
-                if let (Some(text), Some(value), Some(Some((_, slot)))) =
-                    (text, value, parsed.get_mut(to))
-                {
-                    *slot = value;
-                    restored_text.insert(to, text);
-                }
-            }
-        }
-        // Written by an earlier audit: its own keys, the cost it added to a call it
-        // priced, and a model its repair added.
-        let written = |key: &str| {
-            is_audit(key)
-                || (computed && key == keys::GEN_AI_USAGE_COST)
-                || (model_added && key == gen_ai::RESPONSE_MODEL)
-        };
-        let mut dropped = false;
-        let mut fed = Vec::with_capacity(parsed.len());
-        let mut attributes = Vec::with_capacity(parsed.len());
-        for (position, item) in parsed.into_iter().enumerate() {
-            match item {
-                Some((key, value)) if !written(&key) => {
-                    fed.push(FedItem {
-                        position,
-                        restored: restored_text.get(&position).copied(),
-                    });
-                    attributes.push(KeyValue::new(key, value));
-                }
-                _ => dropped = true,
-            }
-        }
+        let (fed, dropped, attributes) = undo_audit(
+            parsed,
+            |i| items.get(i).and_then(|raw| value_text(raw)),
+            true,
+        );
         (
             Fed {
                 items,
@@ -136,24 +91,23 @@ impl<'a> Fed<'a> {
         if !changed {
             return None;
         }
-        let keys: Vec<Option<String>> = self
-            .fed
-            .iter()
-            .map(|f| {
-                self.items
-                    .get(f.position)
-                    .and_then(|raw| attribute_key(raw))
-            })
-            .collect();
-        let mut last_fed: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+        let keys: Vec<Option<&str>> = self.fed.iter().map(|f| f.key.as_deref()).collect();
+        let mut last_fed: HashMap<&str, usize, BuildIdHasher> =
+            HashMap::with_capacity_and_hasher(keys.len(), BuildIdHasher::default());
         for (i, key) in keys.iter().enumerate() {
             if let Some(key) = key {
-                last_fed.insert(key.as_str(), i);
+                last_fed.insert(key, i);
             }
         }
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(audited.len());
+        let mut last: HashMap<&str, usize, BuildIdHasher> =
+            HashMap::with_capacity_and_hasher(audited.len(), BuildIdHasher::default());
+        // The keys a repair replaced.
+        let mut repaired: Vec<&str> = Vec::new();
         for (i, kv) in audited.iter().enumerate() {
             last.insert(kv.key.as_str(), i);
+            if let Some(original) = kv.key.as_str().strip_prefix(keys::REPORTED_PREFIX) {
+                repaired.push(original);
+            }
         }
         let mut out = String::from("[");
         let mut first = true;
@@ -164,9 +118,9 @@ impl<'a> Fed<'a> {
             text(out);
         };
         for (i, item) in self.fed.iter().enumerate() {
-            let key = keys[i].as_deref().unwrap_or("");
-            let replaced = last_fed.get(key) == Some(&i)
-                && last.contains_key(format!("{}{key}", keys::REPORTED_PREFIX).as_str());
+            let key = keys[i].unwrap_or("");
+            let replaced =
+                !repaired.is_empty() && repaired.contains(&key) && last_fed.get(key) == Some(&i);
             match (replaced.then(|| last.get(key)).flatten(), item.restored) {
                 (Some(&new), _) => push(&mut out, &|out| attribute_text(&audited[new], out)),
                 (None, Some(value)) => {
@@ -202,6 +156,37 @@ impl<'a> Fed<'a> {
         Some(out)
     }
 
+    /// The span's text (`span`, whose attribute list was read) with its attribute list
+    /// written back (see [`write_back`](Self::write_back)); `None` when unchanged.
+    pub(crate) fn write_back_span(&self, span: &str, audited: &[KeyValue]) -> Option<String> {
+        let list = self.write_back(audited)?;
+        // The list's place: from the `[` before its first item to the `]` after its
+        // last (only white space lies between), else found by reading the span.
+        let place = match (self.items.first(), self.items.last()) {
+            (Some(first), Some(last)) => {
+                let start = offset_in(span, first.get());
+                let end = offset_in(span, last.get()) + last.get().len();
+                let open = span.get(..start).and_then(|s| s.rfind('['));
+                let close = span
+                    .get(end..)
+                    .and_then(|s| s.find(']'))
+                    .map(|c| end + c + 1);
+                open.zip(close)
+            }
+            _ => None,
+        };
+        Some(match place {
+            Some((open, close)) => {
+                let mut out = String::with_capacity(span.len() + list.len());
+                out.push_str(&span[..open]);
+                out.push_str(&list);
+                out.push_str(&span[close..]);
+                out
+            }
+            None => with_attributes(span, &list),
+        })
+    }
+
     /// The text of the value the span carried for the attribute read `i`-th.
     fn original_text(&self, i: usize) -> Option<&'a str> {
         let item = self.fed.get(i)?;
@@ -211,6 +196,87 @@ impl<'a> Fed<'a> {
                 .and_then(|raw| value_text(raw))
         })
     }
+}
+
+/// What the audit reads of an attribute list (`parsed`: each item read, `None` when it
+/// is not an attribute): an earlier audit's keys left out, and the values an earlier
+/// `repair` replaced read back in their place (`value_text` gives an item's value
+/// text, kept to write it back). Returns where each attribute read came from, whether
+/// some item is left out, and the attributes.
+fn undo_audit<'a>(
+    mut parsed: Vec<Option<(String, Value)>>,
+    value_text: impl Fn(usize) -> Option<&'a str>,
+    keep_keys: bool,
+) -> (Vec<FedItem<'a>>, bool, Vec<KeyValue>) {
+    let is_audit = |key: &str| key.starts_with("genai_audit.");
+    let computed = parsed
+        .iter()
+        .rev()
+        .flatten()
+        .find(|(k, _)| k == keys::COST_SOURCE)
+        .is_some_and(|(_, v)| matches!(v, Value::String(s) if s.as_str() == "computed"));
+    // The values an earlier repair replaced, by key (the last of each).
+    let mut reported: HashMap<String, usize> = HashMap::new();
+    for (i, item) in parsed.iter().enumerate() {
+        if let Some((key, _)) = item {
+            if let Some(original) = key.strip_prefix(keys::REPORTED_PREFIX) {
+                reported.insert(original.to_owned(), i);
+            }
+        }
+    }
+    // A repair of `foreign_response` replaces the response id and sets the model: a
+    // model without its value under `genai_audit.reported.` was added by it.
+    let model_added = reported.contains_key(gen_ai::RESPONSE_ID)
+        && !reported.contains_key(gen_ai::RESPONSE_MODEL);
+    let mut restored_text: HashMap<usize, &'a str> = HashMap::new();
+    if !reported.is_empty() {
+        let mut last_of: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in parsed.iter().enumerate() {
+            if let Some((key, _)) = item {
+                if !is_audit(key) {
+                    last_of.insert(key.as_str(), i);
+                }
+            }
+        }
+        let restore: Vec<(usize, usize)> = reported
+            .iter()
+            .filter_map(|(key, &from)| last_of.get(key.as_str()).map(|&to| (to, from)))
+            .collect();
+        for (to, from) in restore {
+            let text = value_text(from);
+            let value = parsed[from].as_ref().map(|(_, v)| v.clone());
+            if let (Some(text), Some(value), Some(Some((_, slot)))) =
+                (text, value, parsed.get_mut(to))
+            {
+                *slot = value;
+                restored_text.insert(to, text);
+            }
+        }
+    }
+    // Written by an earlier audit: its own keys, the cost it added to a call it
+    // priced, and a model its repair added.
+    let written = |key: &str| {
+        is_audit(key)
+            || (computed && key == keys::GEN_AI_USAGE_COST)
+            || (model_added && key == gen_ai::RESPONSE_MODEL)
+    };
+    let mut dropped = false;
+    let mut fed = Vec::with_capacity(parsed.len());
+    let mut attributes = Vec::with_capacity(parsed.len());
+    for (position, item) in parsed.into_iter().enumerate() {
+        match item {
+            Some((key, value)) if !written(&key) => {
+                fed.push(FedItem {
+                    key: keep_keys.then(|| key.clone()),
+                    position,
+                    restored: restored_text.get(&position).copied(),
+                });
+                attributes.push(KeyValue::new(key, value));
+            }
+            _ => dropped = true,
+        }
+    }
+    (fed, dropped, attributes)
 }
 
 /// A span's text with its attribute list replaced by `attributes` (added when it had

@@ -12,9 +12,9 @@ use super::input::{read_source, InputError, RequestText, Source};
 use super::options::{AuditOptions, SettingsError};
 use super::replay::{TraceOutcome, Worker};
 use super::scripted::export_text;
-use super::store::Store;
+use super::store::{parse, Parsed, Store};
 use crate::engine::ForeignResponses;
-use crate::hashing::hash_str;
+use crate::hashing::{hash_str, BuildIdHasher};
 use crate::report::ReportSpan;
 use crate::script::TraceScript;
 
@@ -71,15 +71,26 @@ impl Inputs {
     /// spans, with their final attributes. On error, what this input added may be
     /// partly kept: drop the `Inputs`.
     pub fn read(&mut self, name: &str, reader: impl Read) -> Result<(), InputError> {
-        let file = self.store.begin_file(name);
+        self.store.begin_file(name);
+        let mut batch: Vec<RequestText> = Vec::new();
+        let mut bytes = 0usize;
         let store = &mut self.store;
         let source = read_source(
             Box::new(reader),
             name,
             self.max_line_bytes,
             None,
-            &mut |r| store.add(file, r),
+            &mut |request| {
+                bytes += request.text.len();
+                batch.push(request);
+                if bytes >= BATCH_BYTES || batch.len() >= BATCH_REQUESTS {
+                    bytes = 0;
+                    keep(store, std::mem::take(&mut batch), name)?;
+                }
+                Ok(())
+            },
         )?;
+        keep(&mut self.store, batch, name)?;
         if let Source::Script(text) = source {
             let script = TraceScript::parse(&text).map_err(|e| InputError {
                 file: name.to_owned(),
@@ -87,7 +98,7 @@ impl Inputs {
                 reason: e.reason,
             })?;
             if let Some(text) = export_text(&script) {
-                self.store.add(file, RequestText { text, line: 1 })?;
+                keep(&mut self.store, vec![RequestText { text, line: 1 }], name)?;
             }
         }
         Ok(())
@@ -97,6 +108,59 @@ impl Inputs {
     pub fn spans(&self) -> usize {
         self.store.spans.len()
     }
+}
+
+/// Traces a worker audits before it hands their outcomes over.
+const TRACES_PER_BLOCK: usize = 16;
+
+/// Requests read in parallel at a time: at most this many, or this many bytes.
+const BATCH_REQUESTS: usize = 256;
+const BATCH_BYTES: usize = 32 << 20;
+
+/// Reads `batch` (requests of input `name`, in order) across the cores, and keeps it
+/// in order; the first request that cannot be read is the error.
+fn keep(store: &mut Store, batch: Vec<RequestText>, name: &str) -> Result<(), InputError> {
+    let lines: Vec<usize> = batch.iter().map(|r| r.line).collect();
+    let texts: Vec<String> = batch.into_iter().map(|r| r.text).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(texts.len())
+        .max(1);
+    let parsed: Vec<Result<Parsed, String>> = if threads == 1 {
+        texts.into_iter().map(parse).collect()
+    } else {
+        let mut slots: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let per = slots.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .chunks_mut(per)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter_mut()
+                            .map(|t| parse(t.take().unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err("the reader failed".to_owned())])
+                })
+                .collect()
+        })
+    };
+    for (parsed, line) in parsed.into_iter().zip(lines) {
+        let error = |reason| InputError {
+            file: name.to_owned(),
+            line,
+            reason,
+        };
+        store.add(parsed.map_err(error)?).map_err(error)?;
+    }
+    Ok(())
 }
 
 /// Which response ids belong to generations of which traces, over the whole input.
@@ -184,7 +248,7 @@ struct Writer<'a> {
     /// Spans of each request not audited yet.
     remaining: Vec<u32>,
     /// The new text of audited spans of requests not written yet.
-    pending: HashMap<u32, String>,
+    pending: HashMap<u32, String, BuildIdHasher>,
     next: usize,
 }
 
@@ -198,7 +262,7 @@ impl<'a> Writer<'a> {
             store,
             out,
             remaining,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             next: 0,
         }
     }
@@ -272,44 +336,55 @@ fn run(
     let foreign: Arc<dyn ForeignResponses> = Arc::new(ResponseIndex::of(store));
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(traces.len().div_ceil(16))
+        .min(traces.len().div_ceil(TRACES_PER_BLOCK))
         .max(1);
     let next = AtomicUsize::new(0);
     let mut writer = out.map(|out| Writer::new(store, out));
     let mut done = 0u64;
     let mut failed = None;
     std::thread::scope(|scope| {
-        let (send, receive) = mpsc::sync_channel::<(usize, TraceOutcome)>(256);
+        let (send, receive) = mpsc::sync_channel::<Vec<(usize, TraceOutcome)>>(16);
         for _ in 0..workers {
             let send = send.clone();
             let (settings, foreign, order, traces, next) =
                 (&settings, Arc::clone(&foreign), &order, &traces, &next);
             scope.spawn(move || {
                 let mut worker = Worker::new(settings, foreign);
+                // Traces in blocks (one message each), taken in input order.
                 loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(from, to)) = traces.get(t) else {
+                    let first = next.fetch_add(TRACES_PER_BLOCK, Ordering::Relaxed);
+                    if first >= traces.len() {
                         break;
-                    };
-                    let outcome = worker.audit(store, &order[from as usize..to as usize]);
-                    if send.send((t, outcome)).is_err() {
+                    }
+                    let block: Vec<(usize, TraceOutcome)> = (first
+                        ..traces.len().min(first + TRACES_PER_BLOCK))
+                        .map(|t| {
+                            let (from, to) = traces[t];
+                            (t, worker.audit(store, &order[from as usize..to as usize]))
+                        })
+                        .collect();
+                    if send.send(block).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(send);
-        for (t, outcome) in receive {
-            done += outcome.reports.len() as u64;
-            if let Some(writer) = &mut writer {
-                let (from, to) = traces[t];
-                if let Err(e) = writer.take(&order[from as usize..to as usize], outcome.enriched) {
-                    failed = Some(e);
-                    // Dropping the receiver stops the workers.
-                    break;
+        'receiving: for block in receive {
+            for (t, outcome) in block {
+                done += outcome.reports.len() as u64;
+                if let Some(writer) = &mut writer {
+                    let (from, to) = traces[t];
+                    if let Err(e) =
+                        writer.take(&order[from as usize..to as usize], outcome.enriched)
+                    {
+                        failed = Some(e);
+                        // Dropping the receiver stops the workers.
+                        break 'receiving;
+                    }
                 }
+                on_trace(outcome.reports);
             }
-            on_trace(outcome.reports);
             progress(done);
         }
     });

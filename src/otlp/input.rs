@@ -327,10 +327,13 @@ fn read_text(
             }
         }
         requests += 1;
-        sink(RequestText {
-            text: trimmed.to_owned(),
-            line,
-        })?;
+        // The line itself, without a copy when it needs no trimming.
+        let text = if trimmed.len() == buffer.len() {
+            String::from_utf8(std::mem::take(&mut buffer)).unwrap_or_default()
+        } else {
+            trimmed.to_owned()
+        };
+        sink(RequestText { text, line })?;
     }
     if requests == 0 {
         return Err(error(

@@ -57,18 +57,26 @@ pub(super) struct SpanHead<'a> {
     #[serde(default, alias = "end_time_unix_nano")]
     pub(super) end_time_unix_nano: Option<Int>,
     #[serde(borrow, default)]
-    pub(super) attributes: Option<Vec<Attribute<'a>>>,
+    pub(super) attributes: Option<Vec<AttributeHead<'a>>>,
+    #[serde(borrow, default)]
+    pub(super) name: Option<Cow<'a, str>>,
     // Read only to check their types (an input with a number for a name is refused
     // with its line); the replay reads them again from the text.
-    #[allow(dead_code)]
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
     #[allow(dead_code)]
     #[serde(default)]
     kind: Option<Enum>,
     #[allow(dead_code)]
     #[serde(borrow, default)]
     status: Option<StatusBody<'a>>,
+}
+
+/// An attribute's key, its value left as text (read only when needed).
+#[derive(Deserialize)]
+pub(super) struct AttributeHead<'a> {
+    #[serde(borrow, default)]
+    pub(super) key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(super) value: Option<&'a RawValue>,
 }
 
 /// An attribute's value left as text.
@@ -89,6 +97,19 @@ pub(super) struct SpanBody<'a> {
     pub(super) status: Option<StatusBody<'a>>,
     #[serde(borrow, default)]
     pub(super) attributes: Option<Vec<&'a RawValue>>,
+}
+
+/// [`SpanBody`] with its attributes read at once (when they need not be written back).
+#[derive(Deserialize)]
+pub(super) struct SpanBodyRead<'a> {
+    #[serde(borrow, default)]
+    pub(super) name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(super) kind: Option<Enum>,
+    #[serde(borrow, default)]
+    pub(super) status: Option<StatusBody<'a>>,
+    #[serde(borrow, default)]
+    pub(super) attributes: Option<Vec<Attribute<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -377,24 +398,51 @@ fn api_array(array: &ArrayValue<'_>) -> Option<Value> {
 }
 
 /// Reads one attribute's text into the key-value the processor reads, or `None` when
-/// it is not an attribute object.
+/// it is not an attribute object (or its value is of no `AnyValue` form).
 pub(super) fn api_attribute(raw: &RawValue) -> Option<(String, Value)> {
     let attribute: Attribute<'_> = serde_json::from_str(raw.get()).ok()?;
-    let key = attribute.key.map(Cow::into_owned).unwrap_or_default();
-    let value_raw = value_text(raw);
-    let value = api_value(attribute.value.as_ref(), value_raw);
-    Some((key, value))
+    Some(attribute.into_api(|| value_text(raw).map(str::to_owned)))
 }
 
-/// An attribute's key (`""` when it has none), without reading its value.
-pub(super) fn attribute_key(raw: &RawValue) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Key<'a> {
-        #[serde(borrow, default)]
-        key: Option<Cow<'a, str>>,
+/// A value left as text, read as the processor reads it (`None`: of no `AnyValue`
+/// form).
+pub(super) fn api_value_text(raw: &RawValue) -> Option<Value> {
+    let value: AnyValue<'_> = serde_json::from_str(raw.get()).ok()?;
+    Some(api_value(Some(&value), Some(raw.get())))
+}
+
+impl Attribute<'_> {
+    /// Whether its value is read as its JSON text.
+    pub(super) fn needs_text(&self) -> bool {
+        self.value.as_ref().is_some_and(AnyValue::needs_text)
     }
-    let key: Key<'_> = serde_json::from_str(raw.get()).ok()?;
-    Some(key.key.map(Cow::into_owned).unwrap_or_default())
+
+    /// The key-value the processor reads; `text` gives the value's JSON text, for the
+    /// values read as their text (maps, bytes, mixed arrays).
+    pub(super) fn into_api(self, text: impl FnOnce() -> Option<String>) -> (String, Value) {
+        let key = self.key.map(Cow::into_owned).unwrap_or_default();
+        let value = match &self.value {
+            Some(v) if v.needs_text() => match text() {
+                Some(t) => api_value(Some(v), Some(&t)),
+                None => api_value(Some(v), None),
+            },
+            other => api_value(other.as_ref(), None),
+        };
+        (key, value)
+    }
+}
+
+impl AnyValue<'_> {
+    /// Whether the value is read as its JSON text.
+    fn needs_text(&self) -> bool {
+        self.string_value.is_none()
+            && self.bool_value.is_none()
+            && self.int_value.is_none()
+            && self.double_value.is_none()
+            && (self.kvlist_value.is_some()
+                || self.bytes_value.is_some()
+                || self.array_value.is_some())
+    }
 }
 
 /// The text of an attribute's `value` member.

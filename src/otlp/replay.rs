@@ -26,8 +26,8 @@ use opentelemetry_sdk::trace::{
 };
 use parking_lot::Mutex;
 
-use super::attributes::{with_attributes, Fed};
-use super::json::SpanBody;
+use super::attributes::{read_only, Fed};
+use super::json::{SpanBody, SpanBodyRead};
 use super::options::Settings;
 use super::store::{SpanRecord, Store};
 use crate::attributes::last_value;
@@ -242,8 +242,9 @@ impl Worker {
                     add_finding(&mut attributes, FindingCode::InvalidTime);
                 }
             }
-            if let Some(list) = written_back.and_then(|fed| fed.write_back(&attributes)) {
-                outcome.enriched.push((index, with_attributes(text, &list)));
+            if let Some(span) = written_back.and_then(|fed| fed.write_back_span(text, &attributes))
+            {
+                outcome.enriched.push((index, span));
             }
             outcome.reports.push(ReportSpan::new(
                 TraceId::from_bytes(record.trace),
@@ -559,29 +560,46 @@ impl Replay<'_> {
         let entry = &self.plan.entries[i as usize];
         let record = &self.store.spans[self.spans[i as usize] as usize];
         let text = self.store.text(record);
-        let mut body: Option<SpanBody<'_>> = serde_json::from_str(text).ok();
-        let items = body
+        // For `check`, the attributes are read at once; for `enrich` (or a value read as
+        // its text), each one's text is kept to write them back.
+        let mut read: Option<SpanBodyRead<'_>> = if self.fed.is_empty() {
+            serde_json::from_str(text).ok()
+        } else {
+            None
+        };
+        let mut attributes = read
             .as_mut()
-            .and_then(|b| b.attributes.take())
-            .unwrap_or_default();
-        let (fed, attributes) = Fed::read(items);
-        if let Some(slot) = self.fed.get_mut(i as usize) {
-            *slot = Some(fed);
+            .and_then(|b| read_only(b.attributes.take().unwrap_or_default()));
+        let mut body: Option<SpanBody<'_>> = None;
+        if attributes.is_none() {
+            body = serde_json::from_str(text).ok();
+            let items = body
+                .as_mut()
+                .and_then(|b| b.attributes.take())
+                .unwrap_or_default();
+            let (fed, all) = Fed::read(items);
+            attributes = Some(all);
+            if let Some(slot) = self.fed.get_mut(i as usize) {
+                *slot = Some(fed);
+            }
         }
-        let name = body
-            .as_ref()
-            .and_then(|b| b.name.as_deref())
-            .unwrap_or("")
-            .to_owned();
-        let status = match body.as_ref().and_then(|b| b.status.as_ref()) {
+        let attributes = attributes.unwrap_or_default();
+        let (name, status, kind) = match (&body, &read) {
+            (Some(b), _) => (b.name.as_deref(), b.status.as_ref(), b.kind),
+            (None, Some(b)) => (b.name.as_deref(), b.status.as_ref(), b.kind),
+            _ => (None, None, None),
+        };
+        let name = name.unwrap_or("").to_owned();
+        let status = match status {
             Some(s) if s.code.map_or(0, |c| c.0) == 2 => {
                 Status::error(s.message.as_deref().unwrap_or("").to_owned())
             }
             Some(s) if s.code.map_or(0, |c| c.0) == 1 => Status::Ok,
             _ => Status::Unset,
         };
-        let kind = kind(body.as_ref().and_then(|b| b.kind).map_or(1, |k| k.0));
+        let kind = self::kind(kind.map_or(1, |k| k.0));
         drop(body);
+        drop(read);
         self.clock.store(entry.start, Ordering::Relaxed);
         let n = self.spans.len() as u64;
         *self.ids.0 .0.lock() = (self.trace, SpanId::from(self.base + 1 + u64::from(i)));

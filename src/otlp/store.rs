@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::attributes::Fed;
-use super::input::{describe, InputError, RequestText};
-use super::json::{hex_id, offset_in, RequestHead, SpanHead};
+use super::input::describe;
+use super::json::{api_value_text, hex_id, offset_in, RequestHead, SpanHead};
 use crate::hashing::hash_str;
 use crate::keys::read::gen_ai;
-use crate::recognition::{builtin_role, Role};
+use crate::recognition::{builtin_role, signal_index, Role};
+use opentelemetry::{KeyValue, Value};
 
 /// A request as read, and its place.
 pub(crate) struct StoredRequest {
@@ -82,62 +82,86 @@ impl Store {
         (self.files.len() - 1) as u32
     }
 
-    /// Reads the spans of one request of input `file` and keeps it.
-    pub(crate) fn add(&mut self, file: u32, request: RequestText) -> Result<(), InputError> {
-        let name = self.files.get(file as usize).cloned().unwrap_or_default();
-        let error = |reason: String| InputError {
-            file: name.clone(),
-            line: request.line,
-            reason,
-        };
-        if u32::try_from(request.text.len()).is_err() {
-            return Err(error("a request over 4 GiB".to_owned()));
-        }
-        let text: Box<str> = request.text.into_boxed_str();
-        let head: RequestHead<'_> = match serde_json::from_str(&text) {
-            Ok(head) => head,
-            Err(e) => return Err(error(describe(&e))),
-        };
+    /// Keeps a request read by [`parse`] (requests are kept in the order given).
+    pub(crate) fn add(&mut self, parsed: Parsed) -> Result<(), String> {
         let index = u32::try_from(self.requests.len())
-            .map_err(|_| error("more than 4 294 967 295 requests".to_owned()))?;
-        let first_span = self.spans.len() as u32;
-        let mut added = Vec::new();
-        for resource_spans in head.resource_spans.iter().flatten() {
-            let resource_text = resource_spans.resource.map_or("", RawValue::get);
-            let next = self.resources.len() as u32;
-            let resource = match self.resources.get(resource_text) {
-                Some(&n) => n,
-                None => {
-                    self.resources.insert(resource_text.into(), next);
-                    next
-                }
-            };
-            for scope_spans in resource_spans.scope_spans.iter().flatten() {
-                for raw in scope_spans.spans.iter().flatten() {
-                    let (record, response) =
-                        read_span(raw, &text, index, resource).map_err(&error)?;
-                    if let Some(hash) = response {
-                        self.responses.push((hash, record.trace));
-                    }
-                    added.push(record);
-                }
-            }
+            .map_err(|_| "more than 4 294 967 295 requests".to_owned())?;
+        let first_span = u32::try_from(self.spans.len() + parsed.spans.len())
+            .map(|_| self.spans.len() as u32)
+            .map_err(|_| "more than 4 294 967 295 spans".to_owned())?;
+        // Each resource (by its text) gets its number the first time it is seen.
+        let numbers: Vec<u32> = parsed
+            .resources
+            .iter()
+            .map(|&(at, len)| {
+                let text = parsed.text.get(at..at + len).unwrap_or_default();
+                let next = self.resources.len() as u32;
+                *self.resources.entry(text.into()).or_insert(next)
+            })
+            .collect();
+        for mut record in parsed.spans {
+            record.request = index;
+            record.resource = numbers.get(record.resource as usize).copied().unwrap_or(0);
+            self.spans.push(record);
         }
-        if u32::try_from(self.spans.len() + added.len()).is_err() {
-            return Err(error("more than 4 294 967 295 spans".to_owned()));
-        }
-        self.spans.append(&mut added);
-        drop(head);
-        self.requests.push(StoredRequest { text, first_span });
+        self.responses.extend(parsed.responses);
+        self.requests.push(StoredRequest {
+            text: parsed.text,
+            first_span,
+        });
         Ok(())
     }
+}
+
+/// A request read, not yet kept: its text, its spans' records (`resource`: the place
+/// of the span's resource in `resources`), its resources' places in the text, and the
+/// response ids of its generations.
+pub(crate) struct Parsed {
+    text: Box<str>,
+    spans: Vec<SpanRecord>,
+    resources: Vec<(usize, usize)>,
+    responses: Vec<(u64, [u8; 16])>,
+}
+
+/// Reads the spans of one request (no state: requests can be read in parallel).
+pub(crate) fn parse(text: String) -> Result<Parsed, String> {
+    if u32::try_from(text.len()).is_err() {
+        return Err("a request over 4 GiB".to_owned());
+    }
+    let text: Box<str> = text.into_boxed_str();
+    let head: RequestHead<'_> = serde_json::from_str(&text).map_err(|e| describe(&e))?;
+    let mut spans = Vec::new();
+    let mut resources = Vec::new();
+    let mut responses = Vec::new();
+    for resource_spans in head.resource_spans.iter().flatten() {
+        let resource = resource_spans
+            .resource
+            .map_or((0, 0), |r| (offset_in(&text, r.get()), r.get().len()));
+        let slot = resources.len() as u32;
+        resources.push(resource);
+        for scope_spans in resource_spans.scope_spans.iter().flatten() {
+            for raw in scope_spans.spans.iter().flatten() {
+                let (record, response) = read_span(raw, &text, slot)?;
+                if let Some(hash) = response {
+                    responses.push((hash, record.trace));
+                }
+                spans.push(record);
+            }
+        }
+    }
+    drop(head);
+    Ok(Parsed {
+        text,
+        spans,
+        resources,
+        responses,
+    })
 }
 
 /// One span's record, and the hash of its response id when it is a generation's.
 fn read_span(
     raw: &RawValue,
     request: &str,
-    index: u32,
     resource: u32,
 ) -> Result<(SpanRecord, Option<u64>), String> {
     let head: SpanHead<'_> = serde_json::from_str(raw.get()).map_err(|e| describe(&e))?;
@@ -160,16 +184,7 @@ fn read_span(
         .flags
         .and_then(|f| u32::try_from(f.0).ok())
         .unwrap_or(0);
-    let response = head
-        .attributes
-        .as_ref()
-        .is_some_and(|attributes| {
-            attributes
-                .iter()
-                .any(|a| a.key.as_deref() == Some(gen_ai::RESPONSE_ID))
-        })
-        .then(|| generation_response(raw))
-        .flatten();
+    let response = generation_response(&head);
     let record = SpanRecord {
         trace,
         id,
@@ -178,23 +193,39 @@ fn read_span(
         end,
         offset: offset_in(request, raw.get()) as u32,
         len: raw.get().len() as u32,
-        request: index,
+        request: 0,
         resource,
         flags,
     };
     Ok((record, response))
 }
 
-/// The hash of a span's response id, when the span is a generation (read as the audit
-/// reads it: final attributes, an earlier audit's keys removed).
-fn generation_response(raw: &RawValue) -> Option<u64> {
-    let body: super::json::SpanBody<'_> = serde_json::from_str(raw.get()).ok()?;
-    let (_, attributes) = Fed::read(body.attributes.unwrap_or_default());
-    let name = body.name.as_deref().unwrap_or("");
-    if builtin_role(name, &attributes) != Role::Generation {
+/// The hash of a span's response id, when the span is a generation (by its final
+/// attributes: only the keys recognition reads are read).
+fn generation_response(head: &SpanHead<'_>) -> Option<u64> {
+    let attributes = head.attributes.as_deref()?;
+    let id = attributes
+        .iter()
+        .rev()
+        .find(|a| a.key.as_deref() == Some(gen_ai::RESPONSE_ID))?;
+    let id = match id.value.and_then(api_value_text)? {
+        Value::String(s) => s,
+        _ => return None,
+    };
+    if id.as_str().trim().is_empty() {
         return None;
     }
-    let id = crate::attributes::last_value(&attributes, gen_ai::RESPONSE_ID)?;
-    let id = id.as_str();
-    (!id.trim().is_empty()).then(|| hash_str(&id))
+    let signals: Vec<KeyValue> = attributes
+        .iter()
+        .filter_map(|a| {
+            let key = a.key.as_deref()?;
+            signal_index(key)?;
+            Some(KeyValue::new(
+                key.to_owned(),
+                a.value.and_then(api_value_text)?,
+            ))
+        })
+        .collect();
+    let name = head.name.as_deref().unwrap_or("");
+    (builtin_role(name, &signals) == Role::Generation).then(|| hash_str(id.as_str()))
 }
