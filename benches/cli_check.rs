@@ -246,11 +246,15 @@ fn run_enrich(input: &Path, output: &Path) -> (Duration, u64) {
     (elapsed, peak)
 }
 
-/// The Python offline auditor `tracecost` 0.1.0, from `$TRACECOST`, else a virtual
-/// environment under `target/` made with PyPI's package; `None` (and a note) when it
-/// cannot be had.
+/// The Python offline auditor `tracecost` 0.1.0, from `$TRACECOST` (`off`: none),
+/// else a virtual environment under `target/` made with PyPI's package; `None` (and a
+/// note) when it cannot be had.
 fn tracecost() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TRACECOST") {
+        if path == "off" {
+            println!("(TRACECOST=off: the tracecost comparison is skipped)");
+            return None;
+        }
         return Some(PathBuf::from(path));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tracecost-venv");

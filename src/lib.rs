@@ -62,7 +62,8 @@
 //! `genai_audit.`. Finding codes are [`FindingCode`]s. Trace-script replay, for tests
 //! and for offline audits of recorded traces, is in [`script`]; a readable report of
 //! audited spans in [`report`]. With the feature `cli`, the `otlp` module audits
-//! exported OTLP JSON, and the `genai-audit` command does it from the command line.
+//! exported OTLP (JSON, protobuf, gzip), each trace on its own, and the `genai-audit`
+//! command does it from the command line.
 //!
 //! ## Configuration
 //!
@@ -86,7 +87,8 @@
 //! Dependencies point one way, from the edges inward:
 //!
 //! - the edges: the `genai-audit` command (feature `cli`) over `otlp` (reading exported
-//!   OTLP JSON, auditing it through the processor, writing it back) and [`report`]
+//!   OTLP into a compact store, auditing each trace through the processor, writing the
+//!   text back with only the attribute lists changed) and [`report`]
 //!   (the printer of audited spans); the processor (struct, builder,
 //!   `impl SpanProcessor`; with `otlp`, the only module that names the SDK's span
 //!   types) and [`script`] (trace-script reader and replay);

@@ -156,9 +156,10 @@ impl<'a> Fed<'a> {
         Some(out)
     }
 
-    /// The span's text (`span`, whose attribute list was read) with its attribute list
-    /// written back (see [`write_back`](Self::write_back)); `None` when unchanged.
-    pub(crate) fn write_back_span(&self, span: &str, audited: &[KeyValue]) -> Option<String> {
+    /// How to write the span's text (`span`, whose attribute list was read) back
+    /// with its attribute list written back (see [`write_back`](Self::write_back));
+    /// `None` when unchanged.
+    pub(crate) fn write_back_span(&self, span: &str, audited: &[KeyValue]) -> Option<Splice> {
         let list = self.write_back(audited)?;
         // The list's place: from the `[` before its first item to the `]` after its
         // last (only white space lies between), else found by reading the span.
@@ -176,14 +177,12 @@ impl<'a> Fed<'a> {
             _ => None,
         };
         Some(match place {
-            Some((open, close)) => {
-                let mut out = String::with_capacity(span.len() + list.len());
-                out.push_str(&span[..open]);
-                out.push_str(&list);
-                out.push_str(&span[close..]);
-                out
-            }
-            None => with_attributes(span, &list),
+            Some((from, to)) => Splice {
+                from,
+                to,
+                text: list,
+            },
+            None => with_attributes(span, list),
         })
     }
 
@@ -279,35 +278,58 @@ fn undo_audit<'a>(
     (fed, dropped, attributes)
 }
 
-/// A span's text with its attribute list replaced by `attributes` (added when it had
-/// none); every other member keeps its text and place.
-pub(crate) fn with_attributes(span: &str, attributes: &str) -> String {
-    let mut out = String::with_capacity(span.len() + attributes.len() + 16);
+/// A change to a span's text: `text` in place of the bytes `from..to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Splice {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) text: String,
+}
+
+impl Splice {
+    /// The span's text with the change made.
+    #[cfg(test)]
+    fn apply(&self, span: &str) -> String {
+        format!("{}{}{}", &span[..self.from], self.text, &span[self.to..])
+    }
+}
+
+/// How to give a span's text the attribute list `attributes` (added when it has none);
+/// every other member keeps its text and place.
+fn with_attributes(span: &str, attributes: String) -> Splice {
     if let Some(found) = members(span).and_then(|m| {
         m.into_iter()
             .rev()
             .find(|(k, _)| k == "attributes")
             .map(|(_, v)| v.get())
     }) {
-        let at = super::json::offset_in(span, found);
-        out.push_str(&span[..at]);
-        out.push_str(attributes);
-        out.push_str(&span[at + found.len()..]);
-        return out;
+        let from = offset_in(span, found);
+        return Splice {
+            from,
+            to: from + found.len(),
+            text: attributes,
+        };
     }
     let body = span.trim_end();
     let Some(inner) = body.strip_suffix('}') else {
-        return span.to_owned();
+        return Splice {
+            from: span.len(),
+            to: span.len(),
+            text: String::new(),
+        };
     };
     let empty = inner.trim_end().ends_with('{');
-    out.push_str(inner);
+    let mut text = String::with_capacity(attributes.len() + 16);
     if !empty {
-        out.push(',');
+        text.push(',');
     }
-    out.push_str("\"attributes\":");
-    out.push_str(attributes);
-    out.push('}');
-    out
+    text.push_str("\"attributes\":");
+    text.push_str(&attributes);
+    Splice {
+        from: inner.len(),
+        to: inner.len(),
+        text,
+    }
 }
 
 #[cfg(test)]
@@ -335,13 +357,17 @@ mod tests {
     #[test]
     fn attributes_go_where_they_were() {
         assert_eq!(
-            with_attributes(r#"{"a":1,"attributes":[],"b":2}"#, "[1]"),
+            with_attributes(r#"{"a":1,"attributes":[],"b":2}"#, "[1]".into())
+                .apply(r#"{"a":1,"attributes":[],"b":2}"#),
             r#"{"a":1,"attributes":[1],"b":2}"#
         );
         assert_eq!(
-            with_attributes(r#"{"a":1}"#, "[1]"),
+            with_attributes(r#"{"a":1}"#, "[1]".into()).apply(r#"{"a":1}"#),
             r#"{"a":1,"attributes":[1]}"#
         );
-        assert_eq!(with_attributes(r#"{ }"#, "[1]"), r#"{ "attributes":[1]}"#);
+        assert_eq!(
+            with_attributes(r#"{ }"#, "[1]".into()).apply(r#"{ }"#),
+            r#"{ "attributes":[1]}"#
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 
 use opentelemetry::trace::TraceId;
 
+use super::attributes::Splice;
 use super::input::{read_source, InputError, RequestText, Source};
 use super::options::{AuditOptions, SettingsError};
 use super::replay::{TraceOutcome, Worker};
@@ -247,8 +248,8 @@ struct Writer<'a> {
     out: &'a mut dyn Write,
     /// Spans of each request not audited yet.
     remaining: Vec<u32>,
-    /// The new text of audited spans of requests not written yet.
-    pending: HashMap<u32, String, BuildIdHasher>,
+    /// The changes to audited spans of requests not written yet.
+    pending: HashMap<u32, Splice, BuildIdHasher>,
     next: usize,
 }
 
@@ -269,7 +270,7 @@ impl<'a> Writer<'a> {
 
     /// Takes a trace's audit (its spans, and the new text of those that changed),
     /// and writes every request now complete.
-    fn take(&mut self, spans: &[u32], enriched: Vec<(u32, String)>) -> io::Result<()> {
+    fn take(&mut self, spans: &[u32], enriched: Vec<(u32, Splice)>) -> io::Result<()> {
         for &i in spans {
             let request = self.store.spans[i as usize].request as usize;
             self.remaining[request] -= 1;
@@ -292,14 +293,14 @@ impl<'a> Writer<'a> {
         let text = request.text.as_bytes();
         let mut at = 0usize;
         for i in request.first_span as usize..end {
-            let Some(span_text) = self.pending.remove(&(i as u32)) else {
+            let Some(splice) = self.pending.remove(&(i as u32)) else {
                 continue;
             };
-            let record = &store.spans[i];
-            let from = record.offset as usize;
-            self.out.write_all(text.get(at..from).unwrap_or_default())?;
-            self.out.write_all(span_text.as_bytes())?;
-            at = from + record.len as usize;
+            let span = store.spans[i].offset as usize;
+            self.out
+                .write_all(text.get(at..span + splice.from).unwrap_or_default())?;
+            self.out.write_all(splice.text.as_bytes())?;
+            at = span + splice.to;
         }
         self.out.write_all(text.get(at..).unwrap_or_default())?;
         self.out.write_all(b"\n")

@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
 };
 use parking_lot::Mutex;
 
-use super::attributes::{read_only, Fed};
+use super::attributes::{read_only, Fed, Splice};
 use super::json::{SpanBody, SpanBodyRead};
 use super::options::Settings;
 use super::store::{SpanRecord, Store};
@@ -105,9 +105,9 @@ impl SpanProcessor for Collector {
 pub(crate) struct TraceOutcome {
     /// One per span, in input order.
     pub(crate) reports: Vec<ReportSpan>,
-    /// The new text of each span whose text changed: its index in the store, and the
-    /// text.
-    pub(crate) enriched: Vec<(u32, String)>,
+    /// The change to each span whose text changed: its index in the store, and the
+    /// change.
+    pub(crate) enriched: Vec<(u32, Splice)>,
 }
 
 /// A worker: one tracer provider, audit processor and clock, reused trace after trace.
