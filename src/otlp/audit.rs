@@ -73,25 +73,40 @@ impl Inputs {
     /// partly kept: drop the `Inputs`.
     pub fn read(&mut self, name: &str, reader: impl Read) -> Result<(), InputError> {
         self.store.begin_file(name);
-        let mut batch: Vec<RequestText> = Vec::new();
-        let mut bytes = 0usize;
         let store = &mut self.store;
-        let source = read_source(
-            Box::new(reader),
-            name,
-            self.max_line_bytes,
-            None,
-            &mut |request| {
-                bytes += request.text.len();
-                batch.push(request);
-                if bytes >= BATCH_BYTES || batch.len() >= BATCH_REQUESTS {
-                    bytes = 0;
-                    keep(store, std::mem::take(&mut batch), name)?;
-                }
-                Ok(())
-            },
-        )?;
-        keep(&mut self.store, batch, name)?;
+        let max_line_bytes = self.max_line_bytes;
+        // Requests are read in batches; a batch is parsed (across the cores) while the
+        // next one is read, and kept in order.
+        let source = std::thread::scope(|scope| {
+            let mut batch: Vec<RequestText> = Vec::new();
+            let mut bytes = 0usize;
+            let mut parsing: Option<std::thread::ScopedJoinHandle<'_, Batch>> = None;
+            let source = read_source(
+                Box::new(reader),
+                name,
+                max_line_bytes,
+                None,
+                &mut |request| {
+                    bytes += request.text.len();
+                    batch.push(request);
+                    if bytes >= BATCH_BYTES || batch.len() >= BATCH_REQUESTS {
+                        bytes = 0;
+                        if let Some(previous) = parsing.take() {
+                            keep(store, joined(previous), name)?;
+                        }
+                        let full = std::mem::take(&mut batch);
+                        parsing = Some(scope.spawn(move || parse_batch(full)));
+                    }
+                    Ok(())
+                },
+            );
+            if let Some(previous) = parsing.take() {
+                keep(store, joined(previous), name)?;
+            }
+            let source = source?;
+            keep(store, parse_batch(batch), name)?;
+            Ok::<Source, InputError>(source)
+        })?;
         if let Source::Script(text) = source {
             let script = TraceScript::parse(&text).map_err(|e| InputError {
                 file: name.to_owned(),
@@ -99,7 +114,8 @@ impl Inputs {
                 reason: e.reason,
             })?;
             if let Some(text) = export_text(&script) {
-                keep(&mut self.store, vec![RequestText { text, line: 1 }], name)?;
+                let batch = parse_batch(vec![RequestText { text, line: 1 }]);
+                keep(&mut self.store, batch, name)?;
             }
         }
         Ok(())
@@ -120,7 +136,11 @@ const BATCH_BYTES: usize = 32 << 20;
 
 /// Reads `batch` (requests of input `name`, in order) across the cores, and keeps it
 /// in order; the first request that cannot be read is the error.
-fn keep(store: &mut Store, batch: Vec<RequestText>, name: &str) -> Result<(), InputError> {
+/// Requests parsed, each with its line.
+type Batch = Vec<(Result<Parsed, String>, usize)>;
+
+/// Parses `batch` (requests in order) across the cores.
+fn parse_batch(batch: Vec<RequestText>) -> Batch {
     let lines: Vec<usize> = batch.iter().map(|r| r.line).collect();
     let texts: Vec<String> = batch.into_iter().map(|r| r.text).collect();
     let threads = std::thread::available_parallelism()
@@ -144,16 +164,35 @@ fn keep(store: &mut Store, batch: Vec<RequestText>, name: &str) -> Result<(), In
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| vec![Err("the reader failed".to_owned())])
-                })
-                .collect()
+            let mut all = Vec::with_capacity(lines.len());
+            for handle in handles {
+                match handle.join() {
+                    Ok(part) => all.extend(part),
+                    // A parse never panics; were it to, the batch is an error, never
+                    // a request lost.
+                    Err(_) => return None,
+                }
+            }
+            Some(all)
         })
+        .unwrap_or_else(|| vec![Err(FAILED.to_owned())])
     };
-    for (parsed, line) in parsed.into_iter().zip(lines) {
+    parsed.into_iter().zip(lines).collect()
+}
+
+const FAILED: &str = "the reader failed";
+
+/// What a parsing thread gave: an error in place of a panic.
+fn joined(handle: std::thread::ScopedJoinHandle<'_, Batch>) -> Batch {
+    handle
+        .join()
+        .unwrap_or_else(|_| vec![(Err(FAILED.to_owned()), 0)])
+}
+
+/// Keeps a parsed batch of input `name`, in order; the first request that cannot be
+/// read is the error.
+fn keep(store: &mut Store, batch: Batch, name: &str) -> Result<(), InputError> {
+    for (parsed, line) in batch {
         let error = |reason| InputError {
             file: name.to_owned(),
             line,
