@@ -284,10 +284,13 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
         };
         let mut out = io::BufWriter::with_capacity(1 << 20, file);
         let result = run_audit(input, &mut report, Some(&mut out)).and_then(|()| {
+            // Written whole (a failed write or flush is an error, before the rename).
+            // Not forced to disk: after a power loss, the file system's own guarantees
+            // for a rename over a file apply.
             let file = out
                 .into_inner()
                 .map_err(|e| Failure::Write(e.into_error()))?;
-            file.sync_all().map_err(Failure::Write)?;
+            drop(file);
             fs::rename(&temporary, output).map_err(Failure::Write)
         });
         if let Err(failure) = result {
