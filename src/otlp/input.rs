@@ -43,6 +43,16 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+impl InputError {
+    fn at(file: &str, line: usize, reason: String) -> InputError {
+        InputError {
+            file: file.to_owned(),
+            line,
+            reason,
+        }
+    }
+}
+
 /// What kind of text an input is, judged by its first line that is not blank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
@@ -105,11 +115,7 @@ pub(crate) fn read_source(
     kind: Option<InputKind>,
     sink: &mut dyn FnMut(RequestText) -> Result<(), InputError>,
 ) -> Result<Source, InputError> {
-    let error = |line: usize, reason: String| InputError {
-        file: file.to_owned(),
-        line,
-        reason,
-    };
+    let error = |line: usize, reason: String| InputError::at(file, line, reason);
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let head = reader
         .fill_buf()
@@ -258,11 +264,7 @@ fn read_text(
     kind: Option<InputKind>,
     sink: &mut dyn FnMut(RequestText) -> Result<(), InputError>,
 ) -> Result<Source, InputError> {
-    let error = |line: usize, reason: String| InputError {
-        file: file.to_owned(),
-        line,
-        reason,
-    };
+    let error = |line: usize, reason: String| InputError::at(file, line, reason);
     let mut buffer: Vec<u8> = Vec::new();
     let mut line = 0;
     let mut requests = 0usize;

@@ -86,31 +86,29 @@ struct AttributeValueText<'a> {
     value: Option<&'a RawValue>,
 }
 
-/// What the replay gives the SDK span besides ids and times.
+/// What the replay gives the SDK span besides ids and times: its attributes as `A`,
+/// each item's text ([`SpanBody`], to write them back) or read at once
+/// ([`SpanBodyRead`]).
 #[derive(Deserialize)]
-pub(super) struct SpanBody<'a> {
+pub(super) struct Body<'a, A> {
     #[serde(borrow, default)]
     pub(super) name: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(super) kind: Option<Enum>,
     #[serde(borrow, default)]
     pub(super) status: Option<StatusBody<'a>>,
-    #[serde(borrow, default)]
-    pub(super) attributes: Option<Vec<&'a RawValue>>,
+    #[serde(
+        default = "Option::default",
+        bound(deserialize = "A: Deserialize<'de>")
+    )]
+    pub(super) attributes: Option<Vec<A>>,
 }
 
-/// [`SpanBody`] with its attributes read at once (when they need not be written back).
-#[derive(Deserialize)]
-pub(super) struct SpanBodyRead<'a> {
-    #[serde(borrow, default)]
-    pub(super) name: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub(super) kind: Option<Enum>,
-    #[serde(borrow, default)]
-    pub(super) status: Option<StatusBody<'a>>,
-    #[serde(borrow, default)]
-    pub(super) attributes: Option<Vec<Attribute<'a>>>,
-}
+/// A span's body, each attribute kept as its text.
+pub(super) type SpanBody<'a> = Body<'a, &'a RawValue>;
+
+/// A span's body, its attributes read at once (when they need not be written back).
+pub(super) type SpanBodyRead<'a> = Body<'a, Attribute<'a>>;
 
 #[derive(Deserialize)]
 pub(super) struct StatusBody<'a> {
