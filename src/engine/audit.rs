@@ -408,8 +408,10 @@ impl<S: StartCopy> Audit<S> {
         let end_only = tracked.is_none()
             && evicted_as.is_none()
             && (node.is_some() || !self.ledger.has_ended(trace, span.id));
-        if evicted_as.is_some() {
-            // Counted when it was evicted; the span itself learns it now.
+        if evicted_as == Some(role) {
+            // Counted when it was evicted, under the role it had then; the span learns it
+            // now, only when that is still its role (a finding is written and counted
+            // once, under one role: counted as `other`, it is written nowhere).
             findings.add(Finding::new(FindingCode::Stale, role).counted_before());
         }
 

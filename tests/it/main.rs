@@ -30,6 +30,7 @@ mod contamination;
 mod contamination_recorded;
 mod conventions;
 mod end_only;
+mod finding_roles;
 mod leaks;
 mod metrics;
 mod metrics_disabled;

@@ -23,7 +23,7 @@
 //! The helpers are deliberately local to this file (not `common`), so that the
 //! suite depends on nothing but the crate's public API and the SDK.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -1072,6 +1072,8 @@ fn check(case: &Case, figures: &Figures) -> Vec<(&'static str, String)> {
     // Findings written on exported spans: on spans with a role, and on all spans.
     let mut attr_findings: BTreeMap<String, u64> = BTreeMap::new();
     let mut attr_findings_all: BTreeMap<String, u64> = BTreeMap::new();
+    // Findings written on exported spans, by (code, the span's role).
+    let mut written_by_role: BTreeMap<(String, String), u64> = BTreeMap::new();
     for span in &audited.exported {
         let who = || {
             let i = node_of.get(&span.span_context.span_id()).copied();
@@ -1111,6 +1113,8 @@ fn check(case: &Case, figures: &Figures) -> Vec<(&'static str, String)> {
             }
             if recognised {
                 *attr_findings.entry(f.clone()).or_insert(0) += 1;
+                let role = value(span, "genai_audit.role").map_or(String::new(), |r| r.to_string());
+                *written_by_role.entry((f.clone(), role)).or_insert(0) += 1;
             }
             *attr_findings_all.entry(f).or_insert(0) += 1;
         }
@@ -1194,6 +1198,44 @@ fn check(case: &Case, figures: &Figures) -> Vec<(&'static str, String)> {
                 METRIC_MATCHES,
                 format!(
                     "{code}: metric for recognised roles {recognised} != {attr} on exported spans (flag, every span ended); metric {:?}; exported:\n{}",
+                    audited.findings_metric,
+                    audited.exported.iter().map(dump).collect::<String>()
+                ),
+            ));
+        }
+    }
+
+    // Per code and role: every finding written on a span of role R was counted under
+    // R (a finding is written and counted once, under one role), so for every (code,
+    // R) the metric holds at least what is written; and for the codes that are never
+    // counted without being written on a recognised span (all but `stale` and
+    // `late_end`, whose counted-only cases are spans that never end or were closed by
+    // the audit), exactly what is written, whatever the policy, the clock or the
+    // evictions. Findings about `other` spans are counted under `other` and written
+    // nowhere.
+    let mut metric_by_role: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for ((code, role), n) in &audited.findings_metric {
+        if role != "other" {
+            *metric_by_role
+                .entry((code.clone(), role.clone()))
+                .or_insert(0) += n;
+        }
+    }
+    let pairs: BTreeSet<&(String, String)> = metric_by_role
+        .keys()
+        .chain(written_by_role.keys())
+        .collect();
+    for pair in pairs {
+        let metric = metric_by_role.get(pair).copied().unwrap_or(0);
+        let written = written_by_role.get(pair).copied().unwrap_or(0);
+        let counted_only_possible = matches!(pair.0.as_str(), "stale" | "late_end");
+        let exact =
+            !counted_only_possible || (case.leak == LeakPolicy::Flag && all_ended && !evicted);
+        if metric < written || (exact && metric != written) {
+            v.push((
+                METRIC_MATCHES,
+                format!(
+                    "{pair:?}: metric {metric}, written {written}; metric {:?}; exported:\n{}",
                     audited.findings_metric,
                     audited.exported.iter().map(dump).collect::<String>()
                 ),
