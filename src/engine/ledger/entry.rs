@@ -132,6 +132,7 @@ impl Default for OpenChildren {
 }
 
 impl OpenChildren {
+    #[inline]
     pub(super) fn as_slice(&self) -> &[u64] {
         match self {
             OpenChildren::Few { ids, len } => &ids[..usize::from(*len).min(ids.len())],
@@ -139,10 +140,12 @@ impl OpenChildren {
         }
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.as_slice().is_empty()
     }
 
+    #[inline]
     pub(super) fn push(&mut self, child: u64) {
         match self {
             OpenChildren::Few { ids, len } if usize::from(*len) < ids.len() => {
@@ -159,6 +162,7 @@ impl OpenChildren {
     }
 
     /// Removes `child` (the order of the others may change).
+    #[inline]
     pub(super) fn remove(&mut self, child: u64) {
         match self {
             OpenChildren::Few { ids, len } => {
@@ -208,6 +212,7 @@ pub(super) struct Below {
 pub(super) const OWN_RESPONSES: usize = 16;
 
 impl Below {
+    #[inline]
     pub(super) fn absorb(&mut self, c: &mut Contribution) {
         self.totals.add(&c.totals);
         self.own.add(&c.own);
@@ -250,10 +255,12 @@ impl<S> Entry<S> {
     }
 }
 
+#[inline]
 pub(super) fn pack(id: Option<u64>) -> u64 {
     id.unwrap_or(0)
 }
 
+#[inline]
 pub(super) fn unpack(id: u64) -> Option<u64> {
     (id != 0).then_some(id)
 }
@@ -419,6 +426,7 @@ pub(crate) enum Forward {
 
 /// Counts one more open step of an invocation: its 1-based index, and whether another
 /// step was open.
+#[inline]
 pub(super) fn count_step(inv: &mut Below) -> (u32, bool) {
     inv.steps = inv.steps.saturating_add(1);
     let overlapping = inv.open_steps > 0;

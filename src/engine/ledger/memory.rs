@@ -31,6 +31,7 @@ pub(super) const FATES: [Fate; 5] = [
 ];
 
 impl Record for Recent {
+    #[inline]
     fn to_words(self) -> [u64; 3] {
         // A role's and a fate's discriminants are their places in `Role::ALL` and
         // `FATES` (a unit test checks it).
@@ -38,6 +39,7 @@ impl Record for Recent {
         [pack(self.parent), pack(self.invocation), role | fate << 8]
     }
 
+    #[inline]
     fn from_words([parent, invocation, meta]: [u64; 3]) -> Self {
         let index = |bits: u64| usize::try_from(bits & 0xff).unwrap_or(usize::MAX);
         Recent {
@@ -80,6 +82,7 @@ impl ClosedIds {
         }
     }
 
+    #[inline]
     pub(super) fn insert(&self, id: u64, role: Role, parent: Option<u64>) {
         if self.ids.insert(id, (role, pack(parent))).is_some() {
             return;
@@ -103,6 +106,7 @@ impl ClosedIds {
     }
 
     /// The role of a span the audit closed, once: its real end has come.
+    #[inline]
     pub(super) fn take(&self, id: u64) -> Option<Role> {
         if self.held.load(Ordering::Relaxed) == 0 {
             return None;
@@ -113,6 +117,7 @@ impl ClosedIds {
     }
 
     /// Whether `id` was closed by the audit and has not really ended; its parent.
+    #[inline]
     pub(super) fn parent_of(&self, id: u64) -> Option<Option<u64>> {
         if self.held.load(Ordering::Relaxed) == 0 {
             return None;

@@ -19,6 +19,7 @@ use super::memory::*;
 /// How far a walk up the ancestors goes: one step per span the walk can meet (the
 /// tracked ones, and the ended ones the memories still hold), so that rollups are exact
 /// at any depth; only a parent cycle (corrupt ids) reaches the bound.
+#[inline]
 pub(super) fn walk_bound(tracked: usize, remembered: usize) -> usize {
     tracked.saturating_add(remembered).saturating_add(1)
 }
