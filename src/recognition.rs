@@ -373,10 +373,17 @@ fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
+/// Strands Agents names each cycle of its agent loop so, and sets the same value as
+/// `gen_ai.operation.name` at its end: Python, then Rust.
+const STRANDS_CYCLE_PYTHON: &str = "execute_event_loop_cycle";
+const STRANDS_CYCLE_RUST: &str = "execute_agent_loop_cycle";
+
 fn operation_role(operation: &str) -> Option<Role> {
     Some(match operation {
         "invoke_agent" => Role::Invocation,
         "react" | "plan" | "agent_step" => Role::Step,
+        // Strands Agents' cycles of the agent loop (Python, Rust).
+        STRANDS_CYCLE_PYTHON | STRANDS_CYCLE_RUST => Role::Step,
         "chat"
         | "text_completion"
         | "generate_content"
@@ -523,6 +530,7 @@ fn name_role(name: &str) -> Option<Role> {
         b'g' if operation_name(name, "generate_content") => Some(Role::Generation),
         b'e' if operation_name(name, "embeddings") => Some(Role::Embedding),
         b'e' if name.starts_with("execute_tool") => Some(Role::Tool),
+        b'e' if name == STRANDS_CYCLE_PYTHON || name == STRANDS_CYCLE_RUST => Some(Role::Step),
         b'a' | b'l' | b't' | b'm' | b'w' => mastra_name_role(name),
         _ => None,
     }
@@ -598,6 +606,8 @@ mod tests {
             ("react", Role::Step),
             ("plan", Role::Step),
             ("agent_step", Role::Step),
+            ("execute_event_loop_cycle", Role::Step),
+            ("execute_agent_loop_cycle", Role::Step),
             ("chat", Role::Generation),
             ("text_completion", Role::Generation),
             ("generate_content", Role::Generation),

@@ -44,5 +44,7 @@ mod recorded_traces;
 mod replay_example;
 mod rollups;
 mod script_format;
+#[cfg(feature = "cli")]
+mod strands;
 mod tracing_bridge;
 mod usage_and_cost;
