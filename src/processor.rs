@@ -524,7 +524,12 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
 
     fn on_end(&self, mut span: SpanData) {
         if let Some(audit) = &self.audit {
-            let role = audit.end_role(&span.name, &span.attributes);
+            let role = audit.end_role(
+                &span.name,
+                &span.attributes,
+                span.span_context.trace_id(),
+                parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
+            );
             if audit.audits_end(role) && !self.end_audited(audit, &mut span, role) {
                 return;
             }

@@ -235,23 +235,54 @@ impl Recogniser {
         builtin_role(name, attributes)
     }
 
-    /// The role of a starting span. Besides what [`classify`](Self::classify) sees,
-    /// Mastra's `step: N` is a step when its parent is a generation (`parent_role` is
-    /// asked only for such a name).
-    pub(crate) fn classify_start(
+    /// The role of a span where it sits, at its start and again at its end. Besides
+    /// what [`classify`](Self::classify) sees:
+    ///
+    /// - Mastra's `step: N` is a step when its parent is a generation;
+    /// - the OpenAI Agents SDK's loop turn, a `CHAIN` named `turn`, is a step when its
+    ///   parent is an invocation (its agent's `AGENT` span);
+    /// - the OpenAI Agents SDK's root `AGENT` named `Agent workflow` (it wraps each run,
+    ///   the agent's own `AGENT` below it) is a workflow.
+    ///
+    /// `parent_role` is asked only for a name that needs it; `is_root`: the span has no
+    /// parent in this process.
+    pub(crate) fn classify_in_context(
         &self,
         name: &str,
         attributes: &[KeyValue],
+        is_root: bool,
         parent_role: impl FnOnce() -> Option<Role>,
     ) -> Role {
-        match self.classify(name, attributes) {
-            Role::Other if mastra_step_name(name) && parent_role() == Some(Role::Generation) => {
-                Role::Step
+        let role = self.classify(name, attributes);
+        // Which rule of context could apply (names first: most spans need none).
+        let wants_parent = match role {
+            Role::Other => mastra_step_name(name).then_some(Role::Generation),
+            Role::Workflow => (name == OPENAI_AGENTS_TURN).then_some(Role::Invocation),
+            _ => None,
+        };
+        if let Some(wanted) = wants_parent {
+            if parent_role() == Some(wanted) {
+                return Role::Step;
             }
-            role => role,
+            return role;
         }
+        if role == Role::Invocation
+            && is_root
+            && name == OPENAI_AGENTS_WORKFLOW
+            && last_value(attributes, openinference::SPAN_KIND)
+                .is_some_and(|v| v.as_str() == "AGENT")
+        {
+            return Role::Workflow;
+        }
+        role
     }
 }
+
+/// The OpenAI Agents SDK's span of one turn of its agent loop (an OpenInference `CHAIN`).
+const OPENAI_AGENTS_TURN: &str = "turn";
+/// The OpenAI Agents SDK's root span of a run (an OpenInference `AGENT` and, below it,
+/// a `CHAIN` of the same name).
+const OPENAI_AGENTS_WORKFLOW: &str = "Agent workflow";
 
 /// The attribute keys the built-in rules read, in the order they are tried.
 const SIGNAL_KEYS: [&str; 8] = [
@@ -511,7 +542,7 @@ fn json_string_member<'a>(json: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Whether a span name is Mastra's name of a model step (`step: 0`, `step: 1`, ...). It
-/// makes a step only under a Mastra generation (see [`Recogniser::classify_start`]).
+/// makes a step only under a Mastra generation (see [`Recogniser::classify_in_context`]).
 fn mastra_step_name(name: &str) -> bool {
     name.as_bytes().first() == Some(&b's')
         && name
@@ -801,16 +832,54 @@ mod tests {
         // `step: N` is a step only under a generation.
         let r = Recogniser::default();
         assert_eq!(
-            r.classify_start("step: 1", &[], || Some(Role::Generation)),
+            r.classify_in_context("step: 1", &[], false, || Some(Role::Generation)),
             Role::Step
         );
         assert_eq!(
-            r.classify_start("step: 1", &[], || Some(Role::Invocation)),
+            r.classify_in_context("step: 1", &[], false, || Some(Role::Invocation)),
             Role::Other
         );
         assert_eq!(
-            r.classify_start("step: x", &[], || Some(Role::Generation)),
+            r.classify_in_context("step: x", &[], false, || Some(Role::Generation)),
             Role::Other
+        );
+    }
+
+    #[test]
+    fn openai_agents_turns_and_workflows() {
+        let r = Recogniser::new(Vec::new(), None);
+        let chain = [kv("openinference.span.kind", "CHAIN")];
+        let agent = [kv("openinference.span.kind", "AGENT")];
+        // A turn is a step directly under an invocation, a workflow elsewhere.
+        assert_eq!(
+            r.classify_in_context("turn", &chain, false, || Some(Role::Invocation)),
+            Role::Step
+        );
+        assert_eq!(
+            r.classify_in_context("turn", &chain, false, || Some(Role::Workflow)),
+            Role::Workflow
+        );
+        assert_eq!(
+            r.classify_in_context("turns", &chain, false, || Some(Role::Invocation)),
+            Role::Workflow
+        );
+        // The root `Agent workflow` AGENT is a workflow; the agent's own AGENT, or an
+        // `Agent workflow` AGENT under a parent, an invocation.
+        assert_eq!(
+            r.classify_in_context("Agent workflow", &agent, true, || None),
+            Role::Workflow
+        );
+        assert_eq!(
+            r.classify_in_context("Agent workflow", &agent, false, || None),
+            Role::Invocation
+        );
+        assert_eq!(
+            r.classify_in_context("weather_agent", &agent, true, || None),
+            Role::Invocation
+        );
+        assert_eq!(
+            r.classify_in_context("Agent workflow", &chain, true, || None),
+            Role::Workflow
         );
     }
 

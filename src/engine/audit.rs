@@ -235,12 +235,15 @@ impl<S: StartCopy> Audit<S> {
     /// tracked, so neither is its parent (the fast path of spans that are not gen-ai).
     #[inline]
     pub(crate) fn plan_start(&self, span: &StartedSpan<'_>) -> Option<StartPlan> {
-        let role = self
-            .recogniser
-            .classify_start(span.name, span.attributes, || {
+        let role = self.recogniser.classify_in_context(
+            span.name,
+            span.attributes,
+            span.parent.is_none(),
+            || {
                 let trace = TraceKey::of(span.trace_id);
                 span.parent.and_then(|p| self.ledger.role_of(trace, p))
-            });
+            },
+        );
         if !role.is_recognised() && self.ledger.len() == 0 {
             return None;
         }
@@ -335,9 +338,20 @@ impl<S: StartCopy> Audit<S> {
         synthetic
     }
 
-    /// The role of an ending span, classified again from its final attributes.
-    pub(crate) fn end_role(&self, name: &str, attributes: &[KeyValue]) -> Role {
-        self.recogniser.classify(name, attributes)
+    /// The role of an ending span, classified again from its final attributes, where
+    /// it sits (`parent`: its parent in this process, looked up only for the names
+    /// that need it).
+    pub(crate) fn end_role(
+        &self,
+        name: &str,
+        attributes: &[KeyValue],
+        trace_id: TraceId,
+        parent: Option<u64>,
+    ) -> Role {
+        self.recogniser
+            .classify_in_context(name, attributes, parent.is_none(), || {
+                parent.and_then(|p| self.ledger.role_of(TraceKey::of(trace_id), p))
+            })
     }
 
     /// Whether the end of a span of this role (from [`end_role`](Self::end_role)) needs

@@ -37,6 +37,8 @@ mod metrics_disabled;
 mod otlp_example;
 mod passthrough_and_forwarding;
 mod properties;
+#[cfg(feature = "cli")]
+mod python_frameworks;
 mod real_clients_genai;
 mod real_clients_rig;
 mod real_clients_rig_leak;
@@ -44,7 +46,5 @@ mod recorded_traces;
 mod replay_example;
 mod rollups;
 mod script_format;
-#[cfg(feature = "cli")]
-mod strands;
 mod tracing_bridge;
 mod usage_and_cost;

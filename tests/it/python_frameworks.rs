@@ -1,19 +1,27 @@
-//! Strands Agents (Python 1.62, native tracing): each cycle of the agent loop,
-//! `execute_event_loop_cycle` (the Rust SDK's `execute_agent_loop_cycle`), is a step.
-//! The shared recording gives its ground truth exactly, in process (every policy) and
-//! through the command; a cycle left open and two cycles overlapping are found.
+//! Python agent frameworks whose steps need a rule of their own (the shared recordings
+//! and their ground truth):
+//! - Strands Agents (1.62, native tracing): each cycle of the agent loop,
+//!   `execute_event_loop_cycle` (the Rust SDK's `execute_agent_loop_cycle`), is a step;
+//! - the OpenAI Agents SDK (0.24) through OpenInference: each loop turn, a `CHAIN`
+//!   named `turn` under the agent's `AGENT`, is a step; the root `Agent workflow`
+//!   `AGENT` is a workflow.
+//!
+//! Each recording gives its ground truth exactly, in process (every policy) and through
+//! the command; a cycle left open and two cycles overlapping are found.
 
 use genai_audit::{ContaminationPolicy, LeakPolicy};
 
 use crate::cli_support as cli;
 use crate::common::Harness;
 
-const RECORDING: &str = "strands-concurrent-2agents";
 /// A step: (span id, index, input, output).
 type Step = (&'static str, i64, i64, i64);
 
 /// (invocation, input, output, its steps) from the README.
-const TRUTH: [(&str, i64, i64, [Step; 2]); 2] = [
+type Truth = [(&'static str, i64, i64, [Step; 2]); 2];
+
+const STRANDS: &str = "strands-concurrent-2agents";
+const STRANDS_TRUTH: Truth = [
     (
         "38b3cc07fe1d88d1",
         234,
@@ -34,17 +42,66 @@ const TRUTH: [(&str, i64, i64, [Step; 2]); 2] = [
     ),
 ];
 
-fn script() -> String {
-    cli::read(&cli::shared(&format!("traces/{RECORDING}.jsonl")))
+const OPENAI_AGENTS: &str = "openai-agents-concurrent";
+const OPENAI_AGENTS_TRUTH: Truth = [
+    (
+        "25a6bb906e2ef427",
+        234,
+        28,
+        [
+            ("672d455b6e5c38ad", 1, 101, 11),
+            ("387cf0ee71ae4df4", 2, 133, 17),
+        ],
+    ),
+    (
+        "edcff5356b8b68bc",
+        338,
+        42,
+        [
+            ("bd97bc5b55cdce99", 1, 157, 19),
+            ("c2aab1a0514cd583", 2, 181, 23),
+        ],
+    ),
+];
+
+fn script(recording: &str) -> String {
+    cli::read(&cli::shared(&format!("traces/{recording}.jsonl")))
 }
 
 #[test]
-fn the_recording_gives_its_ground_truth_in_process_under_every_policy() {
+fn strands_gives_its_ground_truth_in_process_under_every_policy() {
+    in_process(STRANDS, &STRANDS_TRUTH);
+}
+
+#[test]
+fn openai_agents_gives_its_ground_truth_in_process_under_every_policy() {
+    let r = in_process(OPENAI_AGENTS, &OPENAI_AGENTS_TRUTH);
+    for root in ["a24e1c8c9f4c960f", "bc92df8ce8bdbdcb"] {
+        assert_eq!(r.string(root, "genai_audit.role"), "workflow", "{root}");
+    }
+}
+
+#[test]
+fn strands_gives_its_ground_truth_through_the_command() {
+    through_the_command(STRANDS, &STRANDS_TRUTH);
+}
+
+#[test]
+fn openai_agents_gives_its_ground_truth_through_the_command() {
+    let summaries = through_the_command(OPENAI_AGENTS, &OPENAI_AGENTS_TRUTH);
+    for summary in summaries {
+        assert_eq!(summary["invocations"], 2);
+    }
+}
+
+/// Replays `recording` under every policy and checks `truth`; returns the last replay.
+fn in_process(recording: &str, truth: &Truth) -> crate::common::Replayed {
+    let mut last = None;
     for leak in [LeakPolicy::Flag, LeakPolicy::Close] {
         for contamination in [ContaminationPolicy::Flag, ContaminationPolicy::Repair] {
             let h = Harness::with(|b| b.leak_policy(leak).contamination_policy(contamination));
-            let r = h.replay(&script());
-            for (inv, input, output, steps) in TRUTH {
+            let r = h.replay(&script(recording));
+            for &(inv, input, output, steps) in truth {
                 assert_eq!(r.string(inv, "genai_audit.role"), "invocation");
                 assert_eq!(r.i64(inv, "genai_audit.total.input_tokens"), input);
                 assert_eq!(r.i64(inv, "genai_audit.total.output_tokens"), output);
@@ -60,16 +117,20 @@ fn the_recording_gives_its_ground_truth_in_process_under_every_policy() {
                 }
             }
             r.assert_no_findings();
+            last = Some(r);
         }
     }
+    last.expect("replayed")
 }
 
-#[test]
-fn the_recording_gives_its_ground_truth_through_the_command() {
+/// Checks `truth` through the command, on the trace script, the OTLP JSON and the
+/// protobuf body of `recording`; returns the `check --json` summaries.
+fn through_the_command(recording: &str, truth: &Truth) -> Vec<serde_json::Value> {
+    let mut summaries = Vec::new();
     for file in [
-        format!("traces/{RECORDING}.jsonl"),
-        format!("otlp/{RECORDING}.otlp.json"),
-        format!("otlp/{RECORDING}.otlp.pb"),
+        format!("traces/{recording}.jsonl"),
+        format!("otlp/{recording}.otlp.json"),
+        format!("otlp/{recording}.otlp.pb"),
     ] {
         let path = cli::shared(&file);
         let (code, summary) = cli::check_json(&[&path], &[]);
@@ -78,8 +139,9 @@ fn the_recording_gives_its_ground_truth_through_the_command() {
             (0, Some(0)),
             "{file}"
         );
+        summaries.push(summary);
         let spans = cli::spans_of(&cli::enrich(&[&path], &[]));
-        for (inv, input, output, steps) in TRUTH {
+        for &(inv, input, output, steps) in truth {
             let span = spans
                 .iter()
                 .find(|s| format!("{:?}", cli::span_id_of(s)).contains(inv))
@@ -117,6 +179,7 @@ fn the_recording_gives_its_ground_truth_through_the_command() {
             }
         }
     }
+    summaries
 }
 
 const OPEN_CYCLE: &str = r#"{"op":"start","span":"agent","parent":null,"name":"invoke_agent weather_agent","time_ns":1000}
