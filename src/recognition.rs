@@ -242,7 +242,11 @@ impl Recogniser {
     /// - the OpenAI Agents SDK's loop turn, a `CHAIN` named `turn`, is a step when its
     ///   parent is an invocation (its agent's `AGENT` span);
     /// - the OpenAI Agents SDK's root `AGENT` named `Agent workflow` (it wraps each run,
-    ///   the agent's own `AGENT` below it) is a workflow.
+    ///   the agent's own `AGENT` below it) is a workflow;
+    /// - smolagents' `Step N` (a `CHAIN`) is a step when its parent is an invocation;
+    /// - LlamaIndex's workflow agents: the root `CHAIN` `<Agent>.run` is an invocation,
+    ///   `BaseWorkflowAgent.run_agent_step` a step, and `<LLM>._prepare_chat_with_tools`
+    ///   (marked `LLM`, it calls no model) plays no role.
     ///
     /// `parent_role` is asked only for a name that needs it; `is_root`: the span has no
     /// parent in this process.
@@ -254,10 +258,22 @@ impl Recogniser {
         parent_role: impl FnOnce() -> Option<Role>,
     ) -> Role {
         let role = self.classify(name, attributes);
+        // LlamaIndex's workflow agents (OpenInference, every kind set at end): the root
+        // `<Agent>.run` chain is the invocation, each `run_agent_step` a step, and the
+        // `_prepare_chat_with_tools` span marked `LLM` calls no model.
+        match role {
+            Role::Workflow if name == LLAMA_INDEX_STEP => return Role::Step,
+            Role::Workflow if is_root && name.ends_with(LLAMA_INDEX_RUN) => {
+                return Role::Invocation
+            }
+            Role::Generation if name.ends_with(LLAMA_INDEX_PREPARE) => return Role::Other,
+            _ => {}
+        }
         // Which rule of context could apply (names first: most spans need none).
         let wants_parent = match role {
             Role::Other => mastra_step_name(name).then_some(Role::Generation),
-            Role::Workflow => (name == OPENAI_AGENTS_TURN).then_some(Role::Invocation),
+            Role::Workflow => (name == OPENAI_AGENTS_TURN || smolagents_step_name(name))
+                .then_some(Role::Invocation),
             _ => None,
         };
         if let Some(wanted) = wants_parent {
@@ -276,6 +292,19 @@ impl Recogniser {
         }
         role
     }
+}
+
+/// LlamaIndex's workflow agents: a run (`FunctionAgent.run`, `ReActAgent.run`, ...),
+/// a step of it, and the preparation of a model call that OpenInference marks `LLM`.
+const LLAMA_INDEX_RUN: &str = "Agent.run";
+const LLAMA_INDEX_STEP: &str = "BaseWorkflowAgent.run_agent_step";
+const LLAMA_INDEX_PREPARE: &str = "._prepare_chat_with_tools";
+
+/// Whether a span name is smolagents' name of a step of its agent (`Step 1`, `Step 2`,
+/// ...; a `CHAIN` under the agent's `AGENT`).
+fn smolagents_step_name(name: &str) -> bool {
+    name.strip_prefix("Step ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The OpenAI Agents SDK's span of one turn of its agent loop (an OpenInference `CHAIN`).

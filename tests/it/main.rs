@@ -39,6 +39,8 @@ mod passthrough_and_forwarding;
 mod properties;
 #[cfg(feature = "cli")]
 mod python_frameworks;
+#[cfg(feature = "cli")]
+mod python_recordings;
 mod real_clients_genai;
 mod real_clients_rig;
 mod real_clients_rig_leak;

@@ -1,0 +1,321 @@
+"""Record smolagents + openinference-instrumentation-smolagents traces with a fake model.
+
+Writes, next to this script:
+  smolagents-concurrent.jsonl      trace script (start/set/end events, labels = 16-hex span ids)
+  smolagents-concurrent.otlp.json  OTLP JSON, one ExportTraceServiceRequest per line (one per trace)
+  harness-log.jsonl                the harness's own ground truth (model calls, tool calls, run outcomes)
+
+Scenario:
+  runs A and B: the SAME ToolCallingAgent instance, run concurrently from two threads.
+    each: model call 1 -> tool call get_weather(city); model call 2 -> final_answer.
+    The fake model makes both threads meet (threading.Barrier) inside model call 1 and
+    inside model call 2, so the two invocations really overlap.
+  run C: same agent, afterwards, alone; the fake model raises FakeCancelled in its first call.
+  run D: same agent, afterwards, alone; the fake model calls agent.interrupt() during its
+    first call (smolagents' own cancellation API) and then returns the tool call normally.
+No network is used: the model is a smolagents.Model subclass returning canned ChatMessages.
+"""
+
+import json
+import os
+import threading
+import time
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, StatusCode
+
+import smolagents
+from smolagents import ChatMessage, Model, ToolCallingAgent, tool
+from smolagents.models import ChatMessageToolCall, ChatMessageToolCallFunction, MessageRole
+from smolagents.monitoring import LogLevel, TokenUsage
+
+from openinference.instrumentation.smolagents import SmolagentsInstrumentor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT_PATH = os.path.join(HERE, "smolagents-concurrent.jsonl")
+OTLP_PATH = os.path.join(HERE, "smolagents-concurrent.otlp.json")
+HARNESS_LOG_PATH = os.path.join(HERE, "harness-log.jsonl")
+
+# ---------------------------------------------------------------------------
+# Recording span processor
+# ---------------------------------------------------------------------------
+
+_KIND = {
+    SpanKind.INTERNAL: "internal",
+    SpanKind.CLIENT: "client",
+    SpanKind.SERVER: "server",
+    SpanKind.PRODUCER: "producer",
+    SpanKind.CONSUMER: "consumer",
+}
+_STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
+
+
+def _val(v):
+    if isinstance(v, (tuple, list)):
+        return [_val(x) for x in v]
+    return v
+
+
+def _attrs(attributes):
+    return {k: _val(v) for k, v in (attributes or {}).items()}
+
+
+def _hex_span(span_id):
+    return format(span_id, "016x")
+
+
+class RecordingProcessor(SpanProcessor):
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events = []  # trace script events in SDK callback order
+        self.start_attrs = {}  # span label -> attributes at start
+        self.ended = []  # ReadableSpans in end order
+
+    def on_start(self, span, parent_context=None):
+        ctx = span.get_span_context()
+        label = _hex_span(ctx.span_id)
+        parent = _hex_span(span.parent.span_id) if span.parent is not None else None
+        attrs = _attrs(span.attributes)
+        ev = {
+            "op": "start",
+            "span": label,
+            "parent": parent,
+            "name": span.name,
+            "kind": _KIND[span.kind],
+            "time_ns": span.start_time,
+            "attributes": attrs,
+        }
+        with self.lock:
+            self.start_attrs[label] = dict(attrs)
+            self.events.append(ev)
+
+    def on_end(self, span):
+        label = _hex_span(span.get_span_context().span_id)
+        final = _attrs(span.attributes)
+        with self.lock:
+            before = self.start_attrs.get(label, {})
+            changed = {k: v for k, v in final.items() if k not in before or before[k] != v}
+            if changed:
+                self.events.append({"op": "set", "span": label, "attributes": changed})
+            end = {"op": "end", "span": label, "time_ns": span.end_time,
+                   "status": _STATUS[span.status.status_code]}
+            if span.status.description:
+                end["status_message"] = span.status.description
+            self.events.append(end)
+            self.ended.append(span)
+
+    def shutdown(self):
+        pass
+
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+
+# ---------------------------------------------------------------------------
+# Harness log (ground truth)
+# ---------------------------------------------------------------------------
+
+HLOG = []
+HLOG_LOCK = threading.Lock()
+
+
+def hlog(**rec):
+    rec["time_ns"] = time.time_ns()
+    rec["thread"] = threading.current_thread().name
+    with HLOG_LOCK:
+        HLOG.append(rec)
+    print("HARNESS", json.dumps(rec, sort_keys=True), flush=True)
+
+
+def current_span_hex():
+    ctx = trace.get_current_span().get_span_context()
+    return _hex_span(ctx.span_id) if ctx.is_valid else None
+
+
+# ---------------------------------------------------------------------------
+# Fake model, tool
+# ---------------------------------------------------------------------------
+
+TOKENS = {
+    "A": [(101, 11), (133, 17)],
+    "B": [(157, 19), (181, 23)],
+    "C": [(211, 29)],
+    "D": [(223, 31), (227, 37)],
+}
+CITY = {"A": "Paris", "B": "Tokyo", "C": "Lima", "D": "Oslo"}
+
+RUN = threading.local()  # .label, .calls
+BARRIER = threading.Barrier(2, timeout=10)  # makes A and B overlap inside each model call
+
+
+class FakeCancelled(Exception):
+    """Stands for a cancellation arriving while the model call is in flight."""
+
+
+class FakeModel(Model):
+    def __init__(self):
+        super().__init__(model_id="fake-model-1")
+        self.agent = None  # set after the agent is built (for run D)
+
+    def generate(self, messages, stop_sequences=None, response_format=None, tools_to_call_from=None, **kwargs):
+        label = RUN.label
+        RUN.calls += 1
+        n = RUN.calls
+        span_at_call = current_span_hex()
+        if label == "C":
+            hlog(event="model_call", run=label, call=n, input_tokens=None, output_tokens=None,
+                 current_span=span_at_call, outcome="raise FakeCancelled")
+            raise FakeCancelled("run C cancelled during model call 1")
+        inp, out = TOKENS[label][n - 1]
+        if label in ("A", "B"):
+            try:
+                BARRIER.wait()
+            except threading.BrokenBarrierError:
+                hlog(event="barrier_broken", run=label, call=n)
+        if label == "D" and n == 1:
+            self.agent.interrupt()
+            hlog(event="agent_interrupt_called", run=label, call=n, current_span=span_at_call)
+        if n == 1:
+            tc = ChatMessageToolCall(
+                id=f"call_{label}_1", type="function",
+                function=ChatMessageToolCallFunction(name="get_weather", arguments={"city": CITY[label]}),
+            )
+        else:
+            tc = ChatMessageToolCall(
+                id=f"call_{label}_2", type="function",
+                function=ChatMessageToolCallFunction(
+                    name="final_answer", arguments={"answer": f"Weather in {CITY[label]}: sunny, 21C"}),
+            )
+        hlog(event="model_call", run=label, call=n, input_tokens=inp, output_tokens=out,
+             current_span=span_at_call, returns=tc.function.name,
+             messages_seen=len(messages))
+        return ChatMessage(role=MessageRole.ASSISTANT, content=None, tool_calls=[tc],
+                           token_usage=TokenUsage(input_tokens=inp, output_tokens=out))
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Get the weather for a city.
+
+    Args:
+        city: name of the city
+    """
+    label = getattr(RUN, "label", None)
+    hlog(event="tool_call", run=label, tool="get_weather", city=city, current_span=current_span_hex())
+    return f"sunny, 21C in {city}"
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+
+def main():
+    processor = RecordingProcessor()
+    provider = TracerProvider(resource=Resource.create({"service.name": "smolagents-recording"}))
+    provider.add_span_processor(processor)
+
+    # The instrumentor only wraps `generate` of Model subclasses that are attributes of the
+    # `smolagents` module at instrument() time (it walks vars(smolagents)). A user subclass
+    # overriding generate() is not wrapped (see README), so the fake model is exposed there.
+    smolagents.FakeModel = FakeModel
+    SmolagentsInstrumentor().instrument(tracer_provider=provider)
+
+    model = FakeModel()
+    agent = ToolCallingAgent(tools=[get_weather], model=model, max_steps=4,
+                             verbosity_level=LogLevel.OFF, name="weather_agent")
+    model.agent = agent
+
+    results = {}
+
+    def runner(label):
+        RUN.label = label
+        RUN.calls = 0
+        hlog(event="run_begin", run=label, city=CITY[label])
+        try:
+            out = agent.run(f"What is the weather in {CITY[label]}?")
+            results[label] = ("ok", str(out))
+            hlog(event="run_end", run=label, outcome="returned", output=str(out),
+                 current_span_after=current_span_hex())
+        except BaseException as e:  # noqa: BLE001 - record whatever the framework raises
+            results[label] = ("raised", f"{type(e).__name__}: {e}")
+            hlog(event="run_end", run=label, outcome="raised", error=f"{type(e).__name__}: {e}",
+                 current_span_after=current_span_hex())
+
+    # A and B concurrently on the same agent object. B starts shortly after A so the order
+    # of the run spans is deterministic; the barrier makes both model calls overlap.
+    ta = threading.Thread(target=runner, args=("A",), name="run-A")
+    tb = threading.Thread(target=runner, args=("B",), name="run-B")
+    ta.start()
+    time.sleep(0.05)
+    tb.start()
+    ta.join()
+    tb.join()
+
+    for label in ("C", "D"):
+        t = threading.Thread(target=runner, args=(label,), name=f"run-{label}")
+        t.start()
+        t.join()
+
+    provider.force_flush()
+    provider.shutdown()
+
+    with open(SCRIPT_PATH, "w") as f:
+        f.write("# smolagents " + smolagents.__version__ + " + openinference-instrumentation-smolagents; "
+                "see README.md. Labels are the 16-hex-digit span ids.\n")
+        for ev in processor.events:
+            f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+
+    write_otlp(processor.ended)
+
+    with open(HARNESS_LOG_PATH, "w") as f:
+        for rec in HLOG:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    started = {e["span"] for e in processor.events if e["op"] == "start"}
+    ended = {e["span"] for e in processor.events if e["op"] == "end"}
+    print("spans started:", len(started), "ended:", len(ended), "never ended:", sorted(started - ended))
+    print("results:", json.dumps(results, indent=1))
+
+
+def write_otlp(spans):
+    import base64
+
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    def b64hex(s):
+        return base64.b64decode(s).hex()
+
+    def fix(d):
+        for rs in d.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                for sp in ss.get("spans", []):
+                    for k in ("traceId", "spanId", "parentSpanId"):
+                        if k in sp:
+                            sp[k] = b64hex(sp[k])
+                    for ln in sp.get("links", []):
+                        for k in ("traceId", "spanId"):
+                            if k in ln:
+                                ln[k] = b64hex(ln[k])
+        return d
+
+    # one request per trace, in the order in which each trace's first span ended
+    order, by_trace = [], {}
+    for s in spans:
+        tid = s.get_span_context().trace_id
+        if tid not in by_trace:
+            by_trace[tid] = []
+            order.append(tid)
+        by_trace[tid].append(s)
+    with open(OTLP_PATH, "w") as f:
+        for tid in order:
+            msg = encode_spans(by_trace[tid])
+            d = MessageToDict(msg, use_integers_for_enums=True)
+            f.write(json.dumps(fix(d), separators=(",", ":")) + "\n")
+
+
+if __name__ == "__main__":
+    main()
