@@ -913,6 +913,40 @@ mod tests {
     }
 
     #[test]
+    fn smolagents_and_llama_index() {
+        let r = Recogniser::new(Vec::new(), None);
+        let chain = [kv("openinference.span.kind", "CHAIN")];
+        let llm = [kv("openinference.span.kind", "LLM")];
+        let at = |name: &str, attrs: &[KeyValue], root: bool, parent: Option<Role>| {
+            r.classify_in_context(name, attrs, root, || parent)
+        };
+        // smolagents' steps, only under an invocation.
+        assert_eq!(
+            at("Step 3", &chain, false, Some(Role::Invocation)),
+            Role::Step
+        );
+        assert_eq!(
+            at("Step 3", &chain, false, Some(Role::Workflow)),
+            Role::Workflow
+        );
+        assert_eq!(
+            at("Step x", &chain, false, Some(Role::Invocation)),
+            Role::Workflow
+        );
+        // LlamaIndex: the root run, its steps, and the preparation that calls no model.
+        assert_eq!(
+            at("FunctionAgent.run", &chain, true, None),
+            Role::Invocation
+        );
+        assert_eq!(at("FunctionAgent.run", &chain, false, None), Role::Workflow);
+        let step = "BaseWorkflowAgent.run_agent_step";
+        assert_eq!(at(step, &chain, false, None), Role::Step);
+        let prepare = "FakeToolLLM._prepare_chat_with_tools";
+        assert_eq!(at(prepare, &llm, false, None), Role::Other);
+        assert_eq!(at("FakeToolLLM.achat", &llm, false, None), Role::Generation);
+    }
+
+    #[test]
     fn langgraph_chains() {
         let chain = |name: &str, metadata: &str| {
             let attrs = [
