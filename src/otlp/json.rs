@@ -37,6 +37,8 @@ pub(super) struct ResourceSpansHead<'a> {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ScopeSpansHead<'a> {
     #[serde(borrow, default)]
+    pub(super) scope: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     pub(super) spans: Option<Vec<&'a RawValue>>,
 }
 

@@ -34,7 +34,8 @@ pub(crate) struct SpanRecord {
     pub(crate) offset: u32,
     pub(crate) len: u32,
     pub(crate) request: u32,
-    /// Distinct resources (by their text) get distinct numbers.
+    /// Distinct resources and scopes (by their text) get distinct numbers: the spans of
+    /// one are in the order they ended.
     pub(crate) resource: u32,
     pub(crate) flags: u32,
 }
@@ -89,14 +90,20 @@ impl Store {
         let first_span = u32::try_from(self.spans.len() + parsed.spans.len())
             .map(|_| self.spans.len() as u32)
             .map_err(|_| "more than 4 294 967 295 spans".to_owned())?;
-        // Each resource (by its text) gets its number the first time it is seen.
+        // Each resource and scope (by their text) gets its number the first time it is
+        // seen.
         let numbers: Vec<u32> = parsed
             .resources
             .iter()
-            .map(|&(at, len)| {
+            .map(|&((at, len), (scope_at, scope_len))| {
                 let text = parsed.text.get(at..at + len).unwrap_or_default();
+                let scope = parsed
+                    .text
+                    .get(scope_at..scope_at + scope_len)
+                    .unwrap_or_default();
+                let key = format!("{text}\u{0}{scope}");
                 let next = self.resources.len() as u32;
-                *self.resources.entry(text.into()).or_insert(next)
+                *self.resources.entry(key.into()).or_insert(next)
             })
             .collect();
         for mut record in parsed.spans {
@@ -114,12 +121,12 @@ impl Store {
 }
 
 /// A request read, not yet kept: its text, its spans' records (`resource`: the place
-/// of the span's resource in `resources`), its resources' places in the text, and the
+/// of the span's resource and scope in `resources`), their places in the text, and the
 /// response ids of its generations.
 pub(crate) struct Parsed {
     text: Box<str>,
     spans: Vec<SpanRecord>,
-    resources: Vec<(usize, usize)>,
+    resources: Vec<((usize, usize), (usize, usize))>,
     responses: Vec<(u64, [u8; 16])>,
 }
 
@@ -137,9 +144,12 @@ pub(crate) fn parse(text: String) -> Result<Parsed, String> {
         let resource = resource_spans
             .resource
             .map_or((0, 0), |r| (offset_in(&text, r.get()), r.get().len()));
-        let slot = resources.len() as u32;
-        resources.push(resource);
         for scope_spans in resource_spans.scope_spans.iter().flatten() {
+            let scope = scope_spans
+                .scope
+                .map_or((0, 0), |s| (offset_in(&text, s.get()), s.get().len()));
+            let slot = resources.len() as u32;
+            resources.push((resource, scope));
             for raw in scope_spans.spans.iter().flatten() {
                 let (record, response) = read_span(raw, &text, slot)?;
                 if let Some(hash) = response {

@@ -45,17 +45,20 @@ fn in_process(framework: &str, script: &str, truth: &[Truth]) {
     }
 }
 
+/// Checks `truth` through the command on `files`, and the summary: invocations, every
+/// finding, and the findings by code.
 fn through_the_command(
     framework: &str,
     files: &[&str],
     truth: &[Truth],
-    summary: (u64, &[(&str, u64)]),
+    summary: (u64, u64, &[(&str, u64)]),
 ) {
     for file in files {
         let path = recording(framework, file);
         let (_, json) = cli::check_json(&[&path], &[]);
         assert_eq!(json["invocations"].as_u64(), Some(summary.0), "{file}");
-        for &(code, n) in summary.1 {
+        assert_eq!(json["findings_total"].as_u64(), Some(summary.1), "{file}");
+        for &(code, n) in summary.2 {
             assert_eq!(json["findings"][code].as_u64(), Some(n), "{file}: {code}");
         }
         let spans = cli::spans_of(&cli::enrich(&[&path], &[]));
@@ -118,7 +121,7 @@ fn smolagents_through_the_command() {
             "smolagents-concurrent.otlp.json",
         ],
         &SMOLAGENTS,
-        (2, &[("usage_mismatch", 2), ("missing_parent", 2)]),
+        (2, 4, &[("usage_mismatch", 2), ("missing_parent", 2)]),
     );
 }
 
@@ -139,11 +142,98 @@ fn llama_index_through_the_command() {
             "llamaindex-concurrent.otlp.json",
         ],
         &LLAMA_INDEX,
-        (3, &[("late_end", 1), ("unclosed_child", 1)]),
+        (3, 2, &[("late_end", 1), ("unclosed_child", 1)]),
     );
 }
 
 #[test]
 fn llama_index_in_process() {
     in_process("llamaindex", "llamaindex-concurrent.jsonl", &LLAMA_INDEX);
+}
+
+/// Agno 3.1.10 + openinference-instrumentation-agno 1.0.15: no step spans; clean (every
+/// run's usage on its own calls); the cancelled run C's agent span ends `ok`.
+const AGNO: [Truth; 2] = [
+    ("98496dcfa34fe612", 234, 28, 2, 1, 0, &[]),
+    ("78648ea42984b0c0", 338, 42, 2, 1, 0, &[]),
+];
+
+#[test]
+fn agno_in_process() {
+    in_process("agno", "agno-concurrent.jsonl", &AGNO);
+}
+
+#[test]
+fn agno_through_the_command() {
+    through_the_command(
+        "agno",
+        &["agno-concurrent.jsonl", "agno-concurrent.otlp.json"],
+        &AGNO,
+        (3, 0, &[]),
+    );
+}
+
+/// Google ADK 2.13 (its own GenAI tracing: `invoke_workflow` › `invoke_agent` ›
+/// `generate_content`, `execute_tool`, everything but the root's set at end): clean;
+/// a cancelled run ends its spans as if nothing went wrong.
+const GOOGLE_ADK: [Truth; 2] = [
+    ("b469eb3ccea2ec1f", 234, 28, 2, 1, 0, &[]),
+    ("5965a5145615a886", 338, 42, 2, 1, 0, &[]),
+];
+
+#[test]
+fn google_adk_in_process() {
+    in_process("google-adk", "google-adk-concurrent.jsonl", &GOOGLE_ADK);
+}
+
+#[test]
+fn google_adk_through_the_command() {
+    through_the_command(
+        "google-adk",
+        &[
+            "google-adk-concurrent.jsonl",
+            "google-adk-concurrent.otlp.json",
+        ],
+        &GOOGLE_ADK,
+        (4, 0, &[]),
+    );
+}
+
+/// AutoGen AgentChat 0.7.5, its own tracing and openinference-instrumentation-autogen-
+/// agentchat 0.1.22 both on: no model-call span from either for a model written in
+/// AutoGen's interface (no usage anywhere); each tool call has one tool span from each
+/// instrumentation (both counted). Each run's OpenInference `AGENT` span ends 0.1–0.2 ms
+/// after its `invoke_agent` parent: in process, and in the trace script (its true end
+/// order), a `late_end` and an `unclosed_child`; the OTLP export groups spans by
+/// instrumentation scope, so across the two scopes ends go by their times, where a child
+/// ending less than the skew after its parent counts as ending first: no finding.
+const AUTOGEN_IN_ORDER: [Truth; 2] = [
+    ("939c651e17bf6968", 0, 0, 0, 2, 0, &["unclosed_child"]),
+    ("82b9d616dedb9949", 0, 0, 0, 2, 0, &["unclosed_child"]),
+];
+
+const AUTOGEN_BY_TIME: [Truth; 2] = [
+    ("939c651e17bf6968", 0, 0, 0, 2, 0, &[]),
+    ("82b9d616dedb9949", 0, 0, 0, 2, 0, &[]),
+];
+
+#[test]
+fn autogen_in_process() {
+    in_process("autogen", "autogen-concurrent.jsonl", &AUTOGEN_IN_ORDER);
+}
+
+#[test]
+fn autogen_through_the_command() {
+    through_the_command(
+        "autogen",
+        &["autogen-concurrent.jsonl"],
+        &AUTOGEN_IN_ORDER,
+        (6, 4, &[("late_end", 2), ("unclosed_child", 2)]),
+    );
+    through_the_command(
+        "autogen",
+        &["autogen-concurrent.otlp.json"],
+        &AUTOGEN_BY_TIME,
+        (6, 0, &[]),
+    );
 }
