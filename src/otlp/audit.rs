@@ -81,25 +81,19 @@ impl Inputs {
             let mut batch: Vec<RequestText> = Vec::new();
             let mut bytes = 0usize;
             let mut parsing: Option<std::thread::ScopedJoinHandle<'_, Batch>> = None;
-            let source = read_source(
-                Box::new(reader),
-                name,
-                max_line_bytes,
-                None,
-                &mut |request| {
-                    bytes += request.text.len();
-                    batch.push(request);
-                    if bytes >= BATCH_BYTES || batch.len() >= BATCH_REQUESTS {
-                        bytes = 0;
-                        if let Some(previous) = parsing.take() {
-                            keep(store, joined(previous), name)?;
-                        }
-                        let full = std::mem::take(&mut batch);
-                        parsing = Some(scope.spawn(move || parse_batch(full)));
+            let source = read_source(Box::new(reader), name, max_line_bytes, &mut |request| {
+                bytes += request.text.len();
+                batch.push(request);
+                if bytes >= BATCH_BYTES || batch.len() >= BATCH_REQUESTS {
+                    bytes = 0;
+                    if let Some(previous) = parsing.take() {
+                        keep(store, joined(previous), name)?;
                     }
-                    Ok(())
-                },
-            );
+                    let full = std::mem::take(&mut batch);
+                    parsing = Some(scope.spawn(move || parse_batch(full)));
+                }
+                Ok(())
+            });
             if let Some(previous) = parsing.take() {
                 keep(store, joined(previous), name)?;
             }

@@ -106,13 +106,11 @@ const GZIP: [u8; 2] = [0x1f, 0x8b];
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Reads one input from `reader`, handing each OTLP request to `sink` as soon as it
-/// is read (so that the text of the input is never held twice). `kind` forces the
-/// kind of a text input.
+/// is read (so that the text of the input is never held twice).
 pub(crate) fn read_source(
     reader: Box<dyn Read + '_>,
     file: &str,
     max_line_bytes: usize,
-    kind: Option<InputKind>,
     sink: &mut dyn FnMut(RequestText) -> Result<(), InputError>,
 ) -> Result<Source, InputError> {
     let error = |line: usize, reason: String| InputError::at(file, line, reason);
@@ -122,7 +120,7 @@ pub(crate) fn read_source(
         .map_err(|e| error(0, format!("cannot read: {e}")))?;
     if head.starts_with(&GZIP) {
         let inflated = flate2::bufread::MultiGzDecoder::new(reader);
-        return read_source(Box::new(inflated), file, max_line_bytes, kind, sink);
+        return read_source(Box::new(inflated), file, max_line_bytes, sink);
     }
     let head = reader
         .fill_buf()
@@ -133,16 +131,16 @@ pub(crate) fn read_source(
         .find(|b| !b.is_ascii_whitespace())
         .is_none_or(|b| matches!(b, b'{' | b'#' | b'['));
     match head.first() {
-        _ if text => read_text(&mut reader, file, max_line_bytes, kind, sink),
-        Some(0x0a) if kind.is_none() => {
+        _ if text => read_text(&mut reader, file, max_line_bytes, sink),
+        Some(0x0a) => {
             read_protobuf_body(&mut reader, file, max_line_bytes, sink)?;
             Ok(Source::Otlp)
         }
-        Some(0x00) if kind.is_none() => {
+        Some(0x00) => {
             read_protobuf_stream(&mut reader, file, max_line_bytes, sink)?;
             Ok(Source::Otlp)
         }
-        _ => read_text(&mut reader, file, max_line_bytes, kind, sink),
+        _ => read_text(&mut reader, file, max_line_bytes, sink),
     }
 }
 
@@ -261,7 +259,6 @@ fn read_text(
     reader: &mut dyn BufRead,
     file: &str,
     max_line_bytes: usize,
-    kind: Option<InputKind>,
     sink: &mut dyn FnMut(RequestText) -> Result<(), InputError>,
 ) -> Result<Source, InputError> {
     let error = |line: usize, reason: String| InputError::at(file, line, reason);
@@ -297,8 +294,7 @@ fn read_text(
             continue;
         }
         if requests == 0 {
-            let kind = kind.unwrap_or_else(|| detect(trimmed));
-            if kind == InputKind::Script {
+            if detect(trimmed) == InputKind::Script {
                 let mut script = std::mem::take(&mut leading);
                 script.push_str(text);
                 script.push('\n');

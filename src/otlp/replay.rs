@@ -306,7 +306,7 @@ struct Entry {
 /// The order of a trace's events.
 struct Plan {
     entries: Vec<Entry>,
-    /// One sequence of ends per resource, in order of appearance.
+    /// One sequence of ends per resource and scope, in order of appearance.
     sequences: Vec<Vec<u32>>,
     /// Spans by start (then depth, then place).
     starts: Vec<u32>,
