@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use genai_audit::LeakPolicy;
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 
 use crate::common::{findings_of, i64_of, value, Harness};
 
@@ -30,30 +31,36 @@ fn at(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(T0 + seconds)
 }
 
+/// Starts `invoke_agent <name>` at `seconds`.
+fn invocation(tracer: &SdkTracer, name: &str, seconds: u64) -> SdkSpan {
+    tracer
+        .span_builder(format!("invoke_agent {name}"))
+        .with_start_time(at(seconds))
+        .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
+        .start(tracer)
+}
+
+/// Starts `name` under `parent` at t = 0.
+fn child_of(tracer: &SdkTracer, parent: &SdkSpan, name: &str) -> SdkSpan {
+    let cx = Context::new().with_remote_span_context(parent.span_context().clone());
+    tracer
+        .span_builder(name.to_owned())
+        .with_start_time(at(0))
+        .start_with_context(tracer, &cx)
+}
+
 #[test]
 fn a_stale_span_counted_as_other_is_written_nowhere_when_recognised_at_its_end() {
     for policy in [LeakPolicy::Flag, LeakPolicy::Close] {
         let (h, offset) = clocked(policy);
         let tracer = h.tracer();
         // t = 0: an invocation and a plain child (tracked only because its parent is).
-        let mut a = tracer
-            .span_builder("invoke_agent a")
-            .with_start_time(at(0))
-            .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
-            .start(&tracer);
-        let cx = Context::new().with_remote_span_context(a.span_context().clone());
-        let mut child = tracer
-            .span_builder("child")
-            .with_start_time(at(0))
-            .start_with_context(&tracer, &cx);
+        let mut a = invocation(&tracer, "a", 0);
+        let mut child = child_of(&tracer, &a, "child");
         a.end_with_timestamp(at(0));
         // t = 10 s: another invocation starts; the open child is too old and evicted.
         offset.store(10, Ordering::SeqCst);
-        let mut b = tracer
-            .span_builder("invoke_agent b")
-            .with_start_time(at(10))
-            .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
-            .start(&tracer);
+        let mut b = invocation(&tracer, "b", 10);
         // The child turns out to be a tool call, and ends.
         child.set_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"));
         child.end_with_timestamp(at(10));
@@ -84,23 +91,10 @@ fn a_stale_span_counted_as_other_is_written_nowhere_when_recognised_at_its_end()
 fn a_stale_span_counted_under_its_role_is_written_under_it() {
     let (h, offset) = clocked(LeakPolicy::Flag);
     let tracer = h.tracer();
-    let mut a = tracer
-        .span_builder("invoke_agent a")
-        .with_start_time(at(0))
-        .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
-        .start(&tracer);
-    let cx = Context::new().with_remote_span_context(a.span_context().clone());
-    let mut tool = tracer
-        .span_builder("execute_tool search")
-        .with_start_time(at(0))
-        .start_with_context(&tracer, &cx);
+    let mut a = invocation(&tracer, "a", 0);
+    let mut tool = child_of(&tracer, &a, "execute_tool search");
     offset.store(10, Ordering::SeqCst);
-    tracer
-        .span_builder("invoke_agent b")
-        .with_start_time(at(10))
-        .with_attributes([KeyValue::new("gen_ai.operation.name", "invoke_agent")])
-        .start(&tracer)
-        .end_with_timestamp(at(10));
+    invocation(&tracer, "b", 10).end_with_timestamp(at(10));
     tool.end_with_timestamp(at(10));
     a.end_with_timestamp(at(11));
     let _ = h.provider.force_flush();
