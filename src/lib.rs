@@ -114,6 +114,8 @@ mod processor;
 pub mod recognition;
 pub mod report;
 pub mod script;
+#[cfg(feature = "cli")]
+pub mod serve;
 pub mod usage;
 
 pub use attributes::last_value;

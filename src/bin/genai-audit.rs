@@ -4,10 +4,12 @@
 //! ```text
 //! genai-audit check FILE...          # report; exit 0 clean, 1 findings, 2 unreadable input
 //! genai-audit enrich FILE... -o OUT  # the same spans, enriched, as OTLP JSON
+//! genai-audit serve --forward URL     # the live audit: OTLP in, audited OTLP out
 //! ```
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use genai_audit::otlp::{
     DEFAULT_MAX_LINE_BYTES,
 };
 use genai_audit::report::{Report, ReportOptions, Summary};
+use genai_audit::serve::{ForwardProtocol, ServeOptions, Server};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
 /// Audits exported gen-ai agent traces: OTLP JSON (one ExportTraceServiceRequest per
@@ -61,6 +64,90 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         output: PathBuf,
     },
+    /// Audits live: receives OTLP (HTTP and gRPC) as a Collector's otlp receiver does,
+    /// holds each trace until it is complete, audits it as `check` does, and sends the
+    /// enriched spans on (--forward) and/or appends them as OTLP JSON lines (--output).
+    /// Stops cleanly on SIGTERM or Ctrl-C: everything held is audited and sent first.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// OTLP/HTTP address (`POST /v1/traces`, `GET /metrics`, `GET /healthz`).
+    #[arg(long, default_value = "0.0.0.0:4318", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// OTLP/gRPC address, or `off`.
+    #[arg(long, default_value = "0.0.0.0:4317", value_name = "ADDR|off")]
+    grpc_listen: String,
+    /// A trace whose local root arrived is audited once no span of it arrived for this
+    /// long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    wait: Duration,
+    /// A trace is audited when it is this old, complete or not.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    max_trace_age: Duration,
+    /// The most memory held spans may take (e.g. `512MiB`); past it, new data is
+    /// refused with 503 / UNAVAILABLE, so that clients retry.
+    #[arg(long, default_value = "512MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    max_memory: usize,
+    /// The largest request accepted, after decompression (larger: 413).
+    #[arg(long, default_value = "20MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    max_request_bytes: usize,
+    /// Where audited spans are sent (e.g. `http://collector:4318`).
+    #[arg(long, value_name = "URL")]
+    forward: Option<String>,
+    /// How they are sent: `http/protobuf`, `http/json` or `grpc`.
+    #[arg(long, default_value = "http/protobuf", value_name = "PROTOCOL")]
+    forward_protocol: ForwardProtocol,
+    /// A header sent with every forwarded request (repeatable).
+    #[arg(long, value_parser = parse_header, value_name = "K=V")]
+    forward_header: Vec<(String, String)>,
+    /// The first wait before a failed send is tried again (doubled each time, up to
+    /// 30 s or the destination's Retry-After).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    forward_retry_initial: Duration,
+    /// How long a send is tried before its spans are counted as dropped.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    forward_retry_max_elapsed: Duration,
+    /// Also (or only) append the audited spans to this file, as OTLP JSON lines.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// On shutdown, how long sending what was held may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// How often metrics are pushed to the destination.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    metrics_interval: Duration,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        _ => return Err(format!("{text:?}: unit must be B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not a header like K=V")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -68,13 +155,20 @@ struct Input {
     /// Input files (`-`: standard input). OTLP JSON or trace scripts, told by content.
     #[arg(value_name = "FILE", required = true)]
     files: Vec<String>,
+    /// The longest line (or single-request file) read, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
+    max_line_bytes: usize,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// How each trace is audited (for `check`, `enrich` and `serve`).
+#[derive(Debug, Args)]
+struct AuditArgs {
     /// A child ending less than this after its parent, in another resource, counts as
     /// ending before it (e.g. `2ms`, `500us`, `0`).
     #[arg(long, default_value = "2ms", value_parser = parse_duration)]
     skew: Duration,
-    /// The longest line (or single-request file) read, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
-    max_line_bytes: usize,
     /// Leak policy: `flag` or `close` (default: GENAI_AUDIT_LEAK_POLICY, else flag).
     #[arg(long)]
     leak_policy: Option<LeakPolicy>,
@@ -110,12 +204,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => 1e-3,
         "s" | "" if number == 0.0 => 1.0,
         "s" => 1.0,
-        _ => return Err(format!("{text:?}: unit must be ns, us, ms or s")),
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ns, us, ms, s, m or h")),
     };
     Duration::try_from_secs_f64(number * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
 impl Input {
+    fn options(&self) -> AuditOptions {
+        self.audit.options()
+    }
+}
+
+impl AuditArgs {
     fn options(&self) -> AuditOptions {
         AuditOptions {
             skew: self.skew,
@@ -322,6 +424,96 @@ fn main() -> ExitCode {
             all,
         } => check(&input, &fail_on, json, all),
         Command::Enrich { input, output } => enrich(&input, &output),
+        Command::Serve(args) => serve(*args),
+    }
+}
+
+/// `serve` until SIGTERM or Ctrl-C; then everything held is audited and sent.
+fn serve(args: ServeArgs) -> ExitCode {
+    let grpc_listen = match args.grpc_listen.as_str() {
+        "off" | "" => None,
+        addr => match addr.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                eprintln!("genai-audit: --grpc-listen {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let options = ServeOptions {
+        listen: args.listen,
+        grpc_listen,
+        wait: args.wait,
+        max_trace_age: args.max_trace_age,
+        max_memory: args.max_memory,
+        max_request_bytes: args.max_request_bytes,
+        forward: args.forward,
+        forward_protocol: args.forward_protocol,
+        forward_headers: args.forward_header,
+        retry_initial: args.forward_retry_initial,
+        retry_max_elapsed: args.forward_retry_max_elapsed,
+        output: args.output,
+        audit: args.audit.options(),
+        shutdown_timeout: args.shutdown_timeout,
+        metrics_interval: args.metrics_interval,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("genai-audit-serve-io")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("genai-audit: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(options).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("genai-audit: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match server.grpc_addr() {
+            Some(grpc) => eprintln!(
+                "genai-audit serve: OTLP/HTTP on http://{}, OTLP/gRPC on {grpc}",
+                server.http_addr()
+            ),
+            None => eprintln!(
+                "genai-audit serve: OTLP/HTTP on http://{}",
+                server.http_addr()
+            ),
+        }
+        stopped().await;
+        eprintln!("genai-audit serve: stopping: auditing and sending what is held");
+        server.shutdown().await;
+        eprintln!("genai-audit serve: stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Waits for SIGTERM or Ctrl-C (SIGINT).
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use opentelemetry::trace::TraceId;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use parking_lot::RwLock;
 
 use super::attributes::Splice;
 use super::input::{read_source, InputError, RequestText, Source};
-use super::options::{AuditOptions, SettingsError};
-use super::replay::{TraceOutcome, Worker};
+use super::options::{AuditOptions, Settings, SettingsError};
+use super::replay::{Sent, TraceOutcome, Worker};
 use super::scripted::export_text;
 use super::store::{parse, Parsed, Store};
 use crate::engine::ForeignResponses;
@@ -115,6 +117,11 @@ impl Inputs {
         Ok(())
     }
 
+    /// The response ids of generations read: each id's hash, and its trace.
+    pub(crate) fn responses(&self) -> &[(u64, [u8; 16])] {
+        &self.store.responses
+    }
+
     /// How many spans were read.
     pub fn spans(&self) -> usize {
         self.store.spans.len()
@@ -199,7 +206,7 @@ fn keep(store: &mut Store, batch: Batch, name: &str) -> Result<(), InputError> {
 
 /// Which response ids belong to generations of which traces, over the whole input.
 #[derive(Debug, Default)]
-struct ResponseIndex(HashMap<u64, ([u8; 16], bool)>);
+pub(crate) struct ResponseIndex(HashMap<u64, ([u8; 16], bool)>);
 
 impl ResponseIndex {
     fn of(store: &Store) -> ResponseIndex {
@@ -255,10 +262,11 @@ pub fn audit(
     on_trace: &mut dyn FnMut(Vec<ReportSpan>),
     progress: &dyn Fn(u64),
 ) -> Result<(), SettingsError> {
-    run(inputs, options, on_trace, progress, None).map_err(|e| match e {
-        EnrichError::Settings(e) => e,
-        EnrichError::Write(e) => SettingsError(e.to_string()),
-    })
+    let mut auditor = Auditor::new(options, false, None)?;
+    let foreign = Arc::new(ResponseIndex::of(&inputs.store));
+    auditor
+        .run(inputs, foreign, None, on_trace, progress, None)
+        .map_err(|e| SettingsError(e.to_string()))
 }
 
 /// Audits as [`audit`] does, and writes every request read to `out`, in input order,
@@ -272,7 +280,70 @@ pub fn enrich(
     progress: &dyn Fn(u64),
     out: &mut dyn Write,
 ) -> Result<(), EnrichError> {
-    run(inputs, options, on_trace, progress, Some(out))
+    let mut auditor = Auditor::new(options, true, None).map_err(EnrichError::Settings)?;
+    let foreign = Arc::new(ResponseIndex::of(&inputs.store));
+    auditor
+        .run(inputs, foreign, None, on_trace, progress, Some(out))
+        .map_err(EnrichError::Write)
+}
+
+/// The cross-trace index of the run in progress, swapped in before each run.
+#[derive(Clone)]
+struct CurrentIndex(Arc<RwLock<Arc<dyn ForeignResponses>>>);
+
+impl std::fmt::Debug for CurrentIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentIndex")
+    }
+}
+
+impl ForeignResponses for CurrentIndex {
+    fn is_foreign(&self, trace: TraceId, response_id: &str) -> bool {
+        self.0.read().is_foreign(trace, response_id)
+    }
+}
+
+/// An auditor that lives across runs: settings checked once, and one worker per core
+/// (a tracer provider and audit processor each) kept from run to run, so that the
+/// metrics of a long-lived audit (`serve`) are registered once.
+pub(crate) struct Auditor {
+    settings: Settings,
+    index: CurrentIndex,
+    workers: Vec<Worker>,
+}
+
+impl Auditor {
+    /// Checks `options` (with the environment); `enrich`: the spans will be written
+    /// back; `meter_provider`: the audit's metrics (section "Metrics") go there.
+    pub(crate) fn new(
+        options: &AuditOptions,
+        enrich: bool,
+        meter_provider: Option<SdkMeterProvider>,
+    ) -> Result<Auditor, SettingsError> {
+        let mut settings = options.settings(&|name| std::env::var(name).ok(), enrich)?;
+        settings.meter_provider = meter_provider;
+        Ok(Auditor {
+            settings,
+            index: CurrentIndex(Arc::new(RwLock::new(Arc::new(ResponseIndex::default())))),
+            workers: Vec::new(),
+        })
+    }
+
+    /// Audits `inputs` as [`enrich`] does (or [`audit`], without `out`), answering
+    /// cross-trace questions with `foreign`, and taking a parent that `sent` knows for
+    /// present.
+    pub(crate) fn run(
+        &mut self,
+        inputs: &Inputs,
+        foreign: Arc<dyn ForeignResponses>,
+        sent: Option<Sent<'_>>,
+        on_trace: &mut dyn FnMut(Vec<ReportSpan>),
+        progress: &dyn Fn(u64),
+        out: Option<&mut dyn Write>,
+    ) -> io::Result<()> {
+        *self.index.0.write() = foreign;
+        run(self, inputs, sent, on_trace, progress, out)
+    }
 }
 
 /// Writes requests, in input order, as soon as all their spans are audited.
@@ -341,16 +412,13 @@ impl<'a> Writer<'a> {
 }
 
 fn run(
+    auditor: &mut Auditor,
     inputs: &Inputs,
-    options: &AuditOptions,
+    sent: Option<Sent<'_>>,
     on_trace: &mut dyn FnMut(Vec<ReportSpan>),
     progress: &dyn Fn(u64),
     out: Option<&mut dyn Write>,
-) -> Result<(), EnrichError> {
-    let enrich = out.is_some();
-    let settings = options
-        .settings(&|name| std::env::var(name).ok(), enrich)
-        .map_err(EnrichError::Settings)?;
+) -> io::Result<()> {
     let store = &inputs.store;
     // The traces: runs of span indices, each in input order; traces in the order of
     // their first span, so that requests can be written early.
@@ -367,23 +435,24 @@ fn run(
         }
     }
     traces.sort_unstable_by_key(|&(from, _)| order[from as usize]);
-    let foreign: Arc<dyn ForeignResponses> = Arc::new(ResponseIndex::of(store));
-    let workers = std::thread::available_parallelism()
+    let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(traces.len().div_ceil(TRACES_PER_BLOCK))
         .max(1);
+    while auditor.workers.len() < threads {
+        let index: Arc<dyn ForeignResponses> = Arc::new(auditor.index.clone());
+        auditor.workers.push(Worker::new(&auditor.settings, index));
+    }
     let next = AtomicUsize::new(0);
     let mut writer = out.map(|out| Writer::new(store, out));
     let mut done = 0u64;
     let mut failed = None;
     std::thread::scope(|scope| {
         let (send, receive) = mpsc::sync_channel::<Vec<(usize, TraceOutcome)>>(16);
-        for _ in 0..workers {
+        for worker in auditor.workers.iter_mut().take(threads) {
             let send = send.clone();
-            let (settings, foreign, order, traces, next) =
-                (&settings, Arc::clone(&foreign), &order, &traces, &next);
+            let (order, traces, next) = (&order, &traces, &next);
             scope.spawn(move || {
-                let mut worker = Worker::new(settings, foreign);
                 // Traces in blocks (one message each), taken in input order.
                 loop {
                     let first = next.fetch_add(TRACES_PER_BLOCK, Ordering::Relaxed);
@@ -394,7 +463,10 @@ fn run(
                         ..traces.len().min(first + TRACES_PER_BLOCK))
                         .map(|t| {
                             let (from, to) = traces[t];
-                            (t, worker.audit(store, &order[from as usize..to as usize]))
+                            (
+                                t,
+                                worker.audit(store, &order[from as usize..to as usize], sent),
+                            )
                         })
                         .collect();
                     if send.send(block).is_err() {
@@ -423,7 +495,7 @@ fn run(
         }
     });
     match failed {
-        Some(e) => Err(EnrichError::Write(e)),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

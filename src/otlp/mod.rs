@@ -25,6 +25,7 @@ mod replay;
 mod scripted;
 mod store;
 
+pub(crate) use audit::Auditor;
 pub use audit::{audit, enrich, EnrichError, Inputs};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
 pub use options::{AuditOptions, SettingsError};

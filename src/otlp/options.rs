@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SpanProcessor;
 
 use crate::config::{
@@ -77,6 +78,8 @@ pub(crate) struct Settings {
     max_tracked_spans: usize,
     max_span_age: Duration,
     pub(crate) enrich: bool,
+    /// Where the audit's metrics go (none: no metrics).
+    pub(crate) meter_provider: Option<SdkMeterProvider>,
 }
 
 /// No bound: more spans than any input holds, longer than any trace lasts.
@@ -184,6 +187,7 @@ impl AuditOptions {
             max_tracked_spans,
             max_span_age,
             enrich,
+            meter_provider: None,
         })
     }
 }
@@ -195,6 +199,10 @@ impl Settings {
         &self,
         builder: GenAiAuditProcessorBuilder<P>,
     ) -> GenAiAuditProcessorBuilder<P> {
+        let builder = match &self.meter_provider {
+            Some(provider) => builder.with_meter_provider(provider.clone()),
+            None => builder,
+        };
         builder
             .with_disabled(false)
             .leak_policy(self.leak_policy)

@@ -101,6 +101,10 @@ impl SpanProcessor for Collector {
     }
 }
 
+/// Tells whether a span was audited and sent on earlier (by trace and span id), so
+/// that a late child naming it as parent is not taken for an orphan.
+pub(crate) type Sent<'a> = &'a (dyn Fn([u8; 16], [u8; 8]) -> bool + Sync);
+
 /// What the audit of one trace gives.
 pub(crate) struct TraceOutcome {
     /// One per span, in input order.
@@ -161,8 +165,15 @@ impl Worker {
     }
 
     /// Audits one trace: `spans` are its spans' indices in `store`, in input order.
-    pub(crate) fn audit(&mut self, store: &Store, spans: &[u32]) -> TraceOutcome {
-        let plan = Plan::new(store, spans, self.skew);
+    /// A parent the input lacks is not missing when `sent` knows it (a live audit
+    /// sent it on earlier).
+    pub(crate) fn audit(
+        &mut self,
+        store: &Store,
+        spans: &[u32],
+        sent: Option<Sent<'_>>,
+    ) -> TraceOutcome {
+        let plan = Plan::new(store, spans, self.skew, sent);
         let n = spans.len();
         let base = self.next_id;
         // Ids: the spans `base + 1 ..= base + n`, the parents they name but the input
@@ -315,7 +326,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(store: &Store, spans: &[u32], skew: u64) -> Plan {
+    fn new(store: &Store, spans: &[u32], skew: u64, sent: Option<Sent<'_>>) -> Plan {
         let n = spans.len();
         let records: Vec<&SpanRecord> = spans.iter().map(|&i| &store.spans[i as usize]).collect();
         let mut place: HashMap<[u8; 8], u32> = HashMap::with_capacity(n);
@@ -347,7 +358,10 @@ impl Plan {
             match place.get(&r.parent) {
                 Some(&p) if p as usize != i && !entries[i].duplicate => entries[i].parent = Some(p),
                 Some(_) => entries[i].missing_parent = !entries[i].duplicate,
-                None => entries[i].missing_parent = !r.parent_remote(),
+                None => {
+                    entries[i].missing_parent =
+                        !r.parent_remote() && !sent.is_some_and(|sent| sent(r.trace, r.parent));
+                }
             }
         }
         break_cycles(&mut entries);

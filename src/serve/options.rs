@@ -1,0 +1,148 @@
+//! What `serve` is told: where it listens, how long it holds a trace, where it sends
+//! the audited spans; every value checked before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::otlp::AuditOptions;
+
+/// How audited spans are sent to `--forward`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardProtocol {
+    /// OTLP/HTTP with protobuf bodies (`POST {url}/v1/traces`), the default.
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
+    /// OTLP/gRPC (`TraceService/Export`).
+    Grpc,
+}
+
+impl FromStr for ForwardProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "http/protobuf" | "http" => Ok(ForwardProtocol::HttpProtobuf),
+            "http/json" => Ok(ForwardProtocol::HttpJson),
+            "grpc" => Ok(ForwardProtocol::Grpc),
+            other => Err(format!(
+                "{other:?} is not a protocol: use grpc, http/protobuf or http/json"
+            )),
+        }
+    }
+}
+
+/// Everything `serve` is told. [`ServeOptions::default`] gives the command's defaults,
+/// with nothing to send to: set [`forward`](ServeOptions::forward) or
+/// [`output`](ServeOptions::output).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// OTLP/HTTP address (default `0.0.0.0:4318`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// OTLP/gRPC address (default `0.0.0.0:4317`; `None`: no gRPC).
+    pub grpc_listen: Option<SocketAddr>,
+    /// A trace whose local root arrived is audited once no span of it arrived for this
+    /// long (default 5 s).
+    pub wait: Duration,
+    /// A trace is audited when it is this old, complete or not (default 10 min).
+    pub max_trace_age: Duration,
+    /// The most memory held spans (and audited spans not yet sent) may take; past it,
+    /// new data is refused with 503 / `UNAVAILABLE` (default 512 MiB).
+    pub max_memory: usize,
+    /// The largest request accepted, after decompression (default 20 MiB, as the
+    /// Collector's HTTP receiver); larger gets 413 / `RESOURCE_EXHAUSTED`.
+    pub max_request_bytes: usize,
+    /// Where audited spans are sent (an `http://` base URL; for HTTP,
+    /// `/v1/traces` is added unless the URL already ends with it).
+    pub forward: Option<String>,
+    /// How they are sent there.
+    pub forward_protocol: ForwardProtocol,
+    /// Headers sent with every forwarded request (e.g. authorization).
+    pub forward_headers: Vec<(String, String)>,
+    /// The first wait before a failed send is tried again (default 1 s; doubled each
+    /// time up to 30 s, or the destination's `Retry-After`).
+    pub retry_initial: Duration,
+    /// How long a send is tried before its spans are counted as dropped (default 5 min).
+    pub retry_max_elapsed: Duration,
+    /// Audited spans are appended to this file as OTLP JSON lines.
+    pub output: Option<PathBuf>,
+    /// How each trace is audited.
+    pub audit: AuditOptions,
+    /// On shutdown, how long sending what was held may take (default 30 s).
+    pub shutdown_timeout: Duration,
+    /// How often metrics are pushed to the destination (default 10 s).
+    pub metrics_interval: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            grpc_listen: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            wait: Duration::from_secs(5),
+            max_trace_age: Duration::from_secs(600),
+            max_memory: 512 << 20,
+            max_request_bytes: 20 << 20,
+            forward: None,
+            forward_protocol: ForwardProtocol::default(),
+            forward_headers: Vec::new(),
+            retry_initial: Duration::from_secs(1),
+            retry_max_elapsed: Duration::from_secs(300),
+            output: None,
+            audit: AuditOptions::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            metrics_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting `serve` cannot use; nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSettingsError(pub String);
+
+impl fmt::Display for ServeSettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServeSettingsError {}
+
+impl ServeOptions {
+    /// Checks the values that have no use at zero or together.
+    pub(crate) fn check(&self) -> Result<(), ServeSettingsError> {
+        let error = |m: &str| Err(ServeSettingsError(m.to_owned()));
+        if self.forward.is_none() && self.output.is_none() {
+            return error(
+                "nothing to send the audited spans to: give --forward URL or --output FILE",
+            );
+        }
+        if let Some(url) = &self.forward {
+            if url.starts_with("https://") {
+                return error("--forward: https is not supported; send to a Collector on the same host or network, which holds the TLS settings");
+            }
+            if !url.starts_with("http://") {
+                return error("--forward must be an http:// URL");
+            }
+        }
+        if self.max_trace_age.is_zero() {
+            return error("--max-trace-age must be more than 0");
+        }
+        if self.max_memory == 0 || self.max_request_bytes == 0 {
+            return error("--max-memory and --max-request-bytes must be more than 0");
+        }
+        if self.retry_initial.is_zero() {
+            return error("--forward-retry-initial must be more than 0");
+        }
+        for (key, _) in &self.forward_headers {
+            if key.is_empty() {
+                return error("--forward-header needs a name: K=V");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! The audit of held traces: a thread of its own takes the traces that are due, audits
+//! them as `enrich` does, and hands the enriched spans to the sender and the output.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::TraceId;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use parking_lot::RwLock;
+use prost::Message;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::forward::Batch;
+use super::hold::Held;
+use super::state::Shared;
+use super::telemetry::Outcome;
+use crate::engine::ForeignResponses;
+use crate::hashing::hash_str;
+use crate::otlp::{Auditor, Inputs};
+
+/// The most response ids remembered across traces.
+const RECENT_RESPONSES: usize = 1 << 20;
+/// The most spans, and encoded bytes, audited and sent as one request.
+const BATCH_SPANS: usize = 8192;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Response ids of recent generations, by trace, in bounded memory (oldest forgotten
+/// first): a response id also seen in another trace is `foreign_response`, as
+/// `check` finds it across a whole input.
+#[derive(Debug, Default)]
+pub(crate) struct RecentResponses(RwLock<Recent>);
+
+/// Each response id's hash: its first trace, and whether another trace has it too;
+/// and the hashes in the order they came.
+type Recent = (HashMap<u64, ([u8; 16], bool)>, VecDeque<u64>);
+
+impl RecentResponses {
+    fn add(&self, responses: &[(u64, [u8; 16])]) {
+        if responses.is_empty() {
+            return;
+        }
+        let mut recent = self.0.write();
+        let (index, order) = &mut *recent;
+        for &(hash, trace) in responses {
+            index
+                .entry(hash)
+                .and_modify(|(first, several)| *several |= *first != trace)
+                .or_insert_with(|| {
+                    order.push_back(hash);
+                    (trace, false)
+                });
+        }
+        while order.len() > RECENT_RESPONSES {
+            if let Some(old) = order.pop_front() {
+                index.remove(&old);
+            }
+        }
+    }
+}
+
+impl ForeignResponses for RecentResponses {
+    fn is_foreign(&self, trace: TraceId, response_id: &str) -> bool {
+        self.0
+            .read()
+            .0
+            .get(&hash_str(response_id))
+            .is_some_and(|(first, several)| *several || *first != trace.to_bytes())
+    }
+}
+
+/// The audit thread's state.
+pub(crate) struct Pipeline {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) auditor: Auditor,
+    pub(crate) recent: Arc<RecentResponses>,
+    pub(crate) forward: Option<UnboundedSender<Batch>>,
+    pub(crate) output: Option<BufWriter<File>>,
+    /// Set at shutdown: audit everything held, then stop.
+    pub(crate) draining: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    /// Audits what is due, now and then, until told to drain.
+    pub(crate) fn run(mut self) {
+        let options = &self.shared.options;
+        let tick = (options.wait / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let (wait, age) = (options.wait, options.max_trace_age);
+        loop {
+            let drain = self.draining.load(Ordering::Acquire);
+            let due = {
+                let mut holding = self.shared.holding.lock();
+                let due = holding.take_due(Instant::now(), wait, age, drain);
+                self.shared
+                    .levels
+                    .traces
+                    .store(holding.traces(), Ordering::Relaxed);
+                due
+            };
+            for group in groups(due) {
+                self.audit(group);
+            }
+            if let Some(output) = &mut self.output {
+                if let Err(e) = output.flush() {
+                    eprintln!("genai-audit serve: cannot write the output: {e}");
+                }
+            }
+            self.update_levels();
+            if drain {
+                break;
+            }
+            std::thread::sleep(tick);
+        }
+    }
+
+    fn update_levels(&self) {
+        let held = self.shared.holding.lock().bytes();
+        self.shared.levels.bytes.store(
+            held + self.shared.pending.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Audits one group of traces and sends it on.
+    fn audit(&mut self, group: Vec<Held>) {
+        let spans: usize = group.iter().map(|h| h.spans.len()).sum();
+        let bytes: usize = group.iter().map(|h| h.bytes).sum();
+        let mut inputs = Inputs::new(usize::MAX);
+        // Parts the reader refused (it never should: they were encoded here) go on as
+        // they came, unaudited, never lost.
+        let mut unaudited: Vec<&[u8]> = Vec::new();
+        let mut read: Vec<&[u8]> = Vec::new();
+        for part in group.iter().flat_map(|h| &h.parts) {
+            match inputs.read("serve", &part[..]) {
+                Ok(()) => read.push(part),
+                Err(e) => {
+                    eprintln!("genai-audit serve: a request could not be audited ({e}); it is sent on as it came");
+                    unaudited.push(part);
+                }
+            }
+        }
+        self.recent.add(inputs.responses());
+        let mut lines = Vec::with_capacity(bytes * 2);
+        let holding = &self.shared.holding;
+        let sent = |trace: [u8; 16], span: [u8; 8]| holding.lock().was_sent(trace, span);
+        let foreign: Arc<dyn ForeignResponses> = self.recent.clone();
+        if let Err(e) = self.auditor.run(
+            &inputs,
+            foreign,
+            Some(&sent),
+            &mut |_| {},
+            &|_| {},
+            Some(&mut lines),
+        ) {
+            // Writing to memory does not fail; were it to, nothing is lost.
+            eprintln!(
+                "genai-audit serve: the audit failed ({e}); the spans are sent on as they came"
+            );
+            lines.clear();
+            unaudited.append(&mut read);
+        }
+        if let Some(output) = &mut self.output {
+            let mut written = output.write_all(&lines);
+            for part in &unaudited {
+                if let Ok(request) = ExportTraceServiceRequest::decode(*part) {
+                    if let Ok(text) = serde_json::to_string(&request) {
+                        written = written.and_then(|()| writeln!(output, "{text}"));
+                    }
+                }
+            }
+            if let Err(e) = written {
+                eprintln!("genai-audit serve: cannot write the output: {e}");
+            }
+            if self.forward.is_none() {
+                self.shared.telemetry.count(Outcome::Forwarded, spans);
+            }
+        }
+        let Some(forward) = &self.forward else {
+            return;
+        };
+        let mut request = ExportTraceServiceRequest::default();
+        let mut parts = read.iter();
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let original = parts.next();
+            match serde_json::from_slice::<ExportTraceServiceRequest>(line) {
+                Ok(enriched) => request.resource_spans.extend(enriched.resource_spans),
+                Err(e) => {
+                    eprintln!("genai-audit serve: an enriched request could not be converted ({e}); it is sent on as it came");
+                    unaudited.extend(original.copied());
+                }
+            }
+        }
+        for part in unaudited {
+            if let Ok(original) = ExportTraceServiceRequest::decode(part) {
+                request.resource_spans.extend(original.resource_spans);
+            }
+        }
+        self.shared.pending.fetch_add(bytes, Ordering::Relaxed);
+        let batch = Batch {
+            request,
+            spans,
+            bytes,
+        };
+        if let Err(unsent) = forward.send(batch) {
+            // The sender stopped (it never does before the pipeline): counted, said.
+            let batch = unsent.0;
+            self.shared
+                .pending
+                .fetch_sub(batch.bytes, Ordering::Relaxed);
+            self.shared.telemetry.count(Outcome::Dropped, batch.spans);
+            eprintln!(
+                "genai-audit serve: {} spans dropped: the sender stopped",
+                batch.spans
+            );
+        }
+    }
+}
+
+/// Due traces in groups of at most [`BATCH_SPANS`] spans and [`BATCH_BYTES`] bytes
+/// (a larger trace is a group of its own).
+fn groups(due: Vec<Held>) -> Vec<Vec<Held>> {
+    let mut groups: Vec<Vec<Held>> = Vec::new();
+    let (mut spans, mut bytes) = (0usize, 0usize);
+    for held in due {
+        let fits = spans + held.spans.len() <= BATCH_SPANS && bytes + held.bytes <= BATCH_BYTES;
+        match groups.last_mut() {
+            Some(group) if fits => group.push(held),
+            _ => {
+                spans = 0;
+                bytes = 0;
+                groups.push(vec![held]);
+            }
+        }
+        if let Some(group) = groups.last() {
+            if let Some(last) = group.last() {
+                spans += last.spans.len();
+                bytes += last.bytes;
+            }
+        }
+    }
+    groups
+}

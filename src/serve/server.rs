@@ -1,0 +1,263 @@
+//! A running live audit: the receivers, the audit thread and the sender, started
+//! together and stopped in order.
+
+use std::fs::OpenOptions;
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
+
+use super::forward::{Batch, Forwarder};
+use super::options::{ServeOptions, ServeSettingsError};
+use super::pipeline::{Pipeline, RecentResponses};
+use super::receive::{router, GrpcReceiver};
+use super::state::Shared;
+use super::telemetry::{Levels, Outcome, Telemetry};
+use crate::otlp::Auditor;
+
+/// Requests sent to the destination at once.
+const SENDS_AT_ONCE: usize = 4;
+
+/// A running live audit: OTLP in on [`http_addr`](Server::http_addr) (and
+/// [`grpc_addr`](Server::grpc_addr)), audited spans out to the destination and/or the
+/// output file.
+///
+/// ```no_run
+/// use genai_audit::serve::{ServeOptions, Server};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::start(ServeOptions {
+///     listen: "127.0.0.1:4318".parse()?,
+///     grpc_listen: None,
+///     output: Some("audited.json".into()),
+///     ..ServeOptions::default()
+/// })
+/// .await?;
+/// println!("OTLP/HTTP on {}", server.http_addr());
+/// tokio::signal::ctrl_c().await?;
+/// server.shutdown().await; // audits and sends everything held first
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    http_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    pipeline: std::thread::JoinHandle<()>,
+    draining: Arc<AtomicBool>,
+    sender: Option<JoinHandle<()>>,
+    give_up: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Checks `options`, binds the listeners and starts serving, on the current Tokio
+    /// runtime (multi-threaded). The audit runs on threads of its own.
+    pub async fn start(options: ServeOptions) -> Result<Server, ServeSettingsError> {
+        options.check()?;
+        let error = |m: String| ServeSettingsError(m);
+        let levels = Arc::new(Levels::default());
+        let telemetry = Telemetry::new(&options, Arc::clone(&levels)).map_err(error)?;
+        let auditor = Auditor::new(&options.audit, true, Some(telemetry.provider.clone()))
+            .map_err(|e| error(e.to_string()))?;
+        let forwarder = Forwarder::new(&options).map_err(error)?;
+        let output = match &options.output {
+            Some(path) => Some(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| error(format!("cannot open {}: {e}", path.display())))?,
+            )),
+            None => None,
+        };
+        let http = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| error(format!("cannot listen on {}: {e}", options.listen)))?;
+        let grpc = match options.grpc_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| error(format!("cannot listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| error(format!("cannot listen: {e}")))?;
+        let grpc_addr = match &grpc {
+            Some(listener) => Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| error(format!("cannot listen: {e}")))?,
+            ),
+            None => None,
+        };
+        let max_request_bytes = options.max_request_bytes;
+        let shared = Arc::new(Shared::new(options, levels, telemetry));
+        let (stop, stopped) = watch::channel(false);
+        let mut receivers = Vec::new();
+        let app = router(Arc::clone(&shared));
+        let mut until = stopped.clone();
+        receivers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(http, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                eprintln!("genai-audit serve: the HTTP receiver stopped: {e}");
+            }
+        }));
+        if let Some(listener) = grpc {
+            let service = TraceServiceServer::new(GrpcReceiver(Arc::clone(&shared)))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_request_bytes);
+            let mut until = stopped.clone();
+            receivers.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = until.wait_for(|stop| *stop).await;
+                };
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                {
+                    eprintln!("genai-audit serve: the gRPC receiver stopped: {e}");
+                }
+            }));
+        }
+        let give_up = Arc::new(AtomicBool::new(false));
+        let (forward, sender) = match forwarder {
+            Some(forwarder) => {
+                let (send, receive) = mpsc::unbounded_channel();
+                let task = tokio::spawn(send_all(
+                    Arc::clone(&shared),
+                    Arc::new(forwarder),
+                    receive,
+                    Arc::clone(&give_up),
+                ));
+                (Some(send), Some(task))
+            }
+            None => (None, None),
+        };
+        let draining = Arc::new(AtomicBool::new(false));
+        let pipeline = Pipeline {
+            shared: Arc::clone(&shared),
+            auditor,
+            recent: Arc::new(RecentResponses::default()),
+            forward,
+            output,
+            draining: Arc::clone(&draining),
+        };
+        let pipeline = std::thread::Builder::new()
+            .name("genai-audit-serve".to_owned())
+            .spawn(move || pipeline.run())
+            .map_err(|e| error(format!("cannot start the audit thread: {e}")))?;
+        Ok(Server {
+            http_addr,
+            grpc_addr,
+            shared,
+            stop,
+            receivers,
+            pipeline,
+            draining,
+            sender,
+            give_up,
+        })
+    }
+
+    /// The OTLP/HTTP address it listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The OTLP/gRPC address it listens on, if any.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// Stops accepting, audits and sends everything held (retrying for at most the
+    /// shutdown timeout), pushes the last metrics, and returns.
+    pub async fn shutdown(self) {
+        self.shared.accepting.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        for receiver in self.receivers {
+            let _ = receiver.await;
+        }
+        self.draining.store(true, Ordering::Release);
+        let pipeline = self.pipeline;
+        // The pipeline ends with everything held audited; it then drops its sender.
+        let _ = tokio::task::spawn_blocking(move || pipeline.join()).await;
+        if let Some(sender) = self.sender {
+            let timeout = self.shared.options.shutdown_timeout;
+            let give_up = Arc::clone(&self.give_up);
+            let deadline = tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                give_up.store(true, Ordering::Release);
+            });
+            let _ = sender.await;
+            deadline.abort();
+        }
+        let provider = self.shared.telemetry.provider.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
+        })
+        .await;
+    }
+}
+
+/// Sends batches as they come, a few at a time, until the pipeline is done.
+async fn send_all(
+    shared: Arc<Shared>,
+    forwarder: Arc<Forwarder>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
+    give_up: Arc<AtomicBool>,
+) {
+    let permits = Arc::new(Semaphore::new(SENDS_AT_ONCE));
+    while let Some(batch) = batches.recv().await {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let (shared, forwarder, give_up) = (
+            Arc::clone(&shared),
+            Arc::clone(&forwarder),
+            Arc::clone(&give_up),
+        );
+        tokio::spawn(async move {
+            let stop = move || give_up.load(Ordering::Acquire);
+            match forwarder.send(&batch.request, &stop).await {
+                Ok(()) => shared.telemetry.count(Outcome::Forwarded, batch.spans),
+                Err(why) => {
+                    shared.telemetry.count(Outcome::Dropped, batch.spans);
+                    eprintln!(
+                        "genai-audit serve: {} spans dropped, not sent: {why}",
+                        batch.spans
+                    );
+                }
+            }
+            shared.pending.fetch_sub(batch.bytes, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    let _ = permits.acquire_many(SENDS_AT_ONCE as u32).await;
+}
