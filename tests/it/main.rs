@@ -8,6 +8,8 @@ mod cli_support;
 mod common;
 mod http_support;
 mod rig_support;
+#[cfg(feature = "cli")]
+mod serve_support;
 
 mod bad_input;
 mod budgets_and_metrics;
@@ -48,5 +50,7 @@ mod recorded_traces;
 mod replay_example;
 mod rollups;
 mod script_format;
+#[cfg(feature = "cli")]
+mod serve;
 mod tracing_bridge;
 mod usage_and_cost;
