@@ -287,6 +287,11 @@ pub(crate) struct Splice {
 }
 
 impl Splice {
+    /// The span's new attribute list (an OTLP JSON array), if the change gives one.
+    pub(crate) fn list(&self) -> Option<&str> {
+        self.text.find('[').map(|at| &self.text[at..])
+    }
+
     /// The span's text with the change made.
     #[cfg(test)]
     fn apply(&self, span: &str) -> String {

@@ -11,7 +11,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use parking_lot::RwLock;
 
 use super::attributes::Splice;
-use super::input::{read_source, InputError, RequestText, Source};
+use super::input::{protobuf_request, read_source, InputError, RequestText, Source};
 use super::options::{AuditOptions, Settings, SettingsError};
 use super::replay::{Sent, TraceOutcome, Worker};
 use super::scripted::export_text;
@@ -117,6 +117,23 @@ impl Inputs {
         Ok(())
     }
 
+    /// Reads binary protobuf `ExportTraceServiceRequest`s (each a request of input
+    /// `name`, numbered from 1), converted and parsed across the cores.
+    pub(crate) fn read_protobuf(
+        &mut self,
+        name: &str,
+        requests: &[&[u8]],
+    ) -> Result<(), InputError> {
+        self.store.begin_file(name);
+        let parsed = across_cores(requests.to_vec(), |bytes| parse(protobuf_request(bytes)?));
+        let lines = 1..=parsed.len();
+        keep(
+            &mut self.store,
+            parsed.into_iter().zip(lines).collect(),
+            name,
+        )
+    }
+
     /// The response ids of generations read: each id's hash, and its trace.
     pub(crate) fn responses(&self) -> &[(u64, [u8; 16])] {
         &self.store.responses
@@ -140,45 +157,59 @@ const BATCH_BYTES: usize = 32 << 20;
 /// Requests parsed, each with its line.
 type Batch = Vec<(Result<Parsed, String>, usize)>;
 
+/// The cores this process may use (asked once: the answer reads the cgroup files).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Parses `batch` (requests in order) across the cores.
 fn parse_batch(batch: Vec<RequestText>) -> Batch {
     let lines: Vec<usize> = batch.iter().map(|r| r.line).collect();
     let texts: Vec<String> = batch.into_iter().map(|r| r.text).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(texts.len())
-        .max(1);
-    let parsed: Vec<Result<Parsed, String>> = if threads == 1 {
-        texts.into_iter().map(parse).collect()
-    } else {
-        let mut slots: Vec<Option<String>> = texts.into_iter().map(Some).collect();
-        let per = slots.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = slots
-                .chunks_mut(per)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk
-                            .iter_mut()
-                            .map(|t| parse(t.take().unwrap_or_default()))
-                            .collect::<Vec<_>>()
-                    })
+    across_cores(texts, parse).into_iter().zip(lines).collect()
+}
+
+/// `read` of each item, in order, across the cores.
+fn across_cores<T: Send>(
+    items: Vec<T>,
+    read: impl Fn(T) -> Result<Parsed, String> + Sync,
+) -> Vec<Result<Parsed, String>> {
+    let threads = cores().min(items.len()).max(1);
+    if threads == 1 {
+        return items.into_iter().map(read).collect();
+    }
+    let n = items.len();
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let per = slots.len().div_ceil(threads);
+    let read = &read;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .chunks_mut(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter_mut()
+                        .map(|t| match t.take() {
+                            Some(t) => read(t),
+                            None => Err(FAILED.to_owned()),
+                        })
+                        .collect::<Vec<_>>()
                 })
-                .collect();
-            let mut all = Vec::with_capacity(lines.len());
-            for handle in handles {
-                match handle.join() {
-                    Ok(part) => all.extend(part),
-                    // A parse never panics; were it to, the batch is an error, never
-                    // a request lost.
-                    Err(_) => return None,
-                }
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => all.extend(part),
+                // A parse never panics; were it to, the batch is an error, never
+                // a request lost.
+                Err(_) => return None,
             }
-            Some(all)
-        })
-        .unwrap_or_else(|| vec![Err(FAILED.to_owned())])
-    };
-    parsed.into_iter().zip(lines).collect()
+        }
+        Some(all)
+    })
+    .unwrap_or_else(|| vec![Err(FAILED.to_owned())])
 }
 
 const FAILED: &str = "the reader failed";
@@ -265,7 +296,7 @@ pub fn audit(
     let mut auditor = Auditor::new(options, false, None)?;
     let foreign = Arc::new(ResponseIndex::of(&inputs.store));
     auditor
-        .run(inputs, foreign, None, on_trace, progress, None)
+        .run(inputs, foreign, None, on_trace, progress, Output::None)
         .map_err(|e| SettingsError(e.to_string()))
 }
 
@@ -283,7 +314,7 @@ pub fn enrich(
     let mut auditor = Auditor::new(options, true, None).map_err(EnrichError::Settings)?;
     let foreign = Arc::new(ResponseIndex::of(&inputs.store));
     auditor
-        .run(inputs, foreign, None, on_trace, progress, Some(out))
+        .run(inputs, foreign, None, on_trace, progress, Output::Text(out))
         .map_err(EnrichError::Write)
 }
 
@@ -301,6 +332,17 @@ impl ForeignResponses for CurrentIndex {
     fn is_foreign(&self, trace: TraceId, response_id: &str) -> bool {
         self.0.read().is_foreign(trace, response_id)
     }
+}
+
+/// What a run writes of the enriched spans.
+pub(crate) enum Output<'a> {
+    /// Nothing (`check`).
+    None,
+    /// Every request read, each span's attribute list enriched (`enrich`).
+    Text(&'a mut dyn Write),
+    /// The new attribute list (OTLP JSON) of each span the audit changed, with the
+    /// span's place among the spans read (`serve`).
+    Lists(&'a mut dyn FnMut(u32, &str)),
 }
 
 /// An auditor that lives across runs: settings checked once, and one worker per core
@@ -339,7 +381,7 @@ impl Auditor {
         sent: Option<Sent<'_>>,
         on_trace: &mut dyn FnMut(Vec<ReportSpan>),
         progress: &dyn Fn(u64),
-        out: Option<&mut dyn Write>,
+        out: Output<'_>,
     ) -> io::Result<()> {
         *self.index.0.write() = foreign;
         run(self, inputs, sent, on_trace, progress, out)
@@ -417,7 +459,7 @@ fn run(
     sent: Option<Sent<'_>>,
     on_trace: &mut dyn FnMut(Vec<ReportSpan>),
     progress: &dyn Fn(u64),
-    out: Option<&mut dyn Write>,
+    out: Output<'_>,
 ) -> io::Result<()> {
     let store = &inputs.store;
     // The traces: runs of span indices, each in input order; traces in the order of
@@ -435,16 +477,17 @@ fn run(
         }
     }
     traces.sort_unstable_by_key(|&(from, _)| order[from as usize]);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(traces.len().div_ceil(TRACES_PER_BLOCK))
-        .max(1);
+    let threads = cores().min(traces.len().div_ceil(TRACES_PER_BLOCK)).max(1);
     while auditor.workers.len() < threads {
         let index: Arc<dyn ForeignResponses> = Arc::new(auditor.index.clone());
         auditor.workers.push(Worker::new(&auditor.settings, index));
     }
     let next = AtomicUsize::new(0);
-    let mut writer = out.map(|out| Writer::new(store, out));
+    let (mut writer, mut lists) = match out {
+        Output::None => (None, None),
+        Output::Text(out) => (Some(Writer::new(store, out)), None),
+        Output::Lists(lists) => (None, Some(lists)),
+    };
     let mut done = 0u64;
     let mut failed = None;
     std::thread::scope(|scope| {
@@ -479,6 +522,13 @@ fn run(
         'receiving: for block in receive {
             for (t, outcome) in block {
                 done += outcome.reports.len() as u64;
+                if let Some(lists) = &mut lists {
+                    for (span, splice) in &outcome.enriched {
+                        if let Some(list) = splice.list() {
+                            lists(*span, list);
+                        }
+                    }
+                }
                 if let Some(writer) = &mut writer {
                     let (from, to) = traces[t];
                     if let Err(e) =

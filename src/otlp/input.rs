@@ -145,10 +145,14 @@ pub(crate) fn read_source(
 }
 
 /// A protobuf request as one request of OTLP JSON text.
-fn protobuf_request(bytes: &[u8]) -> Result<String, String> {
+pub(crate) fn protobuf_request(bytes: &[u8]) -> Result<String, String> {
     let request = ExportTraceServiceRequest::decode(bytes)
         .map_err(|e| format!("not an OTLP protobuf ExportTraceServiceRequest: {e}"))?;
-    serde_json::to_string(&request).map_err(|e| format!("cannot convert to OTLP JSON: {e}"))
+    // OTLP JSON takes about twice the bytes of protobuf (hex ids, member names).
+    let mut text = Vec::with_capacity(bytes.len().saturating_mul(2).saturating_add(64));
+    serde_json::to_writer(&mut text, &request)
+        .map_err(|e| format!("cannot convert to OTLP JSON: {e}"))?;
+    String::from_utf8(text).map_err(|e| format!("cannot convert to OTLP JSON: {e}"))
 }
 
 /// Reads `limit` + 1 bytes at most, so that a longer input is noticed unread.

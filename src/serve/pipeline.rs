@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceId;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,7 +21,7 @@ use super::state::Shared;
 use super::telemetry::Outcome;
 use crate::engine::ForeignResponses;
 use crate::hashing::hash_str;
-use crate::otlp::{Auditor, Inputs};
+use crate::otlp::{Auditor, Inputs, Output};
 
 /// The most response ids remembered across traces.
 const RECENT_RESPONSES: usize = 1 << 20;
@@ -100,6 +101,7 @@ impl Pipeline {
                     .store(holding.traces(), Ordering::Relaxed);
                 due
             };
+            let busy = !due.is_empty();
             for group in groups(due) {
                 self.audit(group);
             }
@@ -112,7 +114,10 @@ impl Pipeline {
             if drain {
                 break;
             }
-            std::thread::sleep(tick);
+            // After a round with work, look again at once: more may be due.
+            if !busy {
+                std::thread::sleep(tick);
+            }
         }
     }
 
@@ -128,49 +133,82 @@ impl Pipeline {
     fn audit(&mut self, group: Vec<Held>) {
         let spans: usize = group.iter().map(|h| h.spans.len()).sum();
         let bytes: usize = group.iter().map(|h| h.bytes).sum();
+        let parts: Vec<&[u8]> = group
+            .iter()
+            .flat_map(|h| h.parts.iter().map(Vec::as_slice))
+            .collect();
+        // The new attribute list of each span the audit changed, by its place.
+        let mut lists: HashMap<u32, Vec<KeyValue>> = HashMap::new();
+        let mut unconverted = 0usize;
         let mut inputs = Inputs::new(usize::MAX);
-        // Parts the reader refused (it never should: they were encoded here) go on as
-        // they came, unaudited, never lost.
-        let mut unaudited: Vec<&[u8]> = Vec::new();
-        let mut read: Vec<&[u8]> = Vec::new();
-        for part in group.iter().flat_map(|h| &h.parts) {
-            match inputs.read("serve", &part[..]) {
-                Ok(()) => read.push(part),
-                Err(e) => {
-                    eprintln!("genai-audit serve: a request could not be audited ({e}); it is sent on as it came");
-                    unaudited.push(part);
-                }
-            }
-        }
-        self.recent.add(inputs.responses());
-        let mut lines = Vec::with_capacity(bytes * 2);
-        let holding = &self.shared.holding;
-        let sent = |trace: [u8; 16], span: [u8; 8]| holding.lock().was_sent(trace, span);
-        let foreign: Arc<dyn ForeignResponses> = self.recent.clone();
-        if let Err(e) = self.auditor.run(
-            &inputs,
-            foreign,
-            Some(&sent),
-            &mut |_| {},
-            &|_| {},
-            Some(&mut lines),
-        ) {
-            // Writing to memory does not fail; were it to, nothing is lost.
-            eprintln!(
-                "genai-audit serve: the audit failed ({e}); the spans are sent on as they came"
-            );
-            lines.clear();
-            unaudited.append(&mut read);
-        }
-        if let Some(output) = &mut self.output {
-            let mut written = output.write_all(&lines);
-            for part in &unaudited {
-                if let Ok(request) = ExportTraceServiceRequest::decode(*part) {
-                    if let Ok(text) = serde_json::to_string(&request) {
-                        written = written.and_then(|()| writeln!(output, "{text}"));
+        match inputs.read_protobuf("serve", &parts) {
+            Ok(()) => {
+                self.recent.add(inputs.responses());
+                let holding = &self.shared.holding;
+                let sent = |trace: [u8; 16], span: [u8; 8]| holding.lock().was_sent(trace, span);
+                let foreign: Arc<dyn ForeignResponses> = self.recent.clone();
+                let mut take = |span: u32, list: &str| {
+                    match serde_json::from_str::<Vec<KeyValue>>(list) {
+                        Ok(list) => {
+                            lists.insert(span, list);
+                        }
+                        Err(_) => unconverted += 1,
                     }
+                };
+                if let Err(e) = self.auditor.run(
+                    &inputs,
+                    foreign,
+                    Some(&sent),
+                    &mut |_| {},
+                    &|_| {},
+                    Output::Lists(&mut take),
+                ) {
+                    // Nothing is written by this run: it cannot fail; were it to, the
+                    // spans go on as they came.
+                    eprintln!("genai-audit serve: the audit failed ({e}); the spans are sent on as they came");
+                    lists.clear();
                 }
             }
+            // The parts were encoded here, so they read; were one not to, the spans go
+            // on as they came, never lost.
+            Err(e) => eprintln!(
+                "genai-audit serve: {spans} spans could not be audited ({e}); they are sent on as they came"
+            ),
+        }
+        if unconverted > 0 {
+            eprintln!("genai-audit serve: {unconverted} spans are sent on unaudited: their audited attributes have no OTLP form");
+        }
+        drop(inputs);
+        let mut request = ExportTraceServiceRequest::default();
+        let mut place = 0u32;
+        let mut lost = 0usize;
+        for part in &parts {
+            let Ok(mut part) = ExportTraceServiceRequest::decode(*part) else {
+                lost += 1;
+                continue;
+            };
+            for span in part
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+            {
+                if let Some(list) = lists.remove(&place) {
+                    span.attributes = list;
+                }
+                place += 1;
+            }
+            request.resource_spans.append(&mut part.resource_spans);
+        }
+        if lost > 0 {
+            // Encoded here from a decoded request: it cannot happen.
+            eprintln!("genai-audit serve: {lost} held requests could not be read back");
+        }
+        drop(group);
+        if let Some(output) = &mut self.output {
+            let written = serde_json::to_writer(&mut *output, &request)
+                .map_err(std::io::Error::from)
+                .and_then(|()| output.write_all(b"\n"));
             if let Err(e) = written {
                 eprintln!("genai-audit serve: cannot write the output: {e}");
             }
@@ -181,23 +219,6 @@ impl Pipeline {
         let Some(forward) = &self.forward else {
             return;
         };
-        let mut request = ExportTraceServiceRequest::default();
-        let mut parts = read.iter();
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let original = parts.next();
-            match serde_json::from_slice::<ExportTraceServiceRequest>(line) {
-                Ok(enriched) => request.resource_spans.extend(enriched.resource_spans),
-                Err(e) => {
-                    eprintln!("genai-audit serve: an enriched request could not be converted ({e}); it is sent on as it came");
-                    unaudited.extend(original.copied());
-                }
-            }
-        }
-        for part in unaudited {
-            if let Ok(original) = ExportTraceServiceRequest::decode(part) {
-                request.resource_spans.extend(original.resource_spans);
-            }
-        }
         self.shared.pending.fetch_add(bytes, Ordering::Relaxed);
         let batch = Batch {
             request,
