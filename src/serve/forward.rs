@@ -27,15 +27,6 @@ const MAX_INTERVAL: Duration = Duration::from_secs(30);
 /// How long one try may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Audited spans to send, as one request.
-#[derive(Debug)]
-pub(crate) struct Batch {
-    pub(crate) request: ExportTraceServiceRequest,
-    pub(crate) spans: usize,
-    /// The memory it is counted for until it is sent or dropped.
-    pub(crate) bytes: usize,
-}
-
 enum Target {
     Http {
         client: Box<Client<HttpConnector, Full<Bytes>>>,
@@ -134,11 +125,20 @@ impl Forwarder {
     ) -> Result<(), String> {
         let started = Instant::now();
         let mut interval = self.initial;
+        let body = match &self.target {
+            Target::Http { json: true, .. } => match serde_json::to_vec(request) {
+                Ok(body) => Bytes::from(body),
+                Err(e) => return Err(format!("cannot write OTLP JSON: {e}")),
+            },
+            Target::Http { json: false, .. } => Bytes::from(request.encode_to_vec()),
+            Target::Grpc { .. } => Bytes::new(),
+        };
         loop {
-            let attempt = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(request)).await {
-                Ok(attempt) => attempt,
-                Err(_) => Attempt::Retry("no answer in 10 s".to_owned(), None),
-            };
+            let attempt =
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(request, &body)).await {
+                    Ok(attempt) => attempt,
+                    Err(_) => Attempt::Retry("no answer in 10 s".to_owned(), None),
+                };
             match attempt {
                 Attempt::Sent => return Ok(()),
                 Attempt::Failed(why) => return Err(why),
@@ -164,7 +164,7 @@ impl Forwarder {
         }
     }
 
-    async fn attempt(&self, request: &ExportTraceServiceRequest) -> Attempt {
+    async fn attempt(&self, request: &ExportTraceServiceRequest, body: &Bytes) -> Attempt {
         match &self.target {
             Target::Http {
                 client,
@@ -172,13 +172,10 @@ impl Forwarder {
                 json,
                 headers,
             } => {
-                let (body, content_type) = if *json {
-                    match serde_json::to_vec(request) {
-                        Ok(body) => (body, "application/json"),
-                        Err(e) => return Attempt::Failed(format!("cannot write OTLP JSON: {e}")),
-                    }
+                let content_type = if *json {
+                    "application/json"
                 } else {
-                    (request.encode_to_vec(), "application/x-protobuf")
+                    "application/x-protobuf"
                 };
                 let mut builder = Request::builder()
                     .method(Method::POST)
@@ -187,7 +184,7 @@ impl Forwarder {
                 for (k, v) in headers {
                     builder = builder.header(k, v);
                 }
-                let http = match builder.body(Full::new(Bytes::from(body))) {
+                let http = match builder.body(Full::new(body.clone())) {
                     Ok(http) => http,
                     Err(e) => return Attempt::Failed(e.to_string()),
                 };

@@ -10,6 +10,7 @@
 //! - [`Server`]: a running server, started on a Tokio runtime and stopped with
 //!   [`Server::shutdown`], which audits and sends everything held first.
 
+mod batch;
 mod forward;
 mod hold;
 mod options;

@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceId;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use parking_lot::RwLock;
-use prost::Message;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::forward::Batch;
+use super::batch::Batch;
 use super::hold::Held;
 use super::state::Shared;
 use super::telemetry::Outcome;
@@ -129,31 +126,23 @@ impl Pipeline {
         );
     }
 
-    /// Audits one group of traces and sends it on.
+    /// Audits one group of traces and sends it on (assembled off this thread when
+    /// it goes to `--forward`).
     fn audit(&mut self, group: Vec<Held>) {
         let spans: usize = group.iter().map(|h| h.spans.len()).sum();
         let bytes: usize = group.iter().map(|h| h.bytes).sum();
-        let parts: Vec<&[u8]> = group
-            .iter()
-            .flat_map(|h| h.parts.iter().map(Vec::as_slice))
-            .collect();
-        // The new attribute list of each span the audit changed, by its place.
-        let mut lists: HashMap<u32, Vec<KeyValue>> = HashMap::new();
-        let mut unconverted = 0usize;
+        let parts: Vec<Vec<u8>> = group.into_iter().flat_map(|h| h.parts).collect();
+        let mut lists: HashMap<u32, String> = HashMap::new();
         let mut inputs = Inputs::new(usize::MAX);
-        match inputs.read_protobuf("serve", &parts) {
+        let views: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        match inputs.read_protobuf("serve", &views) {
             Ok(()) => {
                 self.recent.add(inputs.responses());
                 let holding = &self.shared.holding;
                 let sent = |trace: [u8; 16], span: [u8; 8]| holding.lock().was_sent(trace, span);
                 let foreign: Arc<dyn ForeignResponses> = self.recent.clone();
                 let mut take = |span: u32, list: &str| {
-                    match serde_json::from_str::<Vec<KeyValue>>(list) {
-                        Ok(list) => {
-                            lists.insert(span, list);
-                        }
-                        Err(_) => unconverted += 1,
-                    }
+                    lists.insert(span, list.to_owned());
                 };
                 if let Err(e) = self.auditor.run(
                     &inputs,
@@ -175,56 +164,55 @@ impl Pipeline {
                 "genai-audit serve: {spans} spans could not be audited ({e}); they are sent on as they came"
             ),
         }
-        if unconverted > 0 {
-            eprintln!("genai-audit serve: {unconverted} spans are sent on unaudited: their audited attributes have no OTLP form");
-        }
+        drop(views);
         drop(inputs);
-        let mut request = ExportTraceServiceRequest::default();
-        let mut place = 0u32;
-        let mut lost = 0usize;
-        for part in &parts {
-            let Ok(mut part) = ExportTraceServiceRequest::decode(*part) else {
-                lost += 1;
-                continue;
-            };
-            for span in part
-                .resource_spans
-                .iter_mut()
-                .flat_map(|r| &mut r.scope_spans)
-                .flat_map(|s| &mut s.spans)
-            {
-                if let Some(list) = lists.remove(&place) {
-                    span.attributes = list;
-                }
-                place += 1;
-            }
-            request.resource_spans.append(&mut part.resource_spans);
-        }
-        if lost > 0 {
-            // Encoded here from a decoded request: it cannot happen.
-            eprintln!("genai-audit serve: {lost} held requests could not be read back");
-        }
-        drop(group);
-        if let Some(output) = &mut self.output {
-            let written = serde_json::to_writer(&mut *output, &request)
-                .map_err(std::io::Error::from)
-                .and_then(|()| output.write_all(b"\n"));
-            if let Err(e) = written {
-                eprintln!("genai-audit serve: cannot write the output: {e}");
-            }
-            if self.forward.is_none() {
-                self.shared.telemetry.count(Outcome::Forwarded, spans);
-            }
-        }
-        let Some(forward) = &self.forward else {
-            return;
-        };
-        self.shared.pending.fetch_add(bytes, Ordering::Relaxed);
-        let batch = Batch {
-            request,
+        let mut batch = Batch {
+            parts,
+            lists,
             spans,
             bytes,
         };
+        let forward = self.forward.clone();
+        let Some(output) = &mut self.output else {
+            if let Some(forward) = forward {
+                self.send(&forward, batch);
+            }
+            return;
+        };
+        // To the file here; to `--forward`, assembled by the sender.
+        let (request, unaudited) = match &forward {
+            Some(_) => Batch {
+                parts: batch.parts.clone(),
+                lists: batch.lists.clone(),
+                spans,
+                bytes,
+            }
+            .assemble(),
+            None => Batch {
+                parts: std::mem::take(&mut batch.parts),
+                lists: std::mem::take(&mut batch.lists),
+                spans,
+                bytes,
+            }
+            .assemble(),
+        };
+        report_unaudited(unaudited);
+        let written = serde_json::to_writer(&mut *output, &request)
+            .map_err(std::io::Error::from)
+            .and_then(|()| output.write_all(b"\n"));
+        if let Err(e) = written {
+            eprintln!("genai-audit serve: cannot write the output: {e}");
+        }
+        match forward {
+            Some(forward) => self.send(&forward, batch),
+            None => self.shared.telemetry.count(Outcome::Forwarded, spans),
+        }
+    }
+
+    fn send(&self, forward: &UnboundedSender<Batch>, batch: Batch) {
+        self.shared
+            .pending
+            .fetch_add(batch.bytes, Ordering::Relaxed);
         if let Err(unsent) = forward.send(batch) {
             // The sender stopped (it never does before the pipeline): counted, said.
             let batch = unsent.0;
@@ -237,6 +225,14 @@ impl Pipeline {
                 batch.spans
             );
         }
+    }
+}
+
+/// Says how many spans go on unaudited because their audited attributes have no
+/// OTLP form (it cannot happen: the audit writes OTLP JSON).
+pub(crate) fn report_unaudited(unaudited: usize) {
+    if unaudited > 0 {
+        eprintln!("genai-audit serve: {unaudited} spans are sent on unaudited: their audited attributes have no OTLP form");
     }
 }
 

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 
-use super::forward::{Batch, Forwarder};
+use super::batch::Batch;
+use super::forward::Forwarder;
 use super::options::{ServeOptions, ServeSettingsError};
+use super::pipeline::report_unaudited;
 use super::pipeline::{Pipeline, RecentResponses};
 use super::receive::{router, GrpcReceiver};
 use super::state::Shared;
@@ -245,17 +247,23 @@ async fn send_all(
         );
         tokio::spawn(async move {
             let stop = move || give_up.load(Ordering::Acquire);
-            match forwarder.send(&batch.request, &stop).await {
-                Ok(()) => shared.telemetry.count(Outcome::Forwarded, batch.spans),
+            let (spans, bytes) = (batch.spans, batch.bytes);
+            // Assembling is CPU work: off the reactor's threads.
+            let sent = match tokio::task::spawn_blocking(move || batch.assemble()).await {
+                Ok((request, unaudited)) => {
+                    report_unaudited(unaudited);
+                    forwarder.send(&request, &stop).await
+                }
+                Err(e) => Err(format!("the request could not be assembled: {e}")),
+            };
+            match sent {
+                Ok(()) => shared.telemetry.count(Outcome::Forwarded, spans),
                 Err(why) => {
-                    shared.telemetry.count(Outcome::Dropped, batch.spans);
-                    eprintln!(
-                        "genai-audit serve: {} spans dropped, not sent: {why}",
-                        batch.spans
-                    );
+                    shared.telemetry.count(Outcome::Dropped, spans);
+                    eprintln!("genai-audit serve: {spans} spans dropped, not sent: {why}");
                 }
             }
-            shared.pending.fetch_sub(batch.bytes, Ordering::Relaxed);
+            shared.pending.fetch_sub(bytes, Ordering::Relaxed);
             drop(permit);
         });
     }
