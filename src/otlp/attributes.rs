@@ -85,6 +85,29 @@ impl<'a> Fed<'a> {
     /// then its own (`genai_audit.*`); a `genai_audit.reported.K` carries `K`'s value
     /// as it was written. Every other attribute keeps its text.
     pub(crate) fn write_back(&self, audited: &[KeyValue]) -> Option<String> {
+        let list = self.write_back_list(audited)?;
+        let mut out = String::with_capacity(list.texts.len() + 64 * list.pieces.len());
+        out.push('[');
+        for (i, piece) in list.pieces.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match piece {
+                Piece::Original(p) => {
+                    if let Some(raw) = self.items.get(*p) {
+                        out.push_str(raw.get());
+                    }
+                }
+                Piece::Text(range) => out.push_str(list.texts.get(range.clone()).unwrap_or("")),
+            }
+        }
+        out.push(']');
+        Some(out)
+    }
+
+    /// The attribute list written back, as [`write_back`](Self::write_back) writes
+    /// it: each item either an attribute read, by its place, or a new text.
+    pub(crate) fn write_back_list(&self, audited: &[KeyValue]) -> Option<List> {
         let changed = audited.len() != self.fed.len()
             || self.dropped
             || self.fed.iter().any(|f| f.restored.is_some());
@@ -109,26 +132,28 @@ impl<'a> Fed<'a> {
                 repaired.push(original);
             }
         }
-        let mut out = String::from("[");
-        let mut first = true;
-        let mut push = |out: &mut String, text: &dyn Fn(&mut String)| {
-            if !std::mem::take(&mut first) {
-                out.push(',');
-            }
+        let mut texts = String::new();
+        let mut pieces: Vec<Piece> = Vec::with_capacity(audited.len());
+        let out = &mut texts;
+        let push = |pieces: &mut Vec<Piece>, out: &mut String, text: &dyn Fn(&mut String)| {
+            let from = out.len();
             text(out);
+            pieces.push(Piece::Text(from..out.len()));
         };
         for (i, item) in self.fed.iter().enumerate() {
             let key = keys[i].unwrap_or("");
             let replaced =
                 !repaired.is_empty() && repaired.contains(&key) && last_fed.get(key) == Some(&i);
             match (replaced.then(|| last.get(key)).flatten(), item.restored) {
-                (Some(&new), _) => push(&mut out, &|out| attribute_text(&audited[new], out)),
-                (None, Some(value)) => {
-                    push(&mut out, &|out| attribute_with_value_text(key, value, out))
+                (Some(&new), _) => {
+                    push(&mut pieces, out, &|out| attribute_text(&audited[new], out))
                 }
+                (None, Some(value)) => push(&mut pieces, out, &|out| {
+                    attribute_with_value_text(key, value, out)
+                }),
                 (None, None) => {
-                    if let Some(raw) = self.items.get(item.position) {
-                        push(&mut out, &|out| out.push_str(raw.get()));
+                    if self.items.get(item.position).is_some() {
+                        pieces.push(Piece::Original(item.position));
                     }
                 }
             }
@@ -147,13 +172,14 @@ impl<'a> Fed<'a> {
                     .and_then(|k| last_fed.get(k))
                     .and_then(|&f| self.original_text(f));
                 match original {
-                    Some(text) => push(&mut out, &|out| attribute_with_value_text(key, text, out)),
-                    None => push(&mut out, &|out| attribute_text(kv, out)),
+                    Some(text) => push(&mut pieces, out, &|out| {
+                        attribute_with_value_text(key, text, out)
+                    }),
+                    None => push(&mut pieces, out, &|out| attribute_text(kv, out)),
                 }
             }
         }
-        out.push(']');
-        Some(out)
+        Some(List { pieces, texts })
     }
 
     /// How to write the span's text (`span`, whose attribute list was read) back
@@ -278,6 +304,23 @@ fn undo_audit<'a>(
     (fed, dropped, attributes)
 }
 
+/// An attribute list written back: its items in order, each an attribute as read
+/// (by its place in the list read) or a new text (a range of `texts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct List {
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) texts: String,
+}
+
+/// One item of a [`List`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// The attribute read at this place, unchanged.
+    Original(usize),
+    /// A new item, an OTLP JSON key-value: this range of the list's texts.
+    Text(std::ops::Range<usize>),
+}
+
 /// A change to a span's text: `text` in place of the bytes `from..to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Splice {
@@ -287,11 +330,6 @@ pub(crate) struct Splice {
 }
 
 impl Splice {
-    /// The span's new attribute list (an OTLP JSON array), if the change gives one.
-    pub(crate) fn list(&self) -> Option<&str> {
-        self.text.find('[').map(|at| &self.text[at..])
-    }
-
     /// The span's text with the change made.
     #[cfg(test)]
     fn apply(&self, span: &str) -> String {

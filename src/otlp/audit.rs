@@ -10,7 +10,7 @@ use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use parking_lot::RwLock;
 
-use super::attributes::Splice;
+use super::attributes::{List, Splice};
 use super::input::{protobuf_request, read_source, InputError, RequestText, Source};
 use super::options::{AuditOptions, Settings, SettingsError};
 use super::replay::{Sent, TraceOutcome, Worker};
@@ -340,9 +340,11 @@ pub(crate) enum Output<'a> {
     None,
     /// Every request read, each span's attribute list enriched (`enrich`).
     Text(&'a mut dyn Write),
-    /// The new attribute list (OTLP JSON) of each span the audit changed, with the
-    /// span's place among the spans read (`serve`).
-    Lists(&'a mut dyn FnMut(u32, &str)),
+    /// The new attribute list of each span the audit changed, with the span's place
+    /// among the spans read (`serve`; the auditor made [`with_lists`]).
+    ///
+    /// [`with_lists`]: Auditor::with_lists
+    Lists(&'a mut dyn FnMut(u32, List)),
 }
 
 /// An auditor that lives across runs: settings checked once, and one worker per core
@@ -369,6 +371,13 @@ impl Auditor {
             index: CurrentIndex(Arc::new(RwLock::new(Arc::new(ResponseIndex::default())))),
             workers: Vec::new(),
         })
+    }
+
+    /// Hands back changed attribute lists ([`Output::Lists`]) rather than text.
+    pub(crate) fn with_lists(mut self) -> Auditor {
+        self.settings.lists = true;
+        self.workers.clear();
+        self
     }
 
     /// Audits `inputs` as [`enrich`] does (or [`audit`], without `out`), answering
@@ -520,13 +529,11 @@ fn run(
         }
         drop(send);
         'receiving: for block in receive {
-            for (t, outcome) in block {
+            for (t, mut outcome) in block {
                 done += outcome.reports.len() as u64;
                 if let Some(lists) = &mut lists {
-                    for (span, splice) in &outcome.enriched {
-                        if let Some(list) = splice.list() {
-                            lists(*span, list);
-                        }
+                    for (span, list) in std::mem::take(&mut outcome.lists) {
+                        lists(span, list);
                     }
                 }
                 if let Some(writer) = &mut writer {

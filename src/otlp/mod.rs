@@ -25,6 +25,7 @@ mod replay;
 mod scripted;
 mod store;
 
+pub(crate) use attributes::{List, Piece};
 pub use audit::{audit, enrich, EnrichError, Inputs};
 pub(crate) use audit::{Auditor, Output};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};

@@ -78,6 +78,11 @@ pub(crate) struct Settings {
     max_tracked_spans: usize,
     max_span_age: Duration,
     pub(crate) enrich: bool,
+    /// With `enrich`: hand back each changed attribute list as a [`List`] rather than
+    /// a change to the span's text.
+    ///
+    /// [`List`]: super::attributes::List
+    pub(crate) lists: bool,
     /// Where the audit's metrics go (none: no metrics).
     pub(crate) meter_provider: Option<SdkMeterProvider>,
 }
@@ -187,6 +192,7 @@ impl AuditOptions {
             max_tracked_spans,
             max_span_age,
             enrich,
+            lists: false,
             meter_provider: None,
         })
     }

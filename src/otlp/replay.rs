@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
 };
 use parking_lot::Mutex;
 
-use super::attributes::{read_only, Fed, Splice};
+use super::attributes::{read_only, Fed, List, Splice};
 use super::json::{SpanBody, SpanBodyRead};
 use super::options::Settings;
 use super::store::{SpanRecord, Store};
@@ -112,6 +112,9 @@ pub(crate) struct TraceOutcome {
     /// The change to each span whose text changed: its index in the store, and the
     /// change.
     pub(crate) enriched: Vec<(u32, Splice)>,
+    /// With lists asked for, in place of `enriched`: each changed span's new attribute
+    /// list, by its index in the store.
+    pub(crate) lists: Vec<(u32, List)>,
 }
 
 /// A worker: one tracer provider, audit processor and clock, reused trace after trace.
@@ -124,6 +127,7 @@ pub(crate) struct Worker {
     next_id: u64,
     skew: u64,
     enrich: bool,
+    lists: bool,
 }
 
 impl Worker {
@@ -161,6 +165,7 @@ impl Worker {
             next_id: 0,
             skew: u64::try_from(settings.skew.as_nanos()).unwrap_or(u64::MAX),
             enrich: settings.enrich,
+            lists: settings.lists,
         }
     }
 
@@ -221,6 +226,7 @@ impl Worker {
         let mut outcome = TraceOutcome {
             reports: Vec::with_capacity(spans.len()),
             enriched: Vec::new(),
+            lists: Vec::new(),
         };
         for (i, (&index, exported)) in spans.iter().zip(exported).enumerate() {
             let record = &store.spans[index as usize];
@@ -253,9 +259,14 @@ impl Worker {
                     add_finding(&mut attributes, FindingCode::InvalidTime);
                 }
             }
-            if let Some(span) = written_back.and_then(|fed| fed.write_back_span(text, &attributes))
-            {
-                outcome.enriched.push((index, span));
+            if let Some(fed) = written_back {
+                if self.lists {
+                    if let Some(list) = fed.write_back_list(&attributes) {
+                        outcome.lists.push((index, list));
+                    }
+                } else if let Some(span) = fed.write_back_span(text, &attributes) {
+                    outcome.enriched.push((index, span));
+                }
             }
             outcome.reports.push(ReportSpan::new(
                 TraceId::from_bytes(record.trace),

@@ -7,14 +7,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 
+use crate::otlp::{List, Piece};
+
 /// Audited spans to send, as one request once assembled.
 #[derive(Debug)]
 pub(crate) struct Batch {
     /// The held requests, encoded, in order.
     pub(crate) parts: Vec<Vec<u8>>,
-    /// The new attribute list (OTLP JSON) of each span the audit changed, by the
-    /// span's place among the parts' spans.
-    pub(crate) lists: HashMap<u32, String>,
+    /// The new attribute list of each span the audit changed, by the span's place
+    /// among the parts' spans.
+    pub(crate) lists: HashMap<u32, List>,
     pub(crate) spans: usize,
     /// The memory it is counted for until it is sent or dropped.
     pub(crate) bytes: usize,
@@ -42,9 +44,9 @@ impl Batch {
                 .flat_map(|s| &mut s.spans)
             {
                 if let Some(list) = lists.remove(&place) {
-                    match serde_json::from_str::<Vec<KeyValue>>(&list) {
-                        Ok(list) => span.attributes = list,
-                        Err(_) => unaudited += 1,
+                    match attributes(&mut span.attributes, &list) {
+                        Some(new) => span.attributes = new,
+                        None => unaudited += 1,
                     }
                 }
                 place += 1;
@@ -53,6 +55,41 @@ impl Batch {
         }
         (request, unaudited)
     }
+}
+
+/// The attribute list `list` describes: the attributes it keeps taken from `read`
+/// (the span's attributes as they came, in the order the audit read them), the new
+/// ones read from their OTLP JSON. `None` (and `read` as it was) when a place or a
+/// text does not read.
+fn attributes(read: &mut [KeyValue], list: &List) -> Option<Vec<KeyValue>> {
+    if list
+        .pieces
+        .iter()
+        .any(|p| matches!(p, Piece::Original(at) if *at >= read.len()))
+    {
+        return None;
+    }
+    let mut new = Vec::with_capacity(list.pieces.len());
+    for piece in &list.pieces {
+        match piece {
+            Piece::Original(_) => new.push(None),
+            Piece::Text(range) => {
+                let text = list.texts.get(range.clone())?;
+                new.push(Some(serde_json::from_str::<KeyValue>(text).ok()?));
+            }
+        }
+    }
+    Some(
+        list.pieces
+            .iter()
+            .zip(new)
+            .map(|(piece, new)| match (piece, new) {
+                (_, Some(kv)) => kv,
+                (Piece::Original(at), None) => std::mem::take(&mut read[*at]),
+                (Piece::Text(_), None) => KeyValue::default(),
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -79,16 +116,46 @@ mod tests {
         .encode_to_vec()
     }
 
+    fn list(texts: &[&str]) -> List {
+        let mut list = List::default();
+        for text in texts {
+            let from = list.texts.len();
+            list.texts.push_str(text);
+            list.pieces.push(Piece::Text(from..list.texts.len()));
+        }
+        list
+    }
+
+    #[test]
+    fn kept_attributes_are_moved_and_new_ones_read() {
+        let mut read = vec![
+            KeyValue {
+                key: "a".to_owned(),
+                ..KeyValue::default()
+            },
+            KeyValue {
+                key: "genai_audit.role".to_owned(),
+                ..KeyValue::default()
+            },
+        ];
+        let mut kept = list(&[r#"{"key":"genai_audit.role","value":{"stringValue":"tool"}}"#]);
+        kept.pieces.insert(0, Piece::Original(0));
+        let new = attributes(&mut read, &kept).expect("reads");
+        let keys: Vec<&str> = new.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["a", "genai_audit.role"]);
+        // A place past the list read: nothing is taken.
+        let mut wrong = List::default();
+        wrong.pieces.push(Piece::Original(5));
+        assert_eq!(attributes(&mut read, &wrong), None);
+    }
+
     #[test]
     fn changed_lists_go_to_their_spans_by_place_across_parts() {
         let batch = Batch {
             parts: vec![part(&["a", "b"]), part(&["c"])],
             lists: HashMap::from([
-                (1, r#"[{"key":"k","value":{"intValue":"7"}}]"#.to_owned()),
-                (
-                    2,
-                    r#"[{"key":"x","value":{"doubleValue":"NaN"}}]"#.to_owned(),
-                ),
+                (1, list(&[r#"{"key":"k","value":{"intValue":"7"}}"#])),
+                (2, list(&[r#"{"key":"x","value":{"doubleValue":"NaN"}}"#])),
             ]),
             spans: 3,
             bytes: 0,

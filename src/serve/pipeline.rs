@@ -18,7 +18,7 @@ use super::state::Shared;
 use super::telemetry::Outcome;
 use crate::engine::ForeignResponses;
 use crate::hashing::hash_str;
-use crate::otlp::{Auditor, Inputs, Output};
+use crate::otlp::{Auditor, Inputs, List, Output};
 
 /// The most response ids remembered across traces.
 const RECENT_RESPONSES: usize = 1 << 20;
@@ -132,7 +132,7 @@ impl Pipeline {
         let spans: usize = group.iter().map(|h| h.spans.len()).sum();
         let bytes: usize = group.iter().map(|h| h.bytes).sum();
         let parts: Vec<Vec<u8>> = group.into_iter().flat_map(|h| h.parts).collect();
-        let mut lists: HashMap<u32, String> = HashMap::new();
+        let mut lists: HashMap<u32, List> = HashMap::new();
         let mut inputs = Inputs::new(usize::MAX);
         let views: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         match inputs.read_protobuf("serve", &views) {
@@ -141,8 +141,8 @@ impl Pipeline {
                 let holding = &self.shared.holding;
                 let sent = |trace: [u8; 16], span: [u8; 8]| holding.lock().was_sent(trace, span);
                 let foreign: Arc<dyn ForeignResponses> = self.recent.clone();
-                let mut take = |span: u32, list: &str| {
-                    lists.insert(span, list.to_owned());
+                let mut take = |span: u32, list: List| {
+                    lists.insert(span, list);
                 };
                 if let Err(e) = self.auditor.run(
                     &inputs,

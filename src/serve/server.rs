@@ -77,7 +77,8 @@ impl Server {
         let levels = Arc::new(Levels::default());
         let telemetry = Telemetry::new(&options, Arc::clone(&levels)).map_err(error)?;
         let auditor = Auditor::new(&options.audit, true, Some(telemetry.provider.clone()))
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(e.to_string()))?
+            .with_lists();
         let forwarder = Forwarder::new(&options).map_err(error)?;
         let output = match &options.output {
             Some(path) => Some(BufWriter::new(
