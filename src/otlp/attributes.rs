@@ -99,6 +99,7 @@ impl<'a> Fed<'a> {
                     }
                 }
                 Piece::Text(range) => out.push_str(list.texts.get(range.clone()).unwrap_or("")),
+                Piece::New(kv) => attribute_text(kv, &mut out),
             }
         }
         out.push(']');
@@ -175,7 +176,7 @@ impl<'a> Fed<'a> {
                     Some(text) => push(&mut pieces, out, &|out| {
                         attribute_with_value_text(key, text, out)
                     }),
-                    None => push(&mut pieces, out, &|out| attribute_text(kv, out)),
+                    None => pieces.push(Piece::New(kv.clone())),
                 }
             }
         }
@@ -319,6 +320,8 @@ pub(crate) enum Piece {
     Original(usize),
     /// A new item, an OTLP JSON key-value: this range of the list's texts.
     Text(std::ops::Range<usize>),
+    /// A new item the audit wrote.
+    New(KeyValue),
 }
 
 /// A change to a span's text: `text` in place of the bytes `from..to`.

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
+use opentelemetry::{Array, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
 use prost::Message;
 
 use crate::otlp::{List, Piece};
@@ -77,6 +79,11 @@ fn attributes(read: &mut [KeyValue], list: &List) -> Option<Vec<KeyValue>> {
                 let text = list.texts.get(range.clone())?;
                 new.push(Some(serde_json::from_str::<KeyValue>(text).ok()?));
             }
+            Piece::New(kv) => new.push(Some(KeyValue {
+                key: kv.key.to_string(),
+                value: Some(any_value(&kv.value)?),
+                ..KeyValue::default()
+            })),
         }
     }
     Some(
@@ -86,10 +93,34 @@ fn attributes(read: &mut [KeyValue], list: &List) -> Option<Vec<KeyValue>> {
             .map(|(piece, new)| match (piece, new) {
                 (_, Some(kv)) => kv,
                 (Piece::Original(at), None) => std::mem::take(&mut read[*at]),
-                (Piece::Text(_), None) => KeyValue::default(),
+                (Piece::Text(_) | Piece::New(_), None) => KeyValue::default(),
             })
             .collect(),
     )
+}
+
+/// An attribute value in its OTLP form (`None` for a kind OTLP has no form for).
+fn any_value(value: &Value) -> Option<AnyValue> {
+    fn list<T: Clone>(items: &[T], one: impl Fn(T) -> Value) -> ArrayValue {
+        ArrayValue {
+            values: items
+                .iter()
+                .filter_map(|item| any_value(&one(item.clone())))
+                .collect(),
+        }
+    }
+    let value = match value {
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::I64(i) => Kind::IntValue(*i),
+        Value::F64(d) => Kind::DoubleValue(*d),
+        Value::String(s) => Kind::StringValue(s.as_str().to_owned()),
+        Value::Array(Array::Bool(items)) => Kind::ArrayValue(list(items, Value::Bool)),
+        Value::Array(Array::I64(items)) => Kind::ArrayValue(list(items, Value::I64)),
+        Value::Array(Array::F64(items)) => Kind::ArrayValue(list(items, Value::F64)),
+        Value::Array(Array::String(items)) => Kind::ArrayValue(list(items, Value::String)),
+        _ => return None,
+    };
+    Some(AnyValue { value: Some(value) })
 }
 
 #[cfg(test)]
