@@ -102,6 +102,8 @@ mod attributes;
 pub mod budget;
 mod config;
 mod cost;
+#[cfg(feature = "cli")]
+pub mod costs;
 mod engine;
 pub mod findings;
 mod hashing;
