@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde_json::{json, Value as Json};
 
 use super::context::{TraceView, NONE};
-use crate::report::{cost_units, shorten, units_usd, usd, ReportSpan};
+use crate::report::{cost_units, shorten, units_usd, usd, ReportSpan, Summary};
 
 /// What calls are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -383,6 +383,17 @@ impl Breakdown {
     /// The tables as a JSON array (see [`Table::to_json`]).
     pub fn to_json(&self) -> Json {
         Json::Array(self.tables().iter().map(Table::to_json).collect())
+    }
+
+    /// What `check --by ... --json` prints: the summary's JSON object
+    /// ([`Summary::to_json`]) with one more member, `breakdowns`: this breakdown's
+    /// tables ([`to_json`](Self::to_json)), in the order of the `--by` flags.
+    pub fn summary_json(&self, summary: &Summary) -> Json {
+        let mut out: Json = serde_json::from_str(&summary.to_json()).unwrap_or_else(|_| json!({}));
+        if let Some(map) = out.as_object_mut() {
+            map.insert("breakdowns".into(), self.to_json());
+        }
+        out
     }
 }
 

@@ -370,6 +370,88 @@ impl Diff {
     }
 }
 
+/// The CI gates of `genai-audit diff`: whether the total cost (`--fail-over PCT`) or
+/// the total input plus output tokens (`--fail-over-tokens PCT`) grew by more than a
+/// percentage. Growth from 0 to more exceeds any percentage; 0 to 0 is 0%. A side
+/// without a priced call counts as $0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiffGates {
+    /// The cost limit, percent.
+    pub fail_over: Option<f64>,
+    /// The token limit, percent.
+    pub fail_over_tokens: Option<f64>,
+    /// The total cost grew by more than `fail_over`.
+    pub cost_exceeded: bool,
+    /// The total tokens grew by more than `fail_over_tokens`.
+    pub tokens_exceeded: bool,
+}
+
+impl DiffGates {
+    /// Checks `diff`'s totals against the limits.
+    pub fn new(diff: &Diff, fail_over: Option<f64>, fail_over_tokens: Option<f64>) -> DiffGates {
+        let (b, a) = (&diff.total.before, &diff.total.after);
+        let cost = |t: &Totals| t.cost_usd().unwrap_or(0.0);
+        DiffGates {
+            fail_over,
+            fail_over_tokens,
+            cost_exceeded: fail_over.is_some_and(|limit| exceeds(cost(b), cost(a), limit)),
+            tokens_exceeded: fail_over_tokens
+                .is_some_and(|limit| exceeds(b.tokens() as f64, a.tokens() as f64, limit)),
+        }
+    }
+
+    /// Whether a limit was exceeded (the command then exits 1).
+    pub fn failed(&self) -> bool {
+        self.cost_exceeded || self.tokens_exceeded
+    }
+
+    /// [`Diff::to_json`] with a `gates` member: `fail_over`, `fail_over_tokens` (the
+    /// limits, or `null`), `cost_exceeded`, `tokens_exceeded` and `failed`.
+    pub fn to_json(&self, diff: &Diff) -> Json {
+        let mut out = diff.to_json();
+        if let Some(map) = out.as_object_mut() {
+            map.insert(
+                "gates".into(),
+                json!({
+                    "fail_over": self.fail_over,
+                    "fail_over_tokens": self.fail_over_tokens,
+                    "cost_exceeded": self.cost_exceeded,
+                    "tokens_exceeded": self.tokens_exceeded,
+                    "failed": self.failed(),
+                }),
+            );
+        }
+        out
+    }
+
+    /// [`Diff::write`]'s text, then a line per limit given, saying whether it was
+    /// exceeded.
+    pub fn to_text(&self, diff: &Diff) -> String {
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = diff.write(&mut out);
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        let pct =
+            |p: Option<f64>| p.map_or_else(|| "grew from 0".to_owned(), |p| format!("{p:+.2}%"));
+        let verdict = |exceeded: bool| if exceeded { "FAIL" } else { "ok" };
+        if let Some(limit) = self.fail_over {
+            text += &format!(
+                "cost {} (limit +{limit}%): {}\n",
+                pct(diff.total.cost_pct()),
+                verdict(self.cost_exceeded)
+            );
+        }
+        if let Some(limit) = self.fail_over_tokens {
+            text += &format!(
+                "tokens {} (limit +{limit}%): {}\n",
+                pct(diff.total.tokens_pct()),
+                verdict(self.tokens_exceeded)
+            );
+        }
+        text
+    }
+}
+
 /// `+12 (+3.40%)`, `no change`, `+5 (new)`.
 fn moved(before: f64, after: f64, delta: String) -> String {
     match change_pct(before, after) {

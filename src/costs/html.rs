@@ -41,7 +41,7 @@ h1{font-size:20px;margin:0 0 12px}h2{font-size:15px;margin:0}h3{font-size:13px;m
 .tables{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th{color:var(--dim);font-weight:600}td:first-child,th:first-child{text-align:left;max-width:320px;overflow:hidden;text-overflow:ellipsis}
-tr.total td{font-weight:600}td.meaning{text-align:left;white-space:normal;max-width:420px;color:var(--dim)}
+tr.total td{font-weight:600}th.meaning{text-align:left}td.meaning{text-align:left;white-space:normal;max-width:420px;color:var(--dim)}
 .legend{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0;color:var(--dim)}
 .legend i,.dot{display:inline-block;width:12px;height:12px;border-radius:3px;vertical-align:-2px;margin-right:4px}
 .controls{margin:6px 0 12px;color:var(--dim)}
@@ -52,7 +52,7 @@ section.trace>header .meta{color:var(--dim)}
 section.trace.collapsed .wf,section.trace.collapsed .totals{display:none}
 .bad{color:var(--bad);font-weight:600}
 .wf{padding:4px 0}
-.row{display:grid;grid-template-columns:minmax(220px,30%) 1fr 110px 90px;align-items:center;min-height:22px;padding:0 12px}
+.row{display:grid;grid-template-columns:minmax(220px,30%) 1fr 170px 90px;align-items:center;min-height:22px;padding:0 12px}
 .row:hover{background:#f3f4f6}
 .row .name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .row .name small{color:var(--dim);margin-left:4px}
@@ -365,7 +365,7 @@ fn write_table(page: &mut String, table: &Table) {
 
 fn write_findings_table(page: &mut String, summary: &Summary) {
     page.push_str(
-        "<div><h3>Findings by code</h3><table><tr><th>code</th><th>count</th><th>meaning</th></tr>",
+        "<div><h3>Findings by code</h3><table><tr><th>code</th><th>count</th><th class=\"meaning\">meaning</th></tr>",
     );
     let mut any = false;
     for (code, &n) in summary.findings.iter().filter(|(_, n)| **n > 0) {

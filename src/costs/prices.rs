@@ -273,10 +273,11 @@ impl PriceReport {
             writeln!(out, "  per call       ${}", card.per_call_usd)?;
         }
         let many = card.tiers.len() > 1;
-        for tier in &card.tiers {
+        for (i, tier) in card.tiers.iter().enumerate() {
             let indent = if many {
-                if tier.above_input_tokens == 0 {
-                    writeln!(out, "  calls up to the next tier:")?;
+                if i == 0 {
+                    let up_to = card.tiers.get(1).map_or(0, |t| t.above_input_tokens);
+                    writeln!(out, "  calls of up to {up_to} input tokens:")?;
                 } else {
                     writeln!(
                         out,
