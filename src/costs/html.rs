@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use super::breakdown::{Breakdown, GroupBy, Table};
 use super::context::TraceView;
 use crate::findings::FindingCode;
-use crate::recognition::Role;
 use crate::report::{escape_controls, usd, Report, ReportOptions, ReportSpan, Summary};
 
 /// At most this many rows in a trace's timeline: past it, the spans with findings,
@@ -265,7 +264,10 @@ fn write_head(page: &mut String, traces: usize, findings: usize) {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>genai-audit report</title>\n<style>{STYLE}</style>\n\
          <script>window.__reportErrors=[];window.addEventListener('error',function(e){{\
-         window.__reportErrors.push(String(e.message||e));}});</script>\n</head>\n\
+         window.__reportErrors.push(String(e.message||e));}});(function(){{var original=console.error;\
+         console.error=function(){{window.__reportErrors.push('console.error: '+\
+         Array.prototype.join.call(arguments,' '));return original.apply(console,arguments);}};}})();\
+         </script>\n</head>\n\
          <body data-expect-traces=\"{traces}\" data-expect-findings=\"{findings}\">\n\
          <h1>genai-audit report</h1>\n"
     );
@@ -501,13 +503,7 @@ fn write_row(page: &mut String, span: &ReportSpan, depth: usize, t0: u64, span_n
     let left = (span.start_ns.saturating_sub(t0)) as f64 / span_ns as f64 * 100.0;
     let width = (span.end_ns - span.start_ns) as f64 / span_ns as f64 * 100.0;
     let name = escape_html(&span.name);
-    let role_text = role.map_or_else(String::new, |r| {
-        if Role::ALL.iter().any(|k| k.as_str() == r) {
-            r.to_owned()
-        } else {
-            escape_html(r)
-        }
-    });
+    let role_text = role.map_or_else(String::new, escape_html);
     let mut bar_title = format!(
         "{name}&#10;{}{} at +{}",
         if role_text.is_empty() {

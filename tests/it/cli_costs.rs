@@ -181,7 +181,7 @@ fn check_by_agent_gives_the_readme_totals() {
         .filter_map(|r| r["name"].as_str())
         .collect();
     let mut by_cost = expected.clone();
-    by_cost.sort_by(|a, b| b.1.cmp(&a.1));
+    by_cost.sort_by_key(|b| std::cmp::Reverse(b.1));
     let want: Vec<&str> = by_cost.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, want);
 }
