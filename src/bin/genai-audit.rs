@@ -3,11 +3,11 @@
 //!
 //! ```text
 //! genai-audit check FILE...          # report; exit 0 clean, 1 findings, 2 unreadable input
-//! genai-audit enrich FILE... -o OUT  # the same spans, enriched, as OTLP JSON
 //! genai-audit check --by agent FILE... # cost, calls and tokens per agent (model, ...)
 //! genai-audit diff BEFORE AFTER      # what moved; --fail-over PCT: a CI gate on cost
 //! genai-audit prices MODEL           # the rates the audit would price MODEL at
 //! genai-audit report --html OUT.html FILE...  # the audit as one HTML page
+//! genai-audit enrich FILE... -o OUT  # the same spans, enriched, as OTLP JSON
 //! ```
 
 use std::fs;
@@ -22,7 +22,7 @@ use genai_audit::otlp::{
     audit, enrich as enrich_inputs, AuditOptions, EnrichError, InputError, Inputs,
     DEFAULT_MAX_LINE_BYTES,
 };
-use genai_audit::report::{Report, ReportOptions, ReportSpan, Summary};
+use genai_audit::report::{Report, ReportOptions, Summary};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
 /// Audits exported gen-ai agent traces: OTLP JSON (one ExportTraceServiceRequest per
@@ -236,7 +236,7 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
 /// `on_trace`; with `out`, writes the enriched spans there.
 fn run_audit(
     input: &Input,
-    on_trace: &mut dyn FnMut(Vec<ReportSpan>),
+    on_trace: &mut dyn FnMut(Vec<genai_audit::report::ReportSpan>),
     out: Option<&mut dyn Write>,
 ) -> Result<(), Failure> {
     if std::env::var_os("GENAI_AUDIT_DISABLED").is_some() {
@@ -285,7 +285,7 @@ fn check(
     };
     let mut report = Report::new(options);
     let mut breakdown = Breakdown::new(by);
-    let on_trace = &mut |trace: Vec<ReportSpan>| {
+    let on_trace = &mut |trace: Vec<genai_audit::report::ReportSpan>| {
         breakdown.add_trace(&trace);
         report.add_trace(trace);
     };
@@ -402,7 +402,6 @@ fn main() -> ExitCode {
             all,
             by,
         } => check(&input, &fail_on, json, all, &by),
-        Command::Enrich { input, output } => enrich(&input, &output),
         Command::Diff {
             input,
             fail_over,
@@ -423,6 +422,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Report { html, input, all } => html_report(&input, &html, all),
+        Command::Enrich { input, output } => enrich(&input, &output),
     }
 }
 
