@@ -126,7 +126,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 struct Input {
     /// Input files (`-`: standard input). OTLP JSON or trace scripts, told by content.
     #[arg(value_name = "FILE", required = true)]
@@ -407,7 +407,7 @@ fn main() -> ExitCode {
             fail_over,
             fail_over_tokens,
             json,
-        } => diff(&input, fail_over, fail_over_tokens, json),
+        } => diff(input, fail_over, fail_over_tokens, json),
         Command::Prices {
             model,
             provider,
@@ -444,12 +444,13 @@ fn print(text: &str, code: ExitCode) -> ExitCode {
 
 /// `diff BEFORE AFTER`: each file audited on its own, then compared.
 fn diff(
-    input: &Input,
+    mut input: Input,
     fail_over: Option<f64>,
     fail_over_tokens: Option<f64>,
     json: bool,
 ) -> ExitCode {
-    let [before, after] = input.files.as_slice() else {
+    let files = std::mem::take(&mut input.files);
+    let [before, after] = files.as_slice() else {
         return fail(
             Failure::Input("diff takes two files: BEFORE AFTER".to_owned()),
             "",
@@ -476,11 +477,8 @@ fn diff(
     let mut sides = Vec::with_capacity(2);
     for file in [before, after] {
         let mut side = DiffInput::new();
-        let one = Input {
-            files: vec![file.clone()],
-            ..input.clone()
-        };
-        if let Err(failure) = run_audit(&one, &mut |trace| side.add_trace(&trace), None) {
+        input.files = vec![file.clone()];
+        if let Err(failure) = run_audit(&input, &mut |trace| side.add_trace(&trace), None) {
             return fail(failure, "");
         }
         sides.push(side);
