@@ -85,6 +85,46 @@ impl FindingCode {
             FindingCode::InvalidTime => "invalid_time",
         }
     }
+
+    /// What the finding means, in one line (for reports: the terminal, the HTML page).
+    ///
+    /// ```
+    /// use genai_audit::FindingCode;
+    /// assert_eq!(FindingCode::LateEnd.meaning(), "ended after its parent had ended");
+    /// assert!(FindingCode::ALL.iter().all(|c| !c.meaning().is_empty()));
+    /// ```
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            FindingCode::UnclosedChild => "a recognised child was still open when this span ended",
+            FindingCode::ClosedByAudit => "still open when its parent ended; the audit closed it",
+            FindingCode::LateEnd => "ended after its parent had ended",
+            FindingCode::LateStart => "started under a parent that had already ended",
+            FindingCode::Stale => {
+                "evicted while open (too old, over capacity, or open at shutdown)"
+            }
+            FindingCode::UsageMismatch => "reported usage matches no sum of its generations",
+            FindingCode::ForeignResponse => {
+                "reports the response id of another invocation's generation"
+            }
+            FindingCode::RoundMismatch => {
+                "its react round differs from its position among the steps"
+            }
+            FindingCode::OverlappingStep => "started while another step of its invocation was open",
+            FindingCode::IdentityMismatch => {
+                "its conversation id or agent name differs from its invocation's"
+            }
+            FindingCode::InvalidUsage => "a token count or reported cost on it is unusable",
+            FindingCode::BudgetExceeded => "its invocation's cost or tokens passed the budget",
+            FindingCode::MissingParent => "its parent never appears in the input (leaked or lost)",
+            FindingCode::InvalidTime => "ends before it starts; audited as ending at its start",
+        }
+    }
+
+    /// The meaning of a code as written to spans ([`meaning`](Self::meaning)), or
+    /// `None` for a code this version does not know.
+    pub fn meaning_of(code: &str) -> Option<&'static str> {
+        code.parse::<FindingCode>().ok().map(FindingCode::meaning)
+    }
 }
 
 impl fmt::Display for FindingCode {

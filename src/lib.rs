@@ -88,7 +88,8 @@
 //!
 //! - the edges: the `genai-audit` command (feature `cli`) over `otlp` (reading exported
 //!   OTLP into a compact store, auditing each trace through the processor, writing the
-//!   text back with only the attribute lists changed) and [`report`]
+//!   text back with only the attribute lists changed), `costs` (breakdowns, diffs, rate
+//!   cards and the HTML page, from report spans) and [`report`]
 //!   (the printer of audited spans); the processor (struct, builder,
 //!   `impl SpanProcessor`; with `otlp`, the only module that names the SDK's span
 //!   types) and [`script`] (trace-script reader and replay);
@@ -102,6 +103,8 @@ mod attributes;
 pub mod budget;
 mod config;
 mod cost;
+#[cfg(feature = "cli")]
+pub mod costs;
 mod engine;
 pub mod findings;
 mod hashing;

@@ -47,9 +47,12 @@ use parking_lot::RwLock;
 use crate::hashing::{hash_str_pair, BuildIdHasher};
 use crate::usage::Usage;
 
+mod card;
 #[cfg(test)]
 mod exact_tests;
 mod rates;
+
+pub use card::{RateCard, RateTier};
 
 use rates::{Known, Lookup, RateMemo, Slot, Tokens};
 

@@ -531,6 +531,17 @@ fn langgraph_chain_role(name: &str, attributes: &[KeyValue]) -> Role {
     }
 }
 
+/// LangChain's agent name (`lc_agent_name` in OpenInference's `metadata` JSON), read
+/// from the same bounded prefix as the role.
+pub(crate) fn langchain_agent_name(attributes: &[KeyValue]) -> Option<&str> {
+    let metadata = string_attr(attributes, openinference::METADATA)?;
+    json_string_member(
+        bounded_prefix(metadata, METADATA_SCAN_BYTES),
+        "lc_agent_name",
+    )
+    .filter(|name| !name.is_empty())
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn bounded_prefix(s: &str, max: usize) -> &str {
     if s.len() <= max {

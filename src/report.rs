@@ -47,11 +47,12 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 
-use crate::attributes::last_value;
+use crate::attributes::{first_string, last_value};
+use crate::cost;
 use crate::engine::nanos;
 use crate::findings::FindingCode;
 use crate::keys;
-use crate::recognition::Role;
+use crate::recognition::{langchain_agent_name, Role};
 use crate::usage::Usage;
 
 /// What the report needs of one audited span.
@@ -67,6 +68,9 @@ pub struct ReportSpan {
     pub name: String,
     /// Start time, UNIX nanoseconds (orders siblings).
     pub start_ns: u64,
+    /// End time, UNIX nanoseconds, never before `start_ns` ([`ReportSpan::new`] sets it
+    /// to the start; [`with_end`](Self::with_end) sets the real end).
+    pub end_ns: u64,
     /// `genai_audit.role` (`None`: not recognised).
     pub role: Option<Cow<'static, str>>,
     /// Input tokens: a call's own, or the rolled-up total of an invocation, step,
@@ -90,6 +94,62 @@ pub struct ReportSpan {
     pub findings: Vec<String>,
     /// Values the `repair` policy replaced, as `(key, original value)`.
     pub repaired: Vec<(String, String)>,
+    /// Cache-read input tokens: a call's own, or the rolled-up total.
+    pub cache_read_tokens: Option<u64>,
+    /// Cache-write input tokens, likewise.
+    pub cache_write_tokens: Option<u64>,
+    /// Reasoning output tokens, likewise.
+    pub reasoning_tokens: Option<u64>,
+    /// The agent the span names: `gen_ai.agent.name`, else, on an invocation,
+    /// LangChain's `lc_agent_name` (in OpenInference's `metadata`).
+    pub agent_name: Option<Box<str>>,
+    /// A call's model: `gen_ai.response.model`, else the request model (the keys the
+    /// audit prices by, in the same order). Read on generations and embeddings only.
+    pub model: Option<Box<str>>,
+    /// A call's provider: `gen_ai.provider.name`, else `gen_ai.system`, `llm.provider`,
+    /// `ai.model.provider`. Read on generations and embeddings only.
+    pub provider: Option<Box<str>>,
+    /// The session: `gen_ai.conversation.id`, else `session.id`.
+    pub session_id: Option<Box<str>>,
+    /// The user: `user.id`, else `enduser.id`.
+    pub user_id: Option<Box<str>>,
+}
+
+/// `session.id` (OpenInference, Langfuse): the session when no `gen_ai.conversation.id`.
+const SESSION_ID: &str = "session.id";
+/// `user.id`: the user.
+const USER_ID: &str = "user.id";
+/// `enduser.id` (older OpenTelemetry conventions): the user when no `user.id`.
+const ENDUSER_ID: &str = "enduser.id";
+
+/// A string or integer attribute as text (ids are written either way).
+fn id_text(value: Option<&Value>) -> Option<Box<str>> {
+    match value? {
+        Value::String(s) => {
+            let s = s.as_str().trim();
+            (!s.is_empty()).then(|| Box::from(s))
+        }
+        Value::I64(v) => Some(v.to_string().into_boxed_str()),
+        _ => None,
+    }
+}
+
+/// The session, user and agent a span names, in one pass over its attributes (the last
+/// value of a key wins; of two keys, the first listed).
+fn identity(attributes: &[KeyValue]) -> [Option<&Value>; 5] {
+    let mut found: [Option<&Value>; 5] = [None; 5];
+    for kv in attributes {
+        let slot = match kv.key.as_str() {
+            keys::metric::AGENT_NAME => 0,
+            "gen_ai.conversation.id" => 1,
+            SESSION_ID => 2,
+            USER_ID => 3,
+            ENDUSER_ID => 4,
+            _ => continue,
+        };
+        found[slot] = Some(&kv.value);
+    }
+    found
 }
 
 fn int(attributes: &[KeyValue], key: &str) -> Option<u64> {
@@ -123,6 +183,7 @@ impl From<&SpanData> for ReportSpan {
             start_ns,
             &span.attributes,
         )
+        .with_end(nanos(span.end_time))
     }
 }
 
@@ -148,15 +209,35 @@ impl ReportSpan {
             _ => None,
         };
         let call = matches!(role.as_deref(), Some("generation" | "embedding"));
-        let (input_tokens, output_tokens, cost_usd) = if call {
+        let (usage, cost_usd) = if call {
             let usage = Usage::from_attributes(attributes);
-            (usage.input, usage.output, float(attributes, keys::COST_USD))
+            (usage, float(attributes, keys::COST_USD))
         } else {
+            let usage = Usage::default();
+            let usage = Usage {
+                input: int(attributes, keys::total::INPUT_TOKENS),
+                output: int(attributes, keys::total::OUTPUT_TOKENS),
+                cache_read: int(attributes, keys::total::CACHE_READ_TOKENS),
+                cache_write: int(attributes, keys::total::CACHE_WRITE_TOKENS),
+                reasoning: int(attributes, keys::total::REASONING_TOKENS),
+                ..usage
+            };
+            (usage, float(attributes, keys::total::COST_USD))
+        };
+        let [agent, conversation, session, user, enduser] = identity(attributes);
+        let agent_name = match id_text(agent) {
+            None if role.as_deref() == Some("invocation") => {
+                langchain_agent_name(attributes).map(Box::from)
+            }
+            agent => agent,
+        };
+        let (model, provider) = if call {
             (
-                int(attributes, keys::total::INPUT_TOKENS),
-                int(attributes, keys::total::OUTPUT_TOKENS),
-                float(attributes, keys::total::COST_USD),
+                cost::model(attributes).map(Box::from),
+                first_string(attributes, &cost::PROVIDER_KEYS).map(Box::from),
             )
+        } else {
+            (None, None)
         };
         let findings = match last_value(attributes, keys::FINDINGS) {
             Some(Value::Array(Array::String(codes))) => {
@@ -178,9 +259,10 @@ impl ReportSpan {
             parent_span_id,
             name: name.into(),
             start_ns,
+            end_ns: start_ns,
             role,
-            input_tokens,
-            output_tokens,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
             cost_usd,
             unpriced: flag(attributes, keys::COST_UNPRICED),
             partial: flag(attributes, keys::total::PARTIAL),
@@ -189,7 +271,27 @@ impl ReportSpan {
             steps: int(attributes, keys::STEPS),
             findings,
             repaired,
+            cache_read_tokens: usage.cache_read,
+            cache_write_tokens: usage.cache_write,
+            reasoning_tokens: usage.reasoning,
+            agent_name,
+            model,
+            provider,
+            session_id: id_text(conversation).or_else(|| id_text(session)),
+            user_id: id_text(user).or_else(|| id_text(enduser)),
         }
+    }
+
+    /// The span with its end time (kept at its start when it is earlier).
+    #[must_use]
+    pub fn with_end(mut self, end_ns: u64) -> ReportSpan {
+        self.end_ns = end_ns.max(self.start_ns);
+        self
+    }
+
+    /// Whether the span is a model call the audit prices: a generation or an embedding.
+    pub fn is_call(&self) -> bool {
+        matches!(self.role.as_deref(), Some("generation" | "embedding"))
     }
 
     /// Adds a finding code unless the span already has it.
@@ -253,6 +355,16 @@ pub struct Summary {
 /// Fixed-point units of a USD amount in [`Summary`]'s exact sum.
 const UNITS_PER_USD: f64 = 1e24;
 
+/// A USD amount in the fixed-point units of the report's exact sums (10⁻²⁴ USD).
+pub(crate) fn cost_units(usd: f64) -> i128 {
+    (usd * UNITS_PER_USD).round() as i128
+}
+
+/// The USD amount of an exact sum of [`cost_units`].
+pub(crate) fn units_usd(units: i128) -> f64 {
+    units as f64 / UNITS_PER_USD
+}
+
 impl Summary {
     /// A summary of nothing (every finding code at 0).
     fn empty() -> Summary {
@@ -285,9 +397,9 @@ impl Summary {
                 _ => {}
             }
             if matches!(span.role.as_deref(), Some("generation" | "embedding")) {
-                let units = (span.cost_usd.unwrap_or(0.0) * UNITS_PER_USD).round() as i128;
+                let units = cost_units(span.cost_usd.unwrap_or(0.0));
                 summary.cost_units = summary.cost_units.saturating_add(units);
-                summary.cost_usd = summary.cost_units as f64 / UNITS_PER_USD;
+                summary.cost_usd = units_usd(summary.cost_units);
                 summary.unpriced += u64::from(span.unpriced);
             }
             for code in &span.findings {
@@ -354,13 +466,13 @@ impl Paint {
 }
 
 /// `$0.001234`, or `-` without a cost.
-fn usd(cost: Option<f64>) -> String {
+pub(crate) fn usd(cost: Option<f64>) -> String {
     cost.map_or_else(|| "-".to_owned(), |c| format!("${c:.6}"))
 }
 
 /// `text` with every control character shown as its escape (`\u001b`), so that what
 /// spans carry is never sent to the terminal.
-fn escape_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
@@ -375,7 +487,7 @@ fn escape_controls(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn shorten(text: &str, max: usize) -> String {
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     let text = escape_controls(text);
     if text.chars().count() <= max {
         return text.into_owned();
@@ -683,6 +795,49 @@ impl Report {
         by_cost
     }
 
+    /// Places of the kept traces to show, in order of their first start: all of them,
+    /// or (past [`ReportOptions::max_traces`]) those with findings first, then the most
+    /// expensive.
+    fn shown(&mut self) -> Vec<usize> {
+        self.kept.sort_by_key(|t| t.order);
+        let total = usize::try_from(self.summary.traces).unwrap_or(usize::MAX);
+        let max = self.options.max_traces;
+        if self.options.all || total <= max {
+            return (0..self.kept.len()).collect();
+        }
+        let mut picked: Vec<usize> = (0..self.kept.len())
+            .filter(|&i| self.kept[i].findings > 0)
+            .take(self.with_findings())
+            .collect();
+        for i in self.by_cost() {
+            if picked.len() >= max {
+                break;
+            }
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked.sort_unstable();
+        picked
+    }
+
+    /// The summary and the traces the printed report would show (the same choice as
+    /// [`write`](Self::write)), each trace's spans in the order they were added, for
+    /// other renderings of the report (the HTML page of the `genai-audit` command).
+    pub fn into_shown(mut self) -> (Summary, Vec<Vec<ReportSpan>>) {
+        if !self.options.trees {
+            return (self.summary, Vec::new());
+        }
+        let shown = self.shown();
+        let mut kept: Vec<Option<KeptTrace>> = self.kept.into_iter().map(Some).collect();
+        let traces = shown
+            .into_iter()
+            .filter_map(|i| kept.get_mut(i).and_then(Option::take))
+            .map(|t| t.spans)
+            .collect();
+        (self.summary, traces)
+    }
+
     /// Prints the trees (all, or those with findings and then the most expensive, in
     /// order of their first start), then the summary, and returns the summary.
     pub fn write(mut self, out: &mut dyn Write) -> io::Result<Summary> {
@@ -690,27 +845,8 @@ impl Report {
             color: self.options.color,
         };
         if self.options.trees {
-            self.kept.sort_by_key(|t| t.order);
             let total = usize::try_from(self.summary.traces).unwrap_or(usize::MAX);
-            let max = self.options.max_traces;
-            let shown: Vec<usize> = if self.options.all || total <= max {
-                (0..self.kept.len()).collect()
-            } else {
-                let mut picked: Vec<usize> = (0..self.kept.len())
-                    .filter(|&i| self.kept[i].findings > 0)
-                    .take(self.with_findings())
-                    .collect();
-                for i in self.by_cost() {
-                    if picked.len() >= max {
-                        break;
-                    }
-                    if !picked.contains(&i) {
-                        picked.push(i);
-                    }
-                }
-                picked.sort_unstable();
-                picked
-            };
+            let shown = self.shown();
             for &i in &shown {
                 Tree::new(self.kept[i].spans.iter().collect()).write(out, &paint)?;
                 writeln!(out)?;

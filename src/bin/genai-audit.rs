@@ -3,6 +3,10 @@
 //!
 //! ```text
 //! genai-audit check FILE...          # report; exit 0 clean, 1 findings, 2 unreadable input
+//! genai-audit check --by agent FILE... # cost, calls and tokens per agent (model, ...)
+//! genai-audit diff BEFORE AFTER      # what moved; --fail-over PCT: a CI gate on cost
+//! genai-audit prices MODEL           # the rates the audit would price MODEL at
+//! genai-audit report --html OUT.html FILE...  # the audit as one HTML page
 //! genai-audit enrich FILE... -o OUT  # the same spans, enriched, as OTLP JSON
 //! genai-audit serve --forward URL     # the live audit: OTLP in, audited OTLP out
 //! ```
@@ -15,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use genai_audit::costs::{self, Breakdown, Diff, DiffInput, GroupBy, HtmlReport, PriceReport};
 use genai_audit::otlp::{
     audit, enrich as enrich_inputs, AuditOptions, EnrichError, InputError, Inputs,
     DEFAULT_MAX_LINE_BYTES,
@@ -52,6 +57,64 @@ enum Command {
         json: bool,
         /// Print every trace's tree (by default, past 20 traces, only those with
         /// findings and the most expensive).
+        #[arg(long)]
+        all: bool,
+        /// Instead of the trees, a table of calls, tokens and cost per group: agent,
+        /// model, provider, trace, root, session or user (repeatable; with --json, the
+        /// tables are in the summary's `breakdowns`).
+        #[arg(long = "by", value_name = "GROUP")]
+        by: Vec<GroupBy>,
+    },
+    /// Compares two runs: invocations matched by agent name (root spans by name when an
+    /// input has none), and what moved in calls, tokens, cost, models and findings.
+    /// Exit status: 0, 1 when a --fail-over limit is exceeded, 2 unreadable input.
+    #[command(override_usage = "genai-audit diff [OPTIONS] BEFORE AFTER")]
+    Diff {
+        /// BEFORE and AFTER: one file each (`-`: standard input, for one of them).
+        #[command(flatten)]
+        input: Input,
+        /// Exit 1 when the total cost grew by more than PCT percent (growth from $0
+        /// always exceeds it).
+        #[arg(long, value_name = "PCT")]
+        fail_over: Option<f64>,
+        /// Exit 1 when the total tokens (input + output) grew by more than PCT percent.
+        #[arg(long, value_name = "PCT")]
+        fail_over_tokens: Option<f64>,
+        /// Print the diff as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the rates the audit would price MODEL at (USD per million tokens, by
+    /// tier). Exit status: 0 priced, 1 no price for MODEL, 2 unreadable price file.
+    Prices {
+        /// The model, as spans name it (e.g. `gpt-4o-mini`).
+        model: String,
+        /// The provider, as spans name it (e.g. `openai`, `aws.bedrock`).
+        #[arg(long, value_name = "P")]
+        provider: Option<String>,
+        /// When: a date (`2025-10-01`, at midnight UTC) or an RFC 3339 time (default:
+        /// now).
+        #[arg(long, value_name = "DATE")]
+        at: Option<String>,
+        /// A price file in the genai-prices JSON format (default:
+        /// GENAI_AUDIT_PRICES_FILE, else the bundled prices).
+        #[arg(long, value_name = "PATH")]
+        prices_file: Option<PathBuf>,
+        /// Print the rates as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes the audit as one self-contained HTML page: a summary, and per trace a
+    /// waterfall timeline with tokens, cost and findings. Exit status: 0 written, 2
+    /// unreadable input or unwritable output (the previous OUT is then untouched).
+    Report {
+        /// Where to write the page.
+        #[arg(long, value_name = "OUT.html", required = true)]
+        html: PathBuf,
+        #[command(flatten)]
+        input: Input,
+        /// Show every trace (by default, past 20 traces, those with findings and then
+        /// the most expensive).
         #[arg(long)]
         all: bool,
     },
@@ -271,11 +334,11 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Reads the inputs, and audits them, handing each trace's report spans to `report`;
-/// with `out`, writes the enriched spans there.
+/// Reads the inputs, and audits them, handing each trace's report spans to
+/// `on_trace`; with `out`, writes the enriched spans there.
 fn run_audit(
     input: &Input,
-    report: &mut Report,
+    on_trace: &mut dyn FnMut(Vec<genai_audit::report::ReportSpan>),
     out: Option<&mut dyn Write>,
 ) -> Result<(), Failure> {
     if std::env::var_os("GENAI_AUDIT_DISABLED").is_some() {
@@ -288,7 +351,6 @@ fn run_audit(
             bar.set_position(done);
         }
     };
-    let on_trace = &mut |trace| report.add_trace(trace);
     let result = match out {
         None => audit(&inputs, &input.options(), on_trace, &progress)
             .map_err(|e| Failure::Input(e.to_string())),
@@ -310,15 +372,26 @@ fn is_closed(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::BrokenPipe
 }
 
-fn check(input: &Input, fail_on: &[FindingCode], json: bool, all: bool) -> ExitCode {
+fn check(
+    input: &Input,
+    fail_on: &[FindingCode],
+    json: bool,
+    all: bool,
+    by: &[GroupBy],
+) -> ExitCode {
     let options = ReportOptions {
         color: !json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         all,
-        trees: !json,
+        trees: !json && by.is_empty(),
         ..ReportOptions::default()
     };
     let mut report = Report::new(options);
-    if let Err(failure) = run_audit(input, &mut report, None) {
+    let mut breakdown = Breakdown::new(by);
+    let on_trace = &mut |trace: Vec<genai_audit::report::ReportSpan>| {
+        breakdown.add_trace(&trace);
+        report.add_trace(trace);
+    };
+    if let Err(failure) = run_audit(input, on_trace, None) {
         return fail(failure, "");
     }
     let failed = report.summary().count(fail_on) > 0;
@@ -328,11 +401,16 @@ fn check(input: &Input, fail_on: &[FindingCode], json: bool, all: bool) -> ExitC
         ExitCode::SUCCESS
     };
     let mut stdout = io::BufWriter::new(io::stdout().lock());
-    let written = if json {
+    let written = if json && !breakdown.is_empty() {
+        let summary: Summary = report.summary().clone();
+        writeln!(stdout, "{}", breakdown.summary_json(&summary))
+    } else if json {
         let summary: Summary = report.summary().clone();
         writeln!(stdout, "{}", summary.to_json())
     } else {
-        report.write(&mut stdout).map(|_| ())
+        breakdown
+            .write(&mut stdout)
+            .and_then(|()| report.write(&mut stdout).map(|_| ()))
     };
     match written.and_then(|()| stdout.flush()) {
         Ok(()) => code,
@@ -355,7 +433,8 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
     let name = output.display().to_string();
     if output.as_os_str() == "-" {
         let mut out = io::BufWriter::new(io::stdout().lock());
-        let result = run_audit(input, &mut report, Some(&mut out)).and_then(|()| {
+        let on_trace = &mut |trace| report.add_trace(trace);
+        let result = run_audit(input, on_trace, Some(&mut out)).and_then(|()| {
             out.flush().map_err(|e| {
                 if is_closed(&e) {
                     Failure::ClosedOutput
@@ -385,7 +464,8 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
             Err(e) => return fail(Failure::Write(e), &name),
         };
         let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        let result = run_audit(input, &mut report, Some(&mut out)).and_then(|()| {
+        let on_trace = &mut |trace| report.add_trace(trace);
+        let result = run_audit(input, on_trace, Some(&mut out)).and_then(|()| {
             // Written whole (a failed write or flush is an error, before the rename).
             // Not forced to disk: after a power loss, the file system's own guarantees
             // for a rename over a file apply.
@@ -422,7 +502,28 @@ fn main() -> ExitCode {
             fail_on,
             json,
             all,
-        } => check(&input, &fail_on, json, all),
+            by,
+        } => check(&input, &fail_on, json, all, &by),
+        Command::Diff {
+            input,
+            fail_over,
+            fail_over_tokens,
+            json,
+        } => diff(input, fail_over, fail_over_tokens, json),
+        Command::Prices {
+            model,
+            provider,
+            at,
+            prices_file,
+            json,
+        } => prices(
+            &model,
+            provider.as_deref(),
+            at.as_deref(),
+            prices_file.as_deref(),
+            json,
+        ),
+        Command::Report { html, input, all } => html_report(&input, &html, all),
         Command::Enrich { input, output } => enrich(&input, &output),
         Command::Serve(args) => serve(*args),
     }
@@ -515,6 +616,142 @@ async fn stopped() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Writes `text` to standard output; a closed output ends quietly with `code`.
+fn print(text: &str, code: ExitCode) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => code,
+        Err(e) if is_closed(&e) => code,
+        Err(e) => {
+            eprintln!("genai-audit: cannot write: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `diff BEFORE AFTER`: each file audited on its own, then compared.
+fn diff(
+    mut input: Input,
+    fail_over: Option<f64>,
+    fail_over_tokens: Option<f64>,
+    json: bool,
+) -> ExitCode {
+    let files = std::mem::take(&mut input.files);
+    let [before, after] = files.as_slice() else {
+        return fail(
+            Failure::Input("diff takes two files: BEFORE AFTER".to_owned()),
+            "",
+        );
+    };
+    if before == "-" && after == "-" {
+        return fail(
+            Failure::Input(
+                "diff: `-` (standard input) can be only one of the two files".to_owned(),
+            ),
+            "",
+        );
+    }
+    for limit in [fail_over, fail_over_tokens].into_iter().flatten() {
+        if !(limit.is_finite() && limit >= 0.0) {
+            return fail(
+                Failure::Input(format!(
+                    "--fail-over {limit}: must be a percentage of 0 or more"
+                )),
+                "",
+            );
+        }
+    }
+    let mut sides = Vec::with_capacity(2);
+    for file in [before, after] {
+        let mut side = DiffInput::new();
+        input.files = vec![file.clone()];
+        if let Err(failure) = run_audit(&input, &mut |trace| side.add_trace(&trace), None) {
+            return fail(failure, "");
+        }
+        sides.push(side);
+    }
+    let (Some(after), Some(before)) = (sides.pop(), sides.pop()) else {
+        return ExitCode::from(2);
+    };
+    let diff = Diff::new(before, after);
+    let outcome = costs::DiffGates::new(&diff, fail_over, fail_over_tokens);
+    let code = if outcome.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+    let text = if json {
+        format!("{}\n", outcome.to_json(&diff))
+    } else {
+        outcome.to_text(&diff)
+    };
+    print(&text, code)
+}
+
+/// `prices MODEL`: exit 0 priced, 1 no price, 2 unreadable price file or date.
+fn prices(
+    model: &str,
+    provider: Option<&str>,
+    at: Option<&str>,
+    file: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let prices = match costs::load_prices(file) {
+        Ok(prices) => prices,
+        Err(reason) => return fail(Failure::Input(reason), ""),
+    };
+    let time = match at.map(costs::parse_time).transpose() {
+        Ok(time) => time.unwrap_or_else(std::time::SystemTime::now),
+        Err(reason) => return fail(Failure::Input(format!("--at {reason}")), ""),
+    };
+    let report = PriceReport::new(&prices, model, provider, time);
+    let code = if report.card.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    let mut text = Vec::new();
+    let written = if json {
+        writeln!(text, "{}", report.to_json())
+    } else {
+        report.write(&mut text)
+    };
+    match written {
+        Ok(()) => print(&String::from_utf8_lossy(&text), code),
+        Err(e) => fail(Failure::Write(e), "the rates"),
+    }
+}
+
+/// `report --html OUT FILE...`: the page, written atomically.
+fn html_report(input: &Input, output: &Path, all: bool) -> ExitCode {
+    let mut page = HtmlReport::new(ReportOptions {
+        all,
+        ..ReportOptions::default()
+    });
+    if let Err(failure) = run_audit(input, &mut |trace| page.add_trace(trace), None) {
+        return fail(failure, "");
+    }
+    let mut html = Vec::new();
+    let summary = match page.write(&mut html) {
+        Ok(summary) => summary,
+        Err(e) => return fail(Failure::Write(e), &output.display().to_string()),
+    };
+    if let Err(e) = costs::write_file_atomically(output, &html) {
+        return fail(Failure::Write(e), &output.display().to_string());
+    }
+    eprintln!(
+        "genai-audit: wrote {} ({} traces, {} findings, total cost {})",
+        output.display(),
+        summary.traces,
+        summary.findings_total,
+        format_args!("${:.6}", summary.cost_usd)
+    );
+    ExitCode::SUCCESS
 }
 
 /// Reports `failure` (writing to `output`) and gives the exit status.

@@ -268,14 +268,17 @@ impl Worker {
                     outcome.enriched.push((index, span));
                 }
             }
-            outcome.reports.push(ReportSpan::new(
-                TraceId::from_bytes(record.trace),
-                SpanId::from_bytes(record.id),
-                SpanId::from_bytes(record.parent),
-                name,
-                record.start,
-                &attributes,
-            ));
+            outcome.reports.push(
+                ReportSpan::new(
+                    TraceId::from_bytes(record.trace),
+                    SpanId::from_bytes(record.id),
+                    SpanId::from_bytes(record.parent),
+                    name,
+                    record.start,
+                    &attributes,
+                )
+                .with_end(entry.end),
+            );
         }
         outcome
     }

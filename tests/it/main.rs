@@ -17,6 +17,8 @@ mod capacity;
 #[cfg(feature = "cli")]
 mod cli_bad_input;
 #[cfg(feature = "cli")]
+mod cli_costs;
+#[cfg(feature = "cli")]
 mod cli_exported_leaks;
 #[cfg(feature = "cli")]
 mod cli_properties;
