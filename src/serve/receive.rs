@@ -262,6 +262,12 @@ impl TraceService for GrpcReceiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let request = request.into_inner();
         let size = request.encoded_len();
+        let limit = self.0.options.max_request_bytes;
+        if size > limit {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "the request is over {limit} bytes (--max-request-bytes)"
+            )));
+        }
         let shared = Arc::clone(&self.0);
         match tokio::task::spawn_blocking(move || shared.receive(request, size)).await {
             Ok(Ok(taken)) => Ok(tonic::Response::new(partial_success(taken))),

@@ -132,7 +132,10 @@ impl Server {
         if let Some(listener) = grpc {
             let service = TraceServiceServer::new(GrpcReceiver(Arc::clone(&shared)))
                 .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_request_bytes);
+                // Up to four times the limit is read, so that a request over it gets
+                // RESOURCE_EXHAUSTED (not retried, as the OTLP specification says)
+                // rather than the decoder's OUT_OF_RANGE (which clients retry).
+                .max_decoding_message_size(max_request_bytes.saturating_mul(4));
             let mut until = stopped.clone();
             receivers.push(tokio::spawn(async move {
                 let shutdown = async move {

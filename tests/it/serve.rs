@@ -600,3 +600,52 @@ fn a_late_span_is_sent_alone_without_a_false_missing_parent() {
         findings(late_sent)
     );
 }
+
+#[test]
+fn grpc_answers_as_an_otlp_receiver_does() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let requests = parse_lines(&read(&shared(RECORDINGS[0])));
+    let largest = requests
+        .iter()
+        .map(|r| r.encode_to_vec().len())
+        .max()
+        .expect("requests");
+    let live = start(|o| {
+        o.max_request_bytes = largest + 16;
+        // Room for a few requests held (the wait is an hour), not for ten.
+        o.max_memory = largest * 3;
+    });
+    let grpc = live.grpc();
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut big = requests[0].clone();
+    big.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(largest + 64);
+    let answers = client.block_on(async move {
+        let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("connect");
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            answers.push(client.export(requests[0].clone()).await.map(|_| ()));
+        }
+        answers.push(client.export(big).await.map(|_| ()));
+        answers
+    });
+    // Taken until the memory bound, then UNAVAILABLE (retryable), never anything else.
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    let refused = answers[..10]
+        .iter()
+        .position(Result::is_err)
+        .expect("the bound is reached");
+    for answer in &answers[refused..10] {
+        let code = answer.as_ref().expect_err("refused").code();
+        assert_eq!(code, tonic::Code::Unavailable);
+    }
+    // Over --max-request-bytes: RESOURCE_EXHAUSTED, which clients do not retry.
+    let code = answers[10].as_ref().expect_err("refused").code();
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    live.stop();
+}
