@@ -256,6 +256,20 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `serve` on a loopback port, forwarding to the sink, with this wait.
+fn serve(runtime: &tokio::runtime::Runtime, sink: SocketAddr, wait: Duration) -> Server {
+    runtime
+        .block_on(Server::start(ServeOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            grpc_listen: None,
+            wait,
+            forward: Some(format!("http://{sink}")),
+            metrics_interval: Duration::from_secs(3600),
+            ..ServeOptions::default()
+        }))
+        .expect("serve starts")
+}
+
 fn criterion_serve(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -267,16 +281,7 @@ fn criterion_serve(c: &mut Criterion) {
     let (sink_addr, count) = runtime.block_on(sink());
     // First, while the process is fresh: the memory a held span takes.
     memory(&runtime, sink_addr);
-    let server = runtime
-        .block_on(Server::start(ServeOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            grpc_listen: None,
-            wait: Duration::from_millis(10),
-            forward: Some(format!("http://{sink_addr}")),
-            metrics_interval: Duration::from_secs(3600),
-            ..ServeOptions::default()
-        }))
-        .expect("serve starts");
+    let server = serve(&runtime, sink_addr, Duration::from_millis(10));
     let serve_addr = server.http_addr();
     let mut group = c.benchmark_group("serve");
     group.sample_size(10);
@@ -324,16 +329,7 @@ fn memory(runtime: &tokio::runtime::Runtime, sink_addr: SocketAddr) {
     let bodies = requests(1_000_000, 400);
     let encoded: usize = bodies.iter().map(Bytes::len).sum();
     let held_spans = 400 * TRACES_PER_REQUEST * SPANS_PER_TRACE;
-    let server = runtime
-        .block_on(Server::start(ServeOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            grpc_listen: None,
-            wait: Duration::from_secs(3600),
-            forward: Some(format!("http://{sink_addr}")),
-            metrics_interval: Duration::from_secs(3600),
-            ..ServeOptions::default()
-        }))
-        .expect("serve starts");
+    let server = serve(runtime, sink_addr, Duration::from_secs(3600));
     let before = status_kib("VmRSS:");
     runtime.block_on(post_all(server.http_addr(), &bodies));
     let after = status_kib("VmRSS:");

@@ -20,5 +20,5 @@ mod server;
 mod state;
 mod telemetry;
 
-pub use options::{ForwardProtocol, ServeOptions, ServeSettingsError};
+pub use options::{ForwardProtocol, ServeOptions};
 pub use server::Server;

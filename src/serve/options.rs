@@ -1,13 +1,12 @@
 //! What `serve` is told: where it listens, how long it holds a trace, where it sends
 //! the audited spans; every value checked before anything starts.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::otlp::AuditOptions;
+use crate::otlp::{AuditOptions, SettingsError};
 
 /// How audited spans are sent to `--forward`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,22 +99,10 @@ impl Default for ServeOptions {
     }
 }
 
-/// A setting `serve` cannot use; nothing was started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServeSettingsError(pub String);
-
-impl fmt::Display for ServeSettingsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ServeSettingsError {}
-
 impl ServeOptions {
     /// Checks the values that have no use at zero or together.
-    pub(crate) fn check(&self) -> Result<(), ServeSettingsError> {
-        let error = |m: &str| Err(ServeSettingsError(m.to_owned()));
+    pub(crate) fn check(&self) -> Result<(), SettingsError> {
+        let error = |m: &str| Err(SettingsError(m.to_owned()));
         if self.forward.is_none() && self.output.is_none() {
             return error(
                 "nothing to send the audited spans to: give --forward URL or --output FILE",

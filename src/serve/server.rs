@@ -15,13 +15,13 @@ use tonic::codec::CompressionEncoding;
 
 use super::batch::Batch;
 use super::forward::Forwarder;
-use super::options::{ServeOptions, ServeSettingsError};
+use super::options::ServeOptions;
 use super::pipeline::report_unaudited;
 use super::pipeline::{Pipeline, RecentResponses};
 use super::receive::{router, GrpcReceiver};
 use super::state::Shared;
 use super::telemetry::{Levels, Outcome, Telemetry};
-use crate::otlp::Auditor;
+use crate::otlp::{Auditor, SettingsError};
 
 /// Requests sent to the destination at once.
 const SENDS_AT_ONCE: usize = 4;
@@ -69,11 +69,12 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks `options`, binds the listeners and starts serving, on the current Tokio
+    /// Checks `options` (a setting that cannot be used, or an address that cannot be
+    /// bound, is a [`SettingsError`]), binds the listeners and starts serving, on the current Tokio
     /// runtime (multi-threaded). The audit runs on threads of its own.
-    pub async fn start(options: ServeOptions) -> Result<Server, ServeSettingsError> {
+    pub async fn start(options: ServeOptions) -> Result<Server, SettingsError> {
         options.check()?;
-        let error = |m: String| ServeSettingsError(m);
+        let error = |m: String| SettingsError(m);
         let levels = Arc::new(Levels::default());
         let telemetry = Telemetry::new(&options, Arc::clone(&levels)).map_err(error)?;
         let auditor = Auditor::new(&options.audit, true, Some(telemetry.provider.clone()))
