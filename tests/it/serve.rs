@@ -649,3 +649,46 @@ fn grpc_answers_as_an_otlp_receiver_does() {
     assert_eq!(code, tonic::Code::ResourceExhausted);
     live.stop();
 }
+
+#[test]
+fn forwards_over_grpc_and_http_json_with_headers() {
+    let path = shared(RECORDINGS[3]);
+    let expected = by_id(&enrich(&[&path], &[]));
+    // Over gRPC to a second instance, which writes what it gets (its own audit of
+    // audited spans changes nothing: an earlier audit's keys are read back first).
+    let last = start(|_| {});
+    let grpc = last.grpc();
+    let first = start(|o| {
+        o.forward = Some(format!("http://{grpc}"));
+        o.forward_protocol = genai_audit::serve::ForwardProtocol::Grpc;
+        o.output = None;
+    });
+    post_json_lines(first.http(), &read(&path));
+    first.stop();
+    assert_eq!(by_id(&last.stop()), expected);
+    // As OTLP/HTTP JSON, with a header.
+    let sink = Sink::start(|_, _| Response::json("{}"));
+    let live = start(|o| {
+        o.forward = Some(format!("{}/v1/traces", sink.url()));
+        o.forward_protocol = genai_audit::serve::ForwardProtocol::HttpJson;
+        o.forward_headers = vec![("Authorization".to_owned(), "Bearer s3cret".to_owned())];
+        o.output = None;
+    });
+    post_json_lines(live.http(), &read(&path));
+    live.stop();
+    let traces: Vec<_> = sink
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/traces")
+        .collect();
+    assert!(!traces.is_empty());
+    for request in &traces {
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("authorization"), Some("Bearer s3cret"));
+    }
+    let sent: Vec<ExportTraceServiceRequest> = traces
+        .iter()
+        .map(|r| parse_lines(&String::from_utf8_lossy(&r.body)).remove(0))
+        .collect();
+    assert_eq!(by_id(&sent), expected);
+}
