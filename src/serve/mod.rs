@@ -11,6 +11,7 @@
 //!   [`Server::shutdown`], which audits and sends everything held first.
 
 mod batch;
+mod forms;
 mod forward;
 mod hold;
 mod options;

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
+use super::forms::json_request;
 use super::state::{Refused, Shared, Taken};
 
 /// The seconds a refused client is told to wait (`Retry-After`).
@@ -188,8 +189,9 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     let request = match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(&bytes[..])
             .map_err(|e| format!("cannot decode the protobuf body: {e}")),
-        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
-            .map_err(|e| format!("cannot decode the JSON body: {e}")),
+        Encoding::Json => {
+            json_request(&bytes).map_err(|e| format!("cannot decode the JSON body: {e}"))
+        }
     };
     let request = match request {
         Ok(request) => request,
