@@ -85,35 +85,32 @@ impl<'a> Fed<'a> {
     /// then its own (`genai_audit.*`); a `genai_audit.reported.K` carries `K`'s value
     /// as it was written. Every other attribute keeps its text.
     pub(crate) fn write_back(&self, audited: &[KeyValue]) -> Option<String> {
-        let list = self.write_back_list(audited)?;
-        let mut out = String::with_capacity(list.texts.len() + 64 * list.pieces.len());
-        out.push('[');
-        for (i, piece) in list.pieces.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match piece {
-                Piece::Original(p) => {
-                    if let Some(raw) = self.items.get(*p) {
-                        out.push_str(raw.get());
-                    }
-                }
-                Piece::Text(range) => out.push_str(list.texts.get(range.clone()).unwrap_or("")),
-                Piece::New(kv) => attribute_text(kv, &mut out),
-            }
+        let mut text = Text {
+            out: String::from("["),
+            first: true,
+        };
+        if !self.write_items(audited, &mut text) {
+            return None;
         }
-        out.push(']');
-        Some(out)
+        text.out.push(']');
+        Some(text.out)
     }
 
     /// The attribute list written back, as [`write_back`](Self::write_back) writes
-    /// it: each item either an attribute read, by its place, or a new text.
+    /// it: each item either an attribute read, by its place, or a new one.
     pub(crate) fn write_back_list(&self, audited: &[KeyValue]) -> Option<List> {
+        let mut list = List::default();
+        self.write_items(audited, &mut list).then_some(list)
+    }
+
+    /// Hands the written-back list to `items`, item by item; `false` (and nothing
+    /// handed) when the list is unchanged.
+    fn write_items(&self, audited: &[KeyValue], items: &mut dyn Items) -> bool {
         let changed = audited.len() != self.fed.len()
             || self.dropped
             || self.fed.iter().any(|f| f.restored.is_some());
         if !changed {
-            return None;
+            return false;
         }
         let keys: Vec<Option<&str>> = self.fed.iter().map(|f| f.key.as_deref()).collect();
         let mut last_fed: HashMap<&str, usize, BuildIdHasher> =
@@ -133,28 +130,18 @@ impl<'a> Fed<'a> {
                 repaired.push(original);
             }
         }
-        let mut texts = String::new();
-        let mut pieces: Vec<Piece> = Vec::with_capacity(audited.len());
-        let out = &mut texts;
-        let push = |pieces: &mut Vec<Piece>, out: &mut String, text: &dyn Fn(&mut String)| {
-            let from = out.len();
-            text(out);
-            pieces.push(Piece::Text(from..out.len()));
-        };
         for (i, item) in self.fed.iter().enumerate() {
             let key = keys[i].unwrap_or("");
             let replaced =
                 !repaired.is_empty() && repaired.contains(&key) && last_fed.get(key) == Some(&i);
             match (replaced.then(|| last.get(key)).flatten(), item.restored) {
-                (Some(&new), _) => {
-                    push(&mut pieces, out, &|out| attribute_text(&audited[new], out))
+                (Some(&new), _) => items.written(&audited[new]),
+                (None, Some(value)) => {
+                    items.text(&|out| attribute_with_value_text(key, value, out))
                 }
-                (None, Some(value)) => push(&mut pieces, out, &|out| {
-                    attribute_with_value_text(key, value, out)
-                }),
                 (None, None) => {
-                    if self.items.get(item.position).is_some() {
-                        pieces.push(Piece::Original(item.position));
+                    if let Some(raw) = self.items.get(item.position) {
+                        items.original(raw, item.position);
                     }
                 }
             }
@@ -173,14 +160,12 @@ impl<'a> Fed<'a> {
                     .and_then(|k| last_fed.get(k))
                     .and_then(|&f| self.original_text(f));
                 match original {
-                    Some(text) => push(&mut pieces, out, &|out| {
-                        attribute_with_value_text(key, text, out)
-                    }),
-                    None => pieces.push(Piece::New(kv.clone())),
+                    Some(text) => items.text(&|out| attribute_with_value_text(key, text, out)),
+                    None => items.written(kv),
                 }
             }
         }
-        Some(List { pieces, texts })
+        true
     }
 
     /// How to write the span's text (`span`, whose attribute list was read) back
@@ -303,6 +288,63 @@ fn undo_audit<'a>(
         }
     }
     (fed, dropped, attributes)
+}
+
+/// Where a written-back attribute list goes, item by item.
+trait Items {
+    /// The attribute read at `place` (its text `raw`), unchanged.
+    fn original(&mut self, raw: &RawValue, place: usize);
+    /// A new item, written as text.
+    fn text(&mut self, write: &dyn Fn(&mut String));
+    /// A new item the audit wrote.
+    fn written(&mut self, kv: &KeyValue);
+}
+
+/// A list written as OTLP JSON text.
+struct Text {
+    out: String,
+    first: bool,
+}
+
+impl Text {
+    fn separate(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+    }
+}
+
+impl Items for Text {
+    fn original(&mut self, raw: &RawValue, _place: usize) {
+        self.separate();
+        self.out.push_str(raw.get());
+    }
+
+    fn text(&mut self, write: &dyn Fn(&mut String)) {
+        self.separate();
+        write(&mut self.out);
+    }
+
+    fn written(&mut self, kv: &KeyValue) {
+        self.separate();
+        attribute_text(kv, &mut self.out);
+    }
+}
+
+impl Items for List {
+    fn original(&mut self, _raw: &RawValue, place: usize) {
+        self.pieces.push(Piece::Original(place));
+    }
+
+    fn text(&mut self, write: &dyn Fn(&mut String)) {
+        let from = self.texts.len();
+        write(&mut self.texts);
+        self.pieces.push(Piece::Text(from..self.texts.len()));
+    }
+
+    fn written(&mut self, kv: &KeyValue) {
+        self.pieces.push(Piece::New(kv.clone()));
+    }
 }
 
 /// An attribute list written back: its items in order, each an attribute as read
