@@ -23,13 +23,15 @@
 //! # Results
 //!
 //! Measured 2026-12-06 on a 2-core VM (`nproc` = 2, 24 GiB), release profile, with the
-//! command above:
+//! command above (run 4 after the cost reports were merged and enrich's write-back
+//! was reworked):
 //!
 //! | run | bare (straight to the sink) | serve (received, audited, forwarded) | serve / bare, time | held span, resident | / encoded |
 //! | --- | --- | --- | --- | --- | --- |
 //! | 1 | 24.97 ms, 2.04 M spans/s | 469.6 ms, **108 600 spans/s** | 18.8× | 378 B | 1.34× |
 //! | 2 | 25.46 ms, 2.00 M spans/s | 470.7 ms, **108 300 spans/s** | 18.5× | 377 B | 1.34× |
 //! | 3 | 24.50 ms, 2.08 M spans/s | 486.2 ms, **104 900 spans/s** | 19.8× | 374 B | 1.33× |
+//! | 4 | 24.42 ms, 2.09 M spans/s | 459.4 ms, **111 000 spans/s** | 18.8× | 375 B | 1.33× |
 //!
 //! (criterion medians, 10 samples each; 281 B a span encoded; the process's high-water
 //! mark 167–168 MiB with 204 000 spans held.) The first version of `serve` ran at
