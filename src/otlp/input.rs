@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+use super::doubles::request_json;
 use super::json::minify;
 
 /// The default longest line read, 256 MiB.
@@ -146,13 +147,14 @@ pub(crate) fn read_source(
 
 /// A protobuf request as one request of OTLP JSON text.
 pub(crate) fn protobuf_request(bytes: &[u8]) -> Result<String, String> {
-    let request = ExportTraceServiceRequest::decode(bytes)
+    let mut request = ExportTraceServiceRequest::decode(bytes)
         .map_err(|e| format!("not an OTLP protobuf ExportTraceServiceRequest: {e}"))?;
     // OTLP JSON takes about twice the bytes of protobuf (hex ids, member names).
-    let mut text = Vec::with_capacity(bytes.len().saturating_mul(2).saturating_add(64));
-    serde_json::to_writer(&mut text, &request)
-        .map_err(|e| format!("cannot convert to OTLP JSON: {e}"))?;
-    String::from_utf8(text).map_err(|e| format!("cannot convert to OTLP JSON: {e}"))
+    request_json(
+        &mut request,
+        bytes.len().saturating_mul(2).saturating_add(64),
+    )
+    .map_err(|e| format!("cannot convert to OTLP JSON: {e}"))
 }
 
 /// Reads `limit` + 1 bytes at most, so that a longer input is noticed unread.

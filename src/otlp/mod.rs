@@ -18,6 +18,7 @@
 
 mod attributes;
 mod audit;
+mod doubles;
 mod input;
 mod json;
 mod options;
@@ -28,5 +29,6 @@ mod store;
 pub(crate) use attributes::{List, Piece};
 pub use audit::{audit, enrich, EnrichError, Inputs};
 pub(crate) use audit::{Auditor, Output};
+pub(crate) use doubles::{each_double, is_stand_in, request_json, stand_in, STAND_INS};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
 pub use options::{AuditOptions, SettingsError};

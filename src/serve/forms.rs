@@ -4,6 +4,8 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
 
+use crate::otlp::{each_double, is_stand_in, stand_in, STAND_INS};
+
 const SPAN_KINDS: [&str; 6] = [
     "UNSPECIFIED",
     "INTERNAL",
@@ -14,14 +16,40 @@ const SPAN_KINDS: [&str; 6] = [
 ];
 const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
 
-/// Reads a JSON body in any proto3 JSON form but doubles written as `"NaN"` or
-/// `"Infinity"` (they have no form in a JSON value): `snake_case` member names, enum
-/// names, numbers as strings or strings as numbers, upper-case hex ids, `null`
-/// members.
+/// Reads a JSON body in any proto3 JSON form: `snake_case` member names, enum names,
+/// numbers as strings or strings as numbers, doubles as `"NaN"`, `"Infinity"` or
+/// `"-Infinity"`, upper-case hex ids, `null` members.
 pub(crate) fn lenient_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     let mut json: Json = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    normalise(&mut json, None)?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
+    let mut seen = Seen::default();
+    normalise(&mut json, None, &mut seen)?;
+    if seen.special && seen.stand_in {
+        return Err(
+            "a double equal to one this receiver stands in for NaN or Infinity: send it as protobuf"
+                .to_owned(),
+        );
+    }
+    let mut request: ExportTraceServiceRequest =
+        serde_json::from_value(json).map_err(|e| e.to_string())?;
+    if seen.special {
+        each_double(&mut request, &mut |d| {
+            if let Some((_, real, _)) = STAND_INS
+                .iter()
+                .find(|(s, _, _)| s.to_bits() == d.to_bits())
+            {
+                *d = *real;
+            }
+        });
+    }
+    Ok(request)
+}
+
+/// What the normalising saw: a double with no JSON value form, a real double equal
+/// to a stand-in.
+#[derive(Debug, Default)]
+struct Seen {
+    special: bool,
+    stand_in: bool,
 }
 
 /// Reads a JSON body: with the OTLP crate's mapping when it can read it whole, else
@@ -54,7 +82,7 @@ fn camel(name: &str) -> String {
     out
 }
 
-fn normalise(json: &mut Json, key: Option<&str>) -> Result<(), String> {
+fn normalise(json: &mut Json, key: Option<&str>, seen: &mut Seen) -> Result<(), String> {
     match json {
         Json::Object(map) => {
             let members = std::mem::take(map);
@@ -63,13 +91,13 @@ fn normalise(json: &mut Json, key: Option<&str>) -> Result<(), String> {
                     continue;
                 }
                 let k = if k.contains('_') { camel(&k) } else { k };
-                normalise(&mut v, Some(&k))?;
+                normalise(&mut v, Some(&k), seen)?;
                 map.insert(k, v);
             }
         }
         Json::Array(items) => {
             for item in items {
-                normalise(item, None)?;
+                normalise(item, None, seen)?;
             }
         }
         Json::String(s) => match key {
@@ -98,7 +126,11 @@ fn normalise(json: &mut Json, key: Option<&str>) -> Result<(), String> {
             }
             Some("doubleValue") => match s.trim().parse::<f64>() {
                 Ok(d) if d.is_finite() => *json = Json::from(d),
-                _ => return Err(format!("the double {s:?} has no form this receiver reads")),
+                Ok(d) => {
+                    seen.special = true;
+                    *json = Json::from(stand_in(d));
+                }
+                Err(_) => return Err(format!("{s:?} is not a double")),
             },
             Some("traceId" | "spanId" | "parentSpanId") => *s = s.to_ascii_lowercase(),
             _ => {}
@@ -111,6 +143,10 @@ fn normalise(json: &mut Json, key: Option<&str>) -> Result<(), String> {
         {
             *json = Json::String(n.to_string());
         }
+        Json::Number(n) if key == Some("doubleValue") => {
+            let d = n.as_f64().unwrap_or(0.0);
+            seen.stand_in |= is_stand_in(d);
+        }
         _ => {}
     }
     Ok(())
@@ -119,6 +155,8 @@ fn normalise(json: &mut Json, key: Option<&str>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
 
     #[test]
     fn snake_case_members_are_never_read_as_no_spans() {
@@ -151,8 +189,38 @@ mod tests {
         assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_000);
         assert_eq!(span.status.as_ref().map(|s| s.code), Some(2));
         assert_eq!(span.attributes.len(), 2);
-        let nan = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[
-            {"key":"d","value":{"doubleValue":"NaN"}}]}]}]}]}"#;
-        assert!(lenient_request(nan).is_err());
+        let special = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[
+            {"key":"n","value":{"doubleValue":"NaN"}},
+            {"key":"a","value":{"arrayValue":{"values":[{"doubleValue":"-Infinity"},{"doubleValue":"Infinity"}]}}},
+            {"key":"d","value":{"doubleValue":2.5}}]}]}]}]}"#;
+        let request = lenient_request(special).expect("read");
+        let attributes = &request.resource_spans[0].scope_spans[0].spans[0].attributes;
+        let double = |kv: &KeyValue| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Kind::DoubleValue(d)) => *d,
+            _ => 0.0,
+        };
+        assert!(double(&attributes[0]).is_nan());
+        let Some(Kind::ArrayValue(array)) =
+            attributes[1].value.as_ref().and_then(|v| v.value.clone())
+        else {
+            panic!("an array");
+        };
+        let items: Vec<f64> = array
+            .values
+            .iter()
+            .map(|v| match v.value {
+                Some(Kind::DoubleValue(d)) => d,
+                _ => 0.0,
+            })
+            .collect();
+        assert_eq!(items, [f64::NEG_INFINITY, f64::INFINITY]);
+        assert_eq!(double(&attributes[2]), 2.5);
+        // A real double equal to a stand-in is refused, never misread.
+        let taken = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[
+            {"key":"d","value":{"doubleValue":5e-324}},{"key":"n","value":{"doubleValue":"NaN"}}]}]}]}]}"#;
+        assert!(lenient_request(taken).is_err());
+        let alone = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[
+            {"key":"d","value":{"doubleValue":5e-324}}]}]}]}]}"#;
+        assert!(lenient_request(alone).is_ok());
     }
 }

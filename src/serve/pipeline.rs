@@ -18,7 +18,7 @@ use super::state::Shared;
 use super::telemetry::Outcome;
 use crate::engine::ForeignResponses;
 use crate::hashing::hash_str;
-use crate::otlp::{Auditor, Inputs, List, Output};
+use crate::otlp::{request_json, Auditor, Inputs, List, Output};
 
 /// The most response ids remembered across traces.
 const RECENT_RESPONSES: usize = 1 << 20;
@@ -180,7 +180,7 @@ impl Pipeline {
             return;
         };
         // To the file here; to `--forward`, assembled by the sender.
-        let (request, unaudited) = match &forward {
+        let (mut request, unaudited) = match &forward {
             Some(_) => Batch {
                 parts: batch.parts.clone(),
                 lists: batch.lists.clone(),
@@ -197,9 +197,12 @@ impl Pipeline {
             .assemble(),
         };
         report_unaudited(unaudited);
-        let written = serde_json::to_writer(&mut *output, &request)
-            .map_err(std::io::Error::from)
-            .and_then(|()| output.write_all(b"\n"));
+        let written = request_json(&mut request, bytes.saturating_mul(2))
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                output.write_all(text.as_bytes())?;
+                output.write_all(b"\n")
+            });
         if let Err(e) = written {
             eprintln!("genai-audit serve: cannot write the output: {e}");
         }

@@ -782,3 +782,60 @@ fn any_cut_of_the_recordings_into_requests_is_sent_as_enrich_writes_it() {
         }
     }
 }
+
+#[test]
+fn doubles_with_no_json_number_form_are_kept_by_enrich_and_serve() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as OtlpKeyValue};
+    let mut request = parse_lines(&read(&shared(RECORDINGS[0]))).remove(0);
+    let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
+    for (key, d) in [
+        ("nan", f64::NAN),
+        ("inf", f64::INFINITY),
+        ("ninf", f64::NEG_INFINITY),
+    ] {
+        span.attributes.push(OtlpKeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(Kind::DoubleValue(d)),
+            }),
+            ..OtlpKeyValue::default()
+        });
+    }
+    let expected = [
+        r#"{"key":"nan","value":{"doubleValue":"NaN"}}"#,
+        r#"{"key":"inf","value":{"doubleValue":"Infinity"}}"#,
+        r#"{"key":"ninf","value":{"doubleValue":"-Infinity"}}"#,
+    ];
+    // The command, from the protobuf body.
+    let pb = crate::cli_support::temp_path("specials.pb");
+    std::fs::write(&pb, request.encode_to_vec()).expect("write");
+    let out = crate::cli_support::temp_path("specials.json");
+    let run = crate::cli_support::run(&[
+        "enrich",
+        &pb.to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    assert_eq!(run.status.code(), Some(0));
+    let text = std::fs::read_to_string(&out).expect("output");
+    for kv in expected {
+        assert!(text.contains(kv), "{kv} in {text}");
+    }
+    // serve, from a JSON body in those forms.
+    let live = start(|o| o.grpc_listen = None);
+    assert_eq!(
+        post(
+            live.http(),
+            "application/json",
+            None,
+            text.trim().as_bytes()
+        )
+        .status,
+        200
+    );
+    let text = live.stop_text();
+    for kv in expected {
+        assert!(text.contains(kv), "{kv} in {text}");
+    }
+}

@@ -66,11 +66,16 @@ impl Live {
 
     /// Shuts down (everything held is audited and sent) and returns what the output
     /// file holds.
-    pub fn stop(mut self) -> Vec<ExportTraceServiceRequest> {
+    pub fn stop(self) -> Vec<ExportTraceServiceRequest> {
+        parse_lines(&self.stop_text())
+    }
+
+    /// Shuts down and returns the output file's text.
+    pub fn stop_text(mut self) -> String {
         if let Some(server) = self.server.take() {
             self.runtime.block_on(server.shutdown());
         }
-        parse_lines(&std::fs::read_to_string(&self.output).unwrap_or_default())
+        std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 }
 
