@@ -221,7 +221,13 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
                 Encoding::Json => (
                     StatusCode::OK,
                     [(CONTENT_TYPE, "application/json")],
-                    serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned()),
+                    // `{}` when everything was taken, as the Collector answers.
+                    match &response.partial_success {
+                        None => "{}".to_owned(),
+                        Some(_) => {
+                            serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned())
+                        }
+                    },
                 )
                     .into_response(),
             }

@@ -186,6 +186,7 @@ fn answers_as_an_otlp_receiver_does() {
     let answer = post(addr, "application/json", None, line.as_bytes());
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(answer.body, b"{}");
     let response: ExportTraceServiceResponse =
         serde_json::from_slice(&answer.body).expect("a JSON response");
     assert_eq!(response.partial_success, None);
