@@ -102,11 +102,6 @@ impl Pipeline {
             for group in groups(due) {
                 self.audit(group);
             }
-            if let Some(output) = &mut self.output {
-                if let Err(e) = output.flush() {
-                    eprintln!("genai-audit serve: cannot write the output: {e}");
-                }
-            }
             self.update_levels();
             if drain {
                 break;
@@ -201,14 +196,20 @@ impl Pipeline {
             .map_err(std::io::Error::other)
             .and_then(|text| {
                 output.write_all(text.as_bytes())?;
-                output.write_all(b"\n")
+                output.write_all(b"\n")?;
+                // Written through, so that a failure is this group's, and counted.
+                output.flush()
             });
-        if let Err(e) = written {
-            eprintln!("genai-audit serve: cannot write the output: {e}");
-        }
+        let outcome = match &written {
+            Ok(()) => Outcome::Forwarded,
+            Err(e) => {
+                eprintln!("genai-audit serve: {spans} spans not written to the output: {e}");
+                Outcome::Dropped
+            }
+        };
         match forward {
             Some(forward) => self.send(&forward, batch),
-            None => self.shared.telemetry.count(Outcome::Forwarded, spans),
+            None => self.shared.telemetry.count(outcome, spans),
         }
     }
 

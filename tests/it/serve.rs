@@ -840,3 +840,33 @@ fn doubles_with_no_json_number_form_are_kept_by_enrich_and_serve() {
         assert!(text.contains(kv), "{kv} in {text}");
     }
 }
+
+#[test]
+fn spans_that_cannot_be_written_are_counted_as_dropped() {
+    // `/dev/full` takes the file open and refuses every write (no space left).
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let path = shared(RECORDINGS[3]);
+    let spans = spans_of(&parse_lines(&read(&path))).len();
+    let live = start(|o| {
+        o.output = Some("/dev/full".into());
+        o.wait = Duration::from_millis(50);
+        o.grpc_listen = None;
+    });
+    post_json_lines(live.http(), &read(&path));
+    let addr = live.http();
+    let dropped = format!(
+        "genai_audit_serve_spans_total{{outcome=\"dropped\",otel_scope_name=\"genai-audit\",otel_scope_version=\"{}\"}} {spans}",
+        env!("CARGO_PKG_VERSION")
+    );
+    eventually("every span counted as dropped", || {
+        let metrics = request(addr, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&metrics.body).contains(&dropped)
+    });
+    let metrics =
+        String::from_utf8_lossy(&request(addr, "GET", "/metrics", &[], b"").body).into_owned();
+    assert!(!metrics.contains("outcome=\"forwarded\""), "{metrics}");
+    live.stop_text();
+}
