@@ -6,18 +6,14 @@ Fake LLM (FunctionCallingLLM subclass), no network. Writes, next to this file:
   harness-log.jsonl                the harness's own ground-truth log (LLM calls, tool calls, runs)
 """
 import asyncio
-import base64
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider, SpanProcessor, ReadableSpan
-from opentelemetry.trace import StatusCode, SpanKind
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from google.protobuf.json_format import MessageToDict
+from opentelemetry.sdk.trace import TracerProvider
 
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 
@@ -28,92 +24,9 @@ HARNESS_PATH = os.path.join(HERE, "harness-log.jsonl")
 
 # ---------------------------------------------------------------- recording processor
 
-KIND = {
-    SpanKind.INTERNAL: "internal",
-    SpanKind.CLIENT: "client",
-    SpanKind.SERVER: "server",
-    SpanKind.PRODUCER: "producer",
-    SpanKind.CONSUMER: "consumer",
-}
-STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
-
-
-def _val(v: Any) -> Any:
-    if isinstance(v, (tuple, list)):
-        return [_val(x) for x in v]
-    return v
-
-
-def _attrs(span) -> Dict[str, Any]:
-    return {k: _val(v) for k, v in (span.attributes or {}).items()}
-
-
-def _hex(i: int) -> str:
-    return format(i, "016x")
-
-
-class RecordingProcessor(SpanProcessor):
-    def __init__(self) -> None:
-        self.events: List[dict] = []
-        self.start_attrs: Dict[int, Dict[str, Any]] = {}
-        self.ended: List[ReadableSpan] = []
-
-    def on_start(self, span, parent_context=None) -> None:
-        sid = span.context.span_id
-        attrs = _attrs(span)
-        self.start_attrs[sid] = attrs
-        parent = _hex(span.parent.span_id) if span.parent is not None else None
-        ev = {
-            "op": "start",
-            "span": _hex(sid),
-            "parent": parent,
-            "name": span.name,
-            "kind": KIND[span.kind],
-            "time_ns": span.start_time,
-            "attributes": attrs,
-        }
-        self.events.append(ev)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        sid = span.context.span_id
-        before = self.start_attrs.get(sid, {})
-        after = _attrs(span)
-        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-        removed = [k for k in before if k not in after]
-        if removed:  # not expressible in a trace script; note it loudly
-            print(f"WARNING: span {_hex(sid)} lost attributes {removed}", file=sys.stderr)
-        if changed:
-            self.events.append({"op": "set", "span": _hex(sid), "attributes": changed})
-        ev = {"op": "end", "span": _hex(sid), "time_ns": span.end_time,
-              "status": STATUS[span.status.status_code]}
-        if span.status.description:
-            ev["status_message"] = span.status.description
-        self.events.append(ev)
-        self.ended.append(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def _b64_to_hex(s: str) -> str:
-    return base64.b64decode(s).hex()
-
-
-def _fix_ids(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if k in ("traceId", "spanId", "parentSpanId") and isinstance(v, str):
-                out[k] = _b64_to_hex(v)
-            else:
-                out[k] = _fix_ids(v)
-        return out
-    if isinstance(obj, list):
-        return [_fix_ids(x) for x in obj]
-    return obj
+# The recording processor and the writers every harness here shares.
+sys.path.insert(0, os.path.dirname(HERE))
+from recording import RecordingProcessor, hex_span as _hex, write_otlp  # noqa: E402
 
 
 # ---------------------------------------------------------------- harness log
@@ -319,10 +232,7 @@ def main() -> None:
         for ev in proc.events:
             f.write(json.dumps(ev, separators=(",", ":")) + "\n")
 
-    msg = encode_spans(proc.ended)
-    d = _fix_ids(MessageToDict(msg, use_integers_for_enums=True))
-    with open(OTLP_PATH, "w") as f:
-        f.write(json.dumps(d, separators=(",", ":")) + "\n")
+    write_otlp(OTLP_PATH, proc.ended, per_trace=False)
 
     with open(HARNESS_PATH, "w") as f:
         for h in HARNESS:

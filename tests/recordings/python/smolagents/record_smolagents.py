@@ -18,13 +18,12 @@ No network is used: the model is a smolagents.Model subclass returning canned Ch
 
 import json
 import os
+import sys
 import threading
 import time
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace import TracerProvider
 
 import smolagents
 from smolagents import ChatMessage, Model, ToolCallingAgent, tool
@@ -38,79 +37,9 @@ SCRIPT_PATH = os.path.join(HERE, "smolagents-concurrent.jsonl")
 OTLP_PATH = os.path.join(HERE, "smolagents-concurrent.otlp.json")
 HARNESS_LOG_PATH = os.path.join(HERE, "harness-log.jsonl")
 
-# ---------------------------------------------------------------------------
-# Recording span processor
-# ---------------------------------------------------------------------------
-
-_KIND = {
-    SpanKind.INTERNAL: "internal",
-    SpanKind.CLIENT: "client",
-    SpanKind.SERVER: "server",
-    SpanKind.PRODUCER: "producer",
-    SpanKind.CONSUMER: "consumer",
-}
-_STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
-
-
-def _val(v):
-    if isinstance(v, (tuple, list)):
-        return [_val(x) for x in v]
-    return v
-
-
-def _attrs(attributes):
-    return {k: _val(v) for k, v in (attributes or {}).items()}
-
-
-def _hex_span(span_id):
-    return format(span_id, "016x")
-
-
-class RecordingProcessor(SpanProcessor):
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.events = []  # trace script events in SDK callback order
-        self.start_attrs = {}  # span label -> attributes at start
-        self.ended = []  # ReadableSpans in end order
-
-    def on_start(self, span, parent_context=None):
-        ctx = span.get_span_context()
-        label = _hex_span(ctx.span_id)
-        parent = _hex_span(span.parent.span_id) if span.parent is not None else None
-        attrs = _attrs(span.attributes)
-        ev = {
-            "op": "start",
-            "span": label,
-            "parent": parent,
-            "name": span.name,
-            "kind": _KIND[span.kind],
-            "time_ns": span.start_time,
-            "attributes": attrs,
-        }
-        with self.lock:
-            self.start_attrs[label] = dict(attrs)
-            self.events.append(ev)
-
-    def on_end(self, span):
-        label = _hex_span(span.get_span_context().span_id)
-        final = _attrs(span.attributes)
-        with self.lock:
-            before = self.start_attrs.get(label, {})
-            changed = {k: v for k, v in final.items() if k not in before or before[k] != v}
-            if changed:
-                self.events.append({"op": "set", "span": label, "attributes": changed})
-            end = {"op": "end", "span": label, "time_ns": span.end_time,
-                   "status": _STATUS[span.status.status_code]}
-            if span.status.description:
-                end["status_message"] = span.status.description
-            self.events.append(end)
-            self.ended.append(span)
-
-    def shutdown(self):
-        pass
-
-    def force_flush(self, timeout_millis=30000):
-        return True
+# The recording processor and the writers every harness here shares.
+sys.path.insert(0, os.path.dirname(HERE))
+from recording import RecordingProcessor, current_span_hex, write_otlp  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -127,11 +56,6 @@ def hlog(**rec):
     with HLOG_LOCK:
         HLOG.append(rec)
     print("HARNESS", json.dumps(rec, sort_keys=True), flush=True)
-
-
-def current_span_hex():
-    ctx = trace.get_current_span().get_span_context()
-    return _hex_span(ctx.span_id) if ctx.is_valid else None
 
 
 # ---------------------------------------------------------------------------
@@ -268,7 +192,7 @@ def main():
         for ev in processor.events:
             f.write(json.dumps(ev, separators=(",", ":")) + "\n")
 
-    write_otlp(processor.ended)
+    write_otlp(OTLP_PATH, processor.ended)
 
     with open(HARNESS_LOG_PATH, "w") as f:
         for rec in HLOG:
@@ -278,43 +202,6 @@ def main():
     ended = {e["span"] for e in processor.events if e["op"] == "end"}
     print("spans started:", len(started), "ended:", len(ended), "never ended:", sorted(started - ended))
     print("results:", json.dumps(results, indent=1))
-
-
-def write_otlp(spans):
-    import base64
-
-    from google.protobuf.json_format import MessageToDict
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    def b64hex(s):
-        return base64.b64decode(s).hex()
-
-    def fix(d):
-        for rs in d.get("resourceSpans", []):
-            for ss in rs.get("scopeSpans", []):
-                for sp in ss.get("spans", []):
-                    for k in ("traceId", "spanId", "parentSpanId"):
-                        if k in sp:
-                            sp[k] = b64hex(sp[k])
-                    for ln in sp.get("links", []):
-                        for k in ("traceId", "spanId"):
-                            if k in ln:
-                                ln[k] = b64hex(ln[k])
-        return d
-
-    # one request per trace, in the order in which each trace's first span ended
-    order, by_trace = [], {}
-    for s in spans:
-        tid = s.get_span_context().trace_id
-        if tid not in by_trace:
-            by_trace[tid] = []
-            order.append(tid)
-        by_trace[tid].append(s)
-    with open(OTLP_PATH, "w") as f:
-        for tid in order:
-            msg = encode_spans(by_trace[tid])
-            d = MessageToDict(msg, use_integers_for_enums=True)
-            f.write(json.dumps(fix(d), separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":
