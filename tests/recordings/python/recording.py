@@ -112,6 +112,20 @@ def write_script(path, events, header=None):
             f.write(json.dumps(ev, separators=(",", ":")) + "\n")
 
 
+def write_recording(processor, header, script_path, otlp_path, log, log_path):
+    """A harness's three files: the trace script (after a `#` line `header`), OTLP
+    JSON one request per trace, and the harness log (`log`, one record a line); then
+    says how many spans started and ended."""
+    write_script(script_path, processor.events, header)
+    write_otlp(otlp_path, processor.ended)
+    with open(log_path, "w") as f:
+        for rec in log:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    started = {e["span"] for e in processor.events if e["op"] == "start"}
+    ended = {e["span"] for e in processor.events if e["op"] == "end"}
+    print("spans started:", len(started), "ended:", len(ended), "never ended:", sorted(started - ended))
+
+
 def _hex_ids(obj):
     if isinstance(obj, dict):
         return {k: base64.b64decode(v).hex()

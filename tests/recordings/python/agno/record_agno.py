@@ -47,7 +47,7 @@ NO_WORKAROUND = os.environ.get("AGNO_RECORD_NO_WORKAROUND") == "1"
 
 # The recording processor and the writers every harness here shares.
 sys.path.insert(0, os.path.dirname(HERE))
-from recording import RecordingProcessor, current_span_hex, write_otlp  # noqa: E402
+from recording import RecordingProcessor, current_span_hex, write_recording  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -220,18 +220,16 @@ def main():
         return
 
     from importlib.metadata import version
-    with open(SCRIPT_PATH, "w") as f:
-        f.write("# agno " + version("agno") + " + openinference-instrumentation-agno "
-                + version("openinference-instrumentation-agno")
-                + "; see README.md. Labels are the 16-hex-digit span ids.\n")
-        for ev in processor.events:
-            f.write(json.dumps(ev, separators=(",", ":")) + "\n")
-
-    write_otlp(OTLP_PATH, processor.ended)
-
-    with open(HARNESS_LOG_PATH, "w") as f:
-        for rec in HLOG:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    write_recording(
+        processor,
+        "agno " + version("agno") + " + openinference-instrumentation-agno "
+            + version("openinference-instrumentation-agno")
+            + "; see README.md. Labels are the 16-hex-digit span ids.",
+        SCRIPT_PATH,
+        OTLP_PATH,
+        HLOG,
+        HARNESS_LOG_PATH,
+    )
 
 
 if __name__ == "__main__":

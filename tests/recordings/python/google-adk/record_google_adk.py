@@ -39,7 +39,7 @@ HARNESS_LOG_PATH = os.path.join(HERE, "harness-log.jsonl")
 
 # The recording processor and the writers every harness here shares.
 sys.path.insert(0, os.path.dirname(HERE))
-from recording import RecordingProcessor, current_span_hex, write_otlp  # noqa: E402
+from recording import RecordingProcessor, current_span_hex, write_recording  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -249,21 +249,15 @@ def main():
     PROVIDER.shutdown()
     processor = PROCESSOR
 
-    with open(SCRIPT_PATH, "w") as f:
-        f.write("# google-adk " + adk_version.__version__ + " native OpenTelemetry tracing; "
-                "see README.md. Labels are the 16-hex-digit span ids.\n")
-        for ev in processor.events:
-            f.write(json.dumps(ev, separators=(",", ":")) + "\n")
-
-    write_otlp(OTLP_PATH, processor.ended)
-
-    with open(HARNESS_LOG_PATH, "w") as f:
-        for rec in HLOG:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
-
-    started = {e["span"] for e in processor.events if e["op"] == "start"}
-    ended = {e["span"] for e in processor.events if e["op"] == "end"}
-    print("spans started:", len(started), "ended:", len(ended), "never ended:", sorted(started - ended))
+    write_recording(
+        processor,
+        "google-adk " + adk_version.__version__ + " native OpenTelemetry tracing; "
+            "see README.md. Labels are the 16-hex-digit span ids.",
+        SCRIPT_PATH,
+        OTLP_PATH,
+        HLOG,
+        HARNESS_LOG_PATH,
+    )
     print("results:", json.dumps(results, indent=1))
 
 
