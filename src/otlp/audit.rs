@@ -241,14 +241,28 @@ pub(crate) struct ResponseIndex(HashMap<u64, ([u8; 16], bool)>);
 
 impl ResponseIndex {
     fn of(store: &Store) -> ResponseIndex {
-        let mut index: HashMap<u64, ([u8; 16], bool)> = HashMap::new();
-        for &(hash, trace) in &store.responses {
-            index
+        let mut index = ResponseIndex::default();
+        index.add(&store.responses, &mut |_| {});
+        index
+    }
+
+    /// Adds response ids (each id's hash, and its trace); `new` gets each hash not
+    /// known before.
+    pub(crate) fn add(&mut self, responses: &[(u64, [u8; 16])], new: &mut dyn FnMut(u64)) {
+        for &(hash, trace) in responses {
+            self.0
                 .entry(hash)
                 .and_modify(|(first, several)| *several |= *first != trace)
-                .or_insert((trace, false));
+                .or_insert_with(|| {
+                    new(hash);
+                    (trace, false)
+                });
         }
-        ResponseIndex(index)
+    }
+
+    /// Forgets a response id, by its hash.
+    pub(crate) fn forget(&mut self, hash: u64) {
+        self.0.remove(&hash);
     }
 }
 

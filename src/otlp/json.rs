@@ -257,6 +257,14 @@ const ENUM_NAMES: &[(&str, i64)] = &[
     ("STATUS_CODE_ERROR", 2),
 ];
 
+/// The number of an enum value's name (`SPAN_KIND_CLIENT` is 3).
+pub(crate) fn enum_number(name: &str) -> Option<i64> {
+    ENUM_NAMES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, n)| *n)
+}
+
 impl<'de> Deserialize<'de> for Enum {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -276,12 +284,7 @@ impl<'de> Deserialize<'de> for Enum {
                 if let Ok(n) = v.parse::<i64>() {
                     return Ok(Enum(n));
                 }
-                Ok(Enum(
-                    ENUM_NAMES
-                        .iter()
-                        .find(|(name, _)| *name == v)
-                        .map_or(0, |(_, n)| *n),
-                ))
+                Ok(Enum(enum_number(v).unwrap_or(0)))
             }
         }
         d.deserialize_any(V)

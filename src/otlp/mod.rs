@@ -28,7 +28,8 @@ mod store;
 
 pub(crate) use attributes::{List, Piece};
 pub use audit::{audit, enrich, EnrichError, Inputs};
-pub(crate) use audit::{Auditor, Output};
+pub(crate) use audit::{Auditor, Output, ResponseIndex};
 pub(crate) use doubles::{each_double, is_stand_in, request_json, stand_in, STAND_INS};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
+pub(crate) use json::enum_number;
 pub use options::{AuditOptions, SettingsError};

@@ -4,17 +4,7 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value as Json;
 
-use crate::otlp::{each_double, is_stand_in, stand_in, STAND_INS};
-
-const SPAN_KINDS: [&str; 6] = [
-    "UNSPECIFIED",
-    "INTERNAL",
-    "SERVER",
-    "CLIENT",
-    "PRODUCER",
-    "CONSUMER",
-];
-const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
+use crate::otlp::{each_double, enum_number, is_stand_in, stand_in, STAND_INS};
 
 /// Reads a JSON body in any proto3 JSON form: `snake_case` member names, enum names,
 /// numbers as strings or strings as numbers, doubles as `"NaN"`, `"Infinity"` or
@@ -101,19 +91,9 @@ fn normalise(json: &mut Json, key: Option<&str>, seen: &mut Seen) -> Result<(), 
             }
         }
         Json::String(s) => match key {
-            Some("kind") => {
-                if let Some(n) = s
-                    .strip_prefix("SPAN_KIND_")
-                    .and_then(|n| SPAN_KINDS.iter().position(|x| *x == n))
-                {
-                    *json = Json::from(n);
-                }
-            }
-            Some("code") => {
-                if let Some(n) = s
-                    .strip_prefix("STATUS_CODE_")
-                    .and_then(|n| STATUS_CODES.iter().position(|x| *x == n))
-                {
+            // An enum's name: its number.
+            Some("kind" | "code") => {
+                if let Some(n) = enum_number(s.trim()) {
                     *json = Json::from(n);
                 }
             }

@@ -17,8 +17,7 @@ use super::hold::Held;
 use super::state::Shared;
 use super::telemetry::Outcome;
 use crate::engine::ForeignResponses;
-use crate::hashing::hash_str;
-use crate::otlp::{request_json, Auditor, Inputs, List, Output};
+use crate::otlp::{request_json, Auditor, Inputs, List, Output, ResponseIndex};
 
 /// The most response ids remembered across traces.
 const RECENT_RESPONSES: usize = 1 << 20;
@@ -32,9 +31,8 @@ const BATCH_BYTES: usize = 4 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct RecentResponses(RwLock<Recent>);
 
-/// Each response id's hash: its first trace, and whether another trace has it too;
-/// and the hashes in the order they came.
-type Recent = (HashMap<u64, ([u8; 16], bool)>, VecDeque<u64>);
+/// The index, and the hashes in the order they came.
+type Recent = (ResponseIndex, VecDeque<u64>);
 
 impl RecentResponses {
     fn add(&self, responses: &[(u64, [u8; 16])]) {
@@ -43,18 +41,10 @@ impl RecentResponses {
         }
         let mut recent = self.0.write();
         let (index, order) = &mut *recent;
-        for &(hash, trace) in responses {
-            index
-                .entry(hash)
-                .and_modify(|(first, several)| *several |= *first != trace)
-                .or_insert_with(|| {
-                    order.push_back(hash);
-                    (trace, false)
-                });
-        }
+        index.add(responses, &mut |hash| order.push_back(hash));
         while order.len() > RECENT_RESPONSES {
             if let Some(old) = order.pop_front() {
-                index.remove(&old);
+                index.forget(old);
             }
         }
     }
@@ -62,11 +52,7 @@ impl RecentResponses {
 
 impl ForeignResponses for RecentResponses {
     fn is_foreign(&self, trace: TraceId, response_id: &str) -> bool {
-        self.0
-            .read()
-            .0
-            .get(&hash_str(response_id))
-            .is_some_and(|(first, several)| *several || *first != trace.to_bytes())
+        self.0.read().0.is_foreign(trace, response_id)
     }
 }
 
