@@ -870,3 +870,46 @@ fn spans_that_cannot_be_written_are_counted_as_dropped() {
     assert!(!metrics.contains("outcome=\"forwarded\""), "{metrics}");
     live.stop_text();
 }
+
+#[test]
+fn a_trace_whose_root_never_comes_is_sent_at_its_age_with_missing_parent() {
+    // The recording without its roots: every trace waits for a root that never comes.
+    let mut requests = parse_lines(&read(&shared(RECORDINGS[0])));
+    for rs in requests.iter_mut().flat_map(|r| &mut r.resource_spans) {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| !s.parent_span_id.is_empty());
+        }
+    }
+    let spans = spans_of(&requests).len();
+    let live = start(|o| {
+        o.grpc_listen = None;
+        o.max_trace_age = Duration::from_millis(300);
+    });
+    for request in &requests {
+        let answer = post(
+            live.http(),
+            "application/x-protobuf",
+            None,
+            &request.encode_to_vec(),
+        );
+        assert_eq!(answer.status, 200);
+    }
+    // Sent at its age, long before the hour's wait and before shutdown.
+    let output = live.output.clone();
+    eventually("the rootless traces are sent", || {
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        spans_of(&parse_lines(whole)).len() == spans
+    });
+    let sent = spans_of(&live.stop());
+    let ids: std::collections::HashSet<&Vec<u8>> = sent.iter().map(|s| &s.span_id).collect();
+    for span in &sent {
+        let orphan = !ids.contains(&span.parent_span_id);
+        let recognised = attr(span, "genai_audit.role").is_some();
+        let flagged = findings(span).contains(&"missing_parent".to_owned());
+        assert_eq!(flagged, orphan && recognised, "{}", span.name);
+    }
+    assert!(sent
+        .iter()
+        .any(|s| findings(s).contains(&"missing_parent".to_owned())));
+}
