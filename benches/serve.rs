@@ -68,10 +68,35 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-const TRACES_PER_REQUEST: usize = 51;
-const SPANS_PER_TRACE: usize = 10;
+/// The shape of a load: whole traces of `rounds` × 3 + 1 spans, `traces` a request,
+/// posted over `connections` connections at once.
+#[derive(Clone, Copy)]
+struct Shape {
+    traces: usize,
+    rounds: u64,
+    connections: usize,
+}
+
+impl Shape {
+    fn spans_per_request(&self) -> usize {
+        self.traces * (self.rounds as usize * 3 + 1)
+    }
+}
+
+/// An agent's `BatchSpanProcessor` with its defaults: 510-span requests (51 traces of
+/// 10 spans) over 4 connections.
+const AGENT: Shape = Shape {
+    traces: 51,
+    rounds: 3,
+    connections: 4,
+};
+/// 8 clients at once posting 512-span requests (32 traces of 16 spans).
+const EIGHT_CLIENTS: Shape = Shape {
+    traces: 32,
+    rounds: 5,
+    connections: 8,
+};
 const REQUESTS: usize = 100;
-const CONNECTIONS: usize = 4;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
@@ -90,11 +115,11 @@ fn int(key: &str, value: i64) -> KeyValue {
 }
 
 /// One agent trace, spans in the order they end (children first, the root last).
-fn trace(n: u64) -> Vec<Span> {
+fn trace(n: u64, rounds: u64) -> Vec<Span> {
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&(n + 1).to_be_bytes());
     trace_id[8..].copy_from_slice(&(n + 1).to_be_bytes());
-    let span_id = |i: u64| ((n + 1) * 16 + i).to_be_bytes().to_vec();
+    let span_id = |i: u64| ((n + 1) * 32 + i).to_be_bytes().to_vec();
     let t0 = 1_700_000_000_000_000_000u64 + n * 1_000_000_000;
     let span = |i: u64, parent: Option<u64>, name: &str, attributes: Vec<KeyValue>| Span {
         trace_id: trace_id.to_vec(),
@@ -107,8 +132,8 @@ fn trace(n: u64) -> Vec<Span> {
         attributes,
         ..Span::default()
     };
-    let mut spans = Vec::with_capacity(SPANS_PER_TRACE);
-    for round in 0..3u64 {
+    let mut spans = Vec::with_capacity(rounds as usize * 3 + 1);
+    for round in 0..rounds {
         let base = 1 + round * 3;
         spans.push(span(
             base,
@@ -158,12 +183,12 @@ fn trace(n: u64) -> Vec<Span> {
     spans
 }
 
-/// `count` requests of whole traces, numbered from `first`.
-fn requests(first: usize, count: usize) -> Vec<Bytes> {
+/// `count` requests of whole traces of this shape, numbered from `first`.
+fn requests(shape: Shape, first: usize, count: usize) -> Vec<Bytes> {
     (0..count)
         .map(|r| {
-            let spans = (0..TRACES_PER_REQUEST)
-                .flat_map(|t| trace(((first + r) * TRACES_PER_REQUEST + t) as u64))
+            let spans = (0..shape.traces)
+                .flat_map(|t| trace(((first + r) * shape.traces + t) as u64, shape.rounds))
                 .collect();
             ExportTraceServiceRequest {
                 resource_spans: vec![ResourceSpans {
@@ -215,12 +240,12 @@ async fn sink() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, count)
 }
 
-/// Posts every body to `addr` over `CONNECTIONS` connections.
-async fn post_all(addr: SocketAddr, bodies: &[Bytes]) {
+/// Posts every body to `addr` over `connections` connections at once.
+async fn post_all(addr: SocketAddr, bodies: &[Bytes], connections: usize) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let uri: hyper::Uri = format!("http://{addr}/v1/traces").parse().expect("uri");
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in bodies.chunks(bodies.len().div_ceil(CONNECTIONS)) {
+    for chunk in bodies.chunks(bodies.len().div_ceil(connections)) {
         let (client, uri, chunk) = (client.clone(), uri.clone(), chunk.to_vec());
         tasks.spawn(async move {
             for body in chunk {
@@ -278,62 +303,65 @@ fn criterion_serve(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let bodies = requests(0, REQUESTS);
-    let spans = REQUESTS * TRACES_PER_REQUEST * SPANS_PER_TRACE;
     let (sink_addr, count) = runtime.block_on(sink());
     // First, while the process is fresh: the memory a held span takes.
     memory(&runtime, sink_addr);
     let server = serve(&runtime, sink_addr, Duration::from_millis(10));
     let serve_addr = server.http_addr();
-    let mut group = c.benchmark_group("serve");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(spans as u64));
-    group.bench_function("bare: posted straight to the sink", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                let start = Instant::now();
-                runtime.block_on(async {
-                    let target = count.load(Ordering::Relaxed) + spans;
-                    post_all(sink_addr, &bodies).await;
-                    until(&count, target).await;
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    let mut next = REQUESTS;
-    group.bench_function("serve: received, audited, forwarded", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                // New trace ids each time (a trace sent is never resent).
-                let bodies = requests(next, REQUESTS);
-                next += REQUESTS;
-                let start = Instant::now();
-                runtime.block_on(async {
-                    let target = count.load(Ordering::Relaxed) + spans;
-                    post_all(serve_addr, &bodies).await;
-                    until(&count, target).await;
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    group.finish();
+    let mut next = 0;
+    for (name, shape) in [("serve", AGENT), ("serve, 8 clients", EIGHT_CLIENTS)] {
+        let spans = REQUESTS * shape.spans_per_request();
+        let bodies = requests(shape, next, REQUESTS);
+        next += REQUESTS;
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(spans as u64));
+        group.bench_function("bare: posted straight to the sink", |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let start = Instant::now();
+                    runtime.block_on(async {
+                        let target = count.load(Ordering::Relaxed) + spans;
+                        post_all(sink_addr, &bodies, shape.connections).await;
+                        until(&count, target).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.bench_function("serve: received, audited, forwarded", |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    // New trace ids each time (a trace sent is never resent).
+                    let bodies = requests(shape, next, REQUESTS);
+                    next += REQUESTS;
+                    let start = Instant::now();
+                    runtime.block_on(async {
+                        let target = count.load(Ordering::Relaxed) + spans;
+                        post_all(serve_addr, &bodies, shape.connections).await;
+                        until(&count, target).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.finish();
+    }
     runtime.block_on(server.shutdown());
 }
 
 /// The memory a held span takes: resident growth against the encoded bytes held.
 fn memory(runtime: &tokio::runtime::Runtime, sink_addr: SocketAddr) {
-    let bodies = requests(1_000_000, 400);
+    let bodies = requests(AGENT, 1_000_000, 400);
     let encoded: usize = bodies.iter().map(Bytes::len).sum();
-    let held_spans = 400 * TRACES_PER_REQUEST * SPANS_PER_TRACE;
+    let held_spans = 400 * AGENT.spans_per_request();
     let server = serve(runtime, sink_addr, Duration::from_secs(3600));
     let before = status_kib("VmRSS:");
-    runtime.block_on(post_all(server.http_addr(), &bodies));
+    runtime.block_on(post_all(server.http_addr(), &bodies, AGENT.connections));
     let after = status_kib("VmRSS:");
     let growth = (after.saturating_sub(before)) * 1024;
     println!(

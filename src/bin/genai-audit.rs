@@ -181,6 +181,23 @@ struct ServeArgs {
     /// How often metrics are pushed to the destination.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     metrics_interval: Duration,
+    /// How long a request may take to arrive once its headers have (headers must come
+    /// within 10 s, or this if shorter); slower gets 408 and the connection closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    read_timeout: Duration,
+    /// How long a kept-alive connection may stay with no request before it is closed.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// The most connections open at once (HTTP and gRPC together).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// How long one attempt to send to --forward may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    forward_timeout: Duration,
+    /// A PEM file of certificate authorities trusted for an https:// --forward, besides
+    /// the system's.
+    #[arg(long, value_name = "FILE")]
+    forward_ca: Option<PathBuf>,
     #[command(flatten)]
     audit: AuditArgs,
 }
@@ -557,6 +574,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         audit: args.audit.options(),
         shutdown_timeout: args.shutdown_timeout,
         metrics_interval: args.metrics_interval,
+        read_timeout: args.read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        forward_timeout: args.forward_timeout,
+        forward_ca: args.forward_ca,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -569,7 +591,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match Server::start(options).await {
             Ok(server) => server,
             Err(e) => {
@@ -589,10 +611,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         stopped().await;
         eprintln!("genai-audit serve: stopping: auditing and sending what is held");
+        // A second signal exits at once, as a process killed by it would.
+        tokio::spawn(async {
+            stopped().await;
+            eprintln!("genai-audit serve: a second signal: exiting now, what is held is lost");
+            std::process::exit(130);
+        });
         server.shutdown().await;
         eprintln!("genai-audit serve: stopped");
         ExitCode::SUCCESS
-    })
+    });
+    // Nothing left running may hold the exit (a blocked push of the last metrics).
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
 }
 
 /// Waits for SIGTERM or Ctrl-C (SIGINT).

@@ -331,7 +331,7 @@ struct Entry {
 /// The order of a trace's events.
 struct Plan {
     entries: Vec<Entry>,
-    /// One sequence of ends per resource and scope, in order of appearance.
+    /// One sequence of ends per request, resource and scope, in order of appearance.
     sequences: Vec<Vec<u32>>,
     /// Spans by start (then depth, then place).
     starts: Vec<u32>,
@@ -422,14 +422,17 @@ impl Plan {
                 }
             }
         }
+        // Order of appearance is an order of ends only within one request (one batch
+        // of one process), per resource and scope: across requests it means nothing
+        // (senders run in parallel), so each request's spans are a sequence of their own.
         let mut sequences: Vec<Vec<u32>> = Vec::new();
-        let mut sequence_of: HashMap<u32, usize> = HashMap::new();
+        let mut sequence_of: HashMap<(u32, u32), usize> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             if entries[i].duplicate {
                 continue;
             }
             let next = sequences.len();
-            let at = *sequence_of.entry(r.resource).or_insert(next);
+            let at = *sequence_of.entry((r.request, r.resource)).or_insert(next);
             if at == next {
                 sequences.push(Vec::new());
             }

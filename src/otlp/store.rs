@@ -34,8 +34,8 @@ pub(crate) struct SpanRecord {
     pub(crate) offset: u32,
     pub(crate) len: u32,
     pub(crate) request: u32,
-    /// Distinct resources and scopes (by their text) get distinct numbers: the spans of
-    /// one are in the order they ended.
+    /// Distinct resources and scopes (by their text) get distinct numbers: within one
+    /// request, the spans of one are in the order they ended.
     pub(crate) resource: u32,
     pub(crate) flags: u32,
 }

@@ -1,13 +1,17 @@
 //! Sending audited spans on: OTLP/HTTP (protobuf or JSON) or OTLP/gRPC, retrying
 //! with backoff as the Collector's exporters do, and counting what could not be sent.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -16,20 +20,28 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::sync::watch;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
 use super::options::{ForwardProtocol, ServeOptions};
 
 /// The longest wait between two tries.
 const MAX_INTERVAL: Duration = Duration::from_secs(30);
-/// How long one try may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far a wait between tries is spread around its value (±50 %, as the Collector's
+/// exporter helper does), so that many senders do not retry in step.
+const JITTER: f64 = 0.5;
+
+/// The HTTP client: plain or TLS, by the URL.
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Target {
     Http {
-        client: Box<Client<HttpConnector, Full<Bytes>>>,
+        client: Box<HttpClient>,
         uri: Uri,
         json: bool,
         headers: Vec<(HeaderName, HeaderValue)>,
@@ -57,6 +69,46 @@ pub(crate) struct Forwarder {
     target: Target,
     initial: Duration,
     max_elapsed: Duration,
+    timeout: Duration,
+}
+
+/// The certificate authorities an `https://` destination is checked against: the
+/// system's, and those of `--forward-ca`.
+fn roots(options: &ServeOptions) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    let mut any = added > 0;
+    if let Some(path) = &options.forward_ca {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "--forward-ca {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+        }
+        any = true;
+    }
+    if !any {
+        return Err("no certificate authority to check an https:// destination with: the system has none; give --forward-ca FILE".to_owned());
+    }
+    Ok(roots)
+}
+
+/// A wait of `interval`, spread by [`JITTER`].
+fn jittered(interval: Duration) -> Duration {
+    // A random number from the standard library's randomly keyed hasher.
+    let random = RandomState::new().build_hasher().finish();
+    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
 }
 
 impl Forwarder {
@@ -66,12 +118,27 @@ impl Forwarder {
         let Some(url) = &options.forward else {
             return Ok(None);
         };
+        let tls = url.starts_with("https://");
         let target = match options.forward_protocol {
             ForwardProtocol::Grpc => {
-                let channel = Channel::from_shared(url.clone())
+                let mut endpoint = Channel::from_shared(url.clone())
                     .map_err(|e| format!("--forward {url}: {e}"))?
-                    .connect_timeout(ATTEMPT_TIMEOUT)
-                    .connect_lazy();
+                    .connect_timeout(options.forward_timeout);
+                if tls {
+                    let mut config = ClientTlsConfig::new().with_native_roots();
+                    if let Some(path) = &options.forward_ca {
+                        let pem = std::fs::read(path)
+                            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+                        config = config.ca_certificate(Certificate::from_pem(pem));
+                    }
+                    // Checked here as the HTTP client checks them, so that a file
+                    // with no certificate is an error at start.
+                    roots(options)?;
+                    endpoint = endpoint
+                        .tls_config(config)
+                        .map_err(|e| format!("--forward {url}: {e}"))?;
+                }
+                let channel = endpoint.connect_lazy();
                 let mut headers = Vec::new();
                 for (k, v) in &options.forward_headers {
                     let key = MetadataKey::from_str(&k.to_ascii_lowercase())
@@ -100,8 +167,31 @@ impl Forwarder {
                         .map_err(|e| format!("--forward-header {k}: {e}"))?;
                     headers.push((key, value));
                 }
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_connect_timeout(Some(options.forward_timeout));
+                let roots = if tls {
+                    roots(options)?
+                } else {
+                    RootCertStore::empty()
+                };
+                let config = ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("--forward {url}: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let connector = HttpsConnectorBuilder::new().with_tls_config(config);
+                // An https:// destination is never spoken to in clear text.
+                let connector = if tls {
+                    connector.https_only()
+                } else {
+                    connector.https_or_http()
+                };
+                let connector = connector.enable_http1().wrap_connector(http);
                 Target::Http {
-                    client: Box::new(Client::builder(TokioExecutor::new()).build_http()),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     uri,
                     json: protocol == ForwardProtocol::HttpJson,
                     headers,
@@ -112,16 +202,18 @@ impl Forwarder {
             target,
             initial: options.retry_initial,
             max_elapsed: options.retry_max_elapsed,
+            timeout: options.forward_timeout,
         }))
     }
 
-    /// Sends `request`, trying again on a retryable failure with exponential backoff
-    /// until the retry time is spent or `give_up()` says so; the error says why the
+    /// Sends `request`, trying again on a retryable failure with jittered exponential
+    /// backoff until the retry time is spent or `give_up` turns true (the shutdown's
+    /// deadline), which also cancels an attempt in progress; the error says why the
     /// spans could not be sent.
     pub(crate) async fn send(
         &self,
         request: &ExportTraceServiceRequest,
-        give_up: &(dyn Fn() -> bool + Send + Sync),
+        mut give_up: watch::Receiver<bool>,
     ) -> Result<(), String> {
         let started = Instant::now();
         let mut interval = self.initial;
@@ -133,30 +225,35 @@ impl Forwarder {
             Target::Http { json: false, .. } => Bytes::from(request.encode_to_vec()),
             Target::Grpc { .. } => Bytes::new(),
         };
+        let timeout = self.timeout;
         loop {
-            let attempt =
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(request, &body)).await {
+            if *give_up.borrow() {
+                return Err("not sent by the shutdown's deadline".to_owned());
+            }
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(timeout, self.attempt(request, &body)) => match attempt {
                     Ok(attempt) => attempt,
-                    Err(_) => Attempt::Retry("no answer in 10 s".to_owned(), None),
-                };
+                    Err(_) => Attempt::Retry(format!("no answer in {timeout:?} (--forward-timeout)"), None),
+                },
+                _ = give_up.wait_for(|g| *g) => {
+                    return Err("the send in progress was cancelled at the shutdown's deadline".to_owned());
+                }
+            };
             match attempt {
                 Attempt::Sent => return Ok(()),
                 Attempt::Failed(why) => return Err(why),
                 Attempt::Retry(why, after) => {
-                    let wait = after.unwrap_or(interval).min(MAX_INTERVAL);
-                    if started.elapsed() + wait > self.max_elapsed || give_up() {
+                    let wait = after
+                        .unwrap_or_else(|| jittered(interval))
+                        .min(MAX_INTERVAL);
+                    if started.elapsed() + wait > self.max_elapsed {
                         return Err(format!("{why} (gave up after {:.1?})", started.elapsed()));
                     }
-                    // Slept in short steps, so that a shutdown's deadline is kept.
-                    let until = Instant::now() + wait;
-                    while let Some(left) = until.checked_duration_since(Instant::now()) {
-                        if left.is_zero() {
-                            break;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = give_up.wait_for(|g| *g) => {
+                            return Err(format!("{why} (gave up at the shutdown's deadline)"));
                         }
-                        if give_up() {
-                            return Err(format!("{why} (gave up at shutdown)"));
-                        }
-                        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
                     }
                     interval = (interval * 2).min(MAX_INTERVAL);
                 }
@@ -190,7 +287,16 @@ impl Forwarder {
                 };
                 let response = match client.request(http).await {
                     Ok(response) => response,
-                    Err(e) => return Attempt::Retry(format!("{uri}: {e}"), None),
+                    Err(e) => {
+                        let why = format!("{uri}: {}", chain(&e));
+                        // A refused TLS handshake (a certificate not trusted, a name
+                        // that does not match) does not mend itself: not retried.
+                        return if tls_refused(&e) {
+                            Attempt::Failed(why)
+                        } else {
+                            Attempt::Retry(why, None)
+                        };
+                    }
                 };
                 let status = response.status();
                 let retry_after = response
@@ -250,6 +356,38 @@ impl Forwarder {
     }
 }
 
+/// An error with every cause it names, for the log.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+/// Whether `error` comes from a TLS handshake the destination or this side refused.
+fn tls_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(next) = cause {
+        if next.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = next.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        cause = next.source();
+    }
+    false
+}
+
 fn decode_response(body: &[u8], json: bool) -> Option<ExportTraceServiceResponse> {
     if json {
         serde_json::from_slice(body).ok()
@@ -262,10 +400,37 @@ fn decode_response(body: &[u8], json: bool) -> Option<ExportTraceServiceResponse
 fn report_partial(response: Option<ExportTraceServiceResponse>) {
     if let Some(partial) = response.and_then(|r| r.partial_success) {
         if partial.rejected_spans > 0 {
-            eprintln!(
-                "genai-audit serve: the destination rejected {} spans: {}",
+            super::log::warn(format_args!(
+                "the destination rejected {} spans: {}",
                 partial.rejected_spans, partial.error_message
-            );
+            ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_spread_by_half_either_way() {
+        let interval = Duration::from_secs(4);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(interval)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(2) && *w <= Duration::from_secs(6)));
+        // Not all the same: spread.
+        assert!(waits.iter().any(|w| *w != waits[0]));
+    }
+
+    #[test]
+    fn a_tls_refusal_is_told_apart_from_a_network_error() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(tls_refused(&refused));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!tls_refused(&reset));
     }
 }

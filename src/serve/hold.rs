@@ -189,9 +189,21 @@ pub(crate) struct Holding {
     bytes: usize,
     spans: usize,
     sent: Sent,
+    /// Nothing more is taken: the last round of a shutdown has begun.
+    closed: bool,
 }
 
 impl Holding {
+    /// Takes nothing more from now on.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether it takes nothing more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// The memory held spans take (their encoded size and the holding's own).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes

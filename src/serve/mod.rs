@@ -11,9 +11,11 @@
 //!   [`Server::shutdown`], which audits and sends everything held first.
 
 mod batch;
+mod connections;
 mod forms;
 mod forward;
 mod hold;
+mod log;
 mod options;
 mod pipeline;
 mod receive;

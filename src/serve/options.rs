@@ -35,6 +35,15 @@ impl FromStr for ForwardProtocol {
     }
 }
 
+/// What a request being received may take, for each byte of its body (decompressed):
+/// the body itself, the decoded request, and its parts encoded again by trace. A
+/// request's reservation is made before its body is read, and handed to the holding
+/// (which then counts the parts) when its spans are held.
+pub(crate) const REQUEST_EXPANSION: usize = 4;
+
+/// How long a request's headers may take to arrive, at most.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything `serve` is told. [`ServeOptions::default`] gives the command's defaults,
 /// with nothing to send to: set [`forward`](ServeOptions::forward) or
 /// [`output`](ServeOptions::output).
@@ -75,6 +84,23 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// How often metrics are pushed to the destination (default 10 s).
     pub metrics_interval: Duration,
+    /// How long a request may take to arrive once its headers have: a body sent more
+    /// slowly is answered 408 (gRPC `DEADLINE_EXCEEDED`) and its connection closed
+    /// (default 60 s). Headers must arrive within 10 s of the request's first byte
+    /// (or of the connection's opening), or within this, whichever is shorter.
+    pub read_timeout: Duration,
+    /// How long a kept-alive connection may stay with no request before it is closed
+    /// (default 90 s).
+    pub idle_timeout: Duration,
+    /// The most connections open at once, OTLP/HTTP and gRPC together (default 1 024);
+    /// further clients wait in the listen queue until one closes.
+    pub max_connections: usize,
+    /// How long one attempt to send to `--forward` may take before it counts as
+    /// failed and is retried (default 30 s, as the Collector's exporters).
+    pub forward_timeout: Duration,
+    /// A PEM file of certificate authorities trusted for an `https://` destination,
+    /// besides the system's.
+    pub forward_ca: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -95,11 +121,30 @@ impl Default for ServeOptions {
             audit: AuditOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 1024,
+            forward_timeout: Duration::from_secs(30),
+            forward_ca: None,
         }
     }
 }
 
 impl ServeOptions {
+    /// The largest request taken: `--max-request-bytes`, or what `--max-memory` can
+    /// take at once (a request is counted at [`REQUEST_EXPANSION`] times its size while
+    /// it is received), whichever is smaller. A larger request could never be taken: it
+    /// gets 413 / `RESOURCE_EXHAUSTED` (not retried), never 503 for ever.
+    pub(crate) fn request_limit(&self) -> usize {
+        self.max_request_bytes
+            .min(self.max_memory / REQUEST_EXPANSION)
+    }
+
+    /// How long a request's headers may take to arrive.
+    pub(crate) fn header_timeout(&self) -> Duration {
+        HEADER_TIMEOUT.min(self.read_timeout)
+    }
+
     /// Checks the values that have no use at zero or together.
     pub(crate) fn check(&self) -> Result<(), SettingsError> {
         let error = |m: &str| Err(SettingsError(m.to_owned()));
@@ -109,12 +154,26 @@ impl ServeOptions {
             );
         }
         if let Some(url) = &self.forward {
-            if url.starts_with("https://") {
-                return error("--forward: https is not supported; send to a Collector on the same host or network, which holds the TLS settings");
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return error("--forward must be an http:// or https:// URL");
             }
-            if !url.starts_with("http://") {
-                return error("--forward must be an http:// URL");
-            }
+        }
+        if self.forward_ca.is_some()
+            && !self
+                .forward
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            return error("--forward-ca is for an https:// --forward destination");
+        }
+        if self.read_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return error("--read-timeout and --idle-timeout must be more than 0");
+        }
+        if self.forward_timeout.is_zero() {
+            return error("--forward-timeout must be more than 0");
+        }
+        if self.max_connections == 0 {
+            return error("--max-connections must be more than 0");
         }
         if self.max_trace_age.is_zero() {
             return error("--max-trace-age must be more than 0");

@@ -77,7 +77,17 @@ impl Pipeline {
             let drain = self.draining.load(Ordering::Acquire);
             let due = {
                 let mut holding = self.shared.holding.lock();
+                if drain {
+                    // The last round: whatever a receiver was still handling is refused
+                    // (its client retries), never held after this and lost.
+                    holding.close();
+                }
                 let due = holding.take_due(Instant::now(), wait, age, drain);
+                // Taken from the holding, counted as pending until written or sent: the
+                // receivers see the same memory whichever side has it.
+                let taken: usize = due.iter().map(|h| h.bytes).sum();
+                self.shared.pending.fetch_add(taken, Ordering::AcqRel);
+                self.shared.held_now(holding.bytes());
                 self.shared
                     .levels
                     .traces
@@ -100,11 +110,10 @@ impl Pipeline {
     }
 
     fn update_levels(&self) {
-        let held = self.shared.holding.lock().bytes();
-        self.shared.levels.bytes.store(
-            held + self.shared.pending.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.shared
+            .levels
+            .bytes
+            .store(self.shared.used(), Ordering::Relaxed);
     }
 
     /// Audits one group of traces and sends it on (assembled off this thread when
@@ -135,15 +144,17 @@ impl Pipeline {
                 ) {
                     // Nothing is written by this run: it cannot fail; were it to, the
                     // spans go on as they came.
-                    eprintln!("genai-audit serve: the audit failed ({e}); the spans are sent on as they came");
+                    super::log::warn(format_args!(
+                        "the audit failed ({e}); the spans are sent on as they came"
+                    ));
                     lists.clear();
                 }
             }
             // The parts were encoded here, so they read; were one not to, the spans go
             // on as they came, never lost.
-            Err(e) => eprintln!(
-                "genai-audit serve: {spans} spans could not be audited ({e}); they are sent on as they came"
-            ),
+            Err(e) => super::log::warn(format_args!(
+                "{spans} spans could not be audited ({e}); they are sent on as they came"
+            )),
         }
         drop(views);
         drop(inputs);
@@ -189,20 +200,22 @@ impl Pipeline {
         let outcome = match &written {
             Ok(()) => Outcome::Forwarded,
             Err(e) => {
-                eprintln!("genai-audit serve: {spans} spans not written to the output: {e}");
+                super::log::warn(format_args!("{spans} spans not written to the output: {e}"));
                 Outcome::Dropped
             }
         };
         match forward {
             Some(forward) => self.send(&forward, batch),
-            None => self.shared.telemetry.count(outcome, spans),
+            None => {
+                self.shared.telemetry.count(outcome, spans);
+                self.shared.pending.fetch_sub(bytes, Ordering::AcqRel);
+            }
         }
     }
 
+    /// Hands `batch` to the sender, which gives back its pending memory once it is
+    /// sent or dropped.
     fn send(&self, forward: &UnboundedSender<Batch>, batch: Batch) {
-        self.shared
-            .pending
-            .fetch_add(batch.bytes, Ordering::Relaxed);
         if let Err(unsent) = forward.send(batch) {
             // The sender stopped (it never does before the pipeline): counted, said.
             let batch = unsent.0;
@@ -210,10 +223,10 @@ impl Pipeline {
                 .pending
                 .fetch_sub(batch.bytes, Ordering::Relaxed);
             self.shared.telemetry.count(Outcome::Dropped, batch.spans);
-            eprintln!(
-                "genai-audit serve: {} spans dropped: the sender stopped",
+            super::log::warn(format_args!(
+                "{} spans dropped: the sender stopped",
                 batch.spans
-            );
+            ));
         }
     }
 }
@@ -222,7 +235,9 @@ impl Pipeline {
 /// OTLP form (it cannot happen: the audit writes OTLP JSON).
 pub(crate) fn report_unaudited(unaudited: usize) {
     if unaudited > 0 {
-        eprintln!("genai-audit serve: {unaudited} spans are sent on unaudited: their audited attributes have no OTLP form");
+        super::log::warn(format_args!(
+            "{unaudited} spans are sent on unaudited: their audited attributes have no OTLP form"
+        ));
     }
 }
 

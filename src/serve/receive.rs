@@ -6,13 +6,16 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::State;
-use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -20,7 +23,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::forms::json_request;
-use super::state::{Refused, Shared, Taken};
+use super::state::{Refused, Reservation, Shared, Taken, REQUEST_EXPANSION};
 
 /// The seconds a refused client is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "1";
@@ -103,16 +106,81 @@ fn refused(refusal: Refused, encoding: Encoding) -> Response {
     )
 }
 
-/// Reads at most `limit` bytes of gzip-compressed `body`: `None` past the limit.
-fn gunzip(body: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)?;
-    Ok((out.len() <= limit).then_some(out))
+/// Reads the body of `request`, counting each byte against `reservation` (when the
+/// length was not announced) and refusing past `limit` bytes (`None`).
+async fn read_body(
+    shared: &Shared,
+    body: Body,
+    limit: usize,
+    reservation: &mut Reservation,
+    announced: bool,
+) -> Result<Option<Bytes>, Refusal> {
+    let mut body = body;
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Refusal::Unreadable(format!("cannot read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            return Ok(None);
+        }
+        if !announced {
+            shared
+                .grow(reservation, data.len().saturating_mul(REQUEST_EXPANSION))
+                .map_err(Refusal::Refused)?;
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(Some(read.freeze()))
 }
 
-async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+/// Decompresses `body`, counting what it becomes against `reservation`, refusing past
+/// `limit` bytes (`None`).
+fn gunzip(
+    shared: &Shared,
+    body: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    const STEP: usize = 64 << 10;
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(body);
+    let mut chunk = vec![0u8; STEP];
+    loop {
+        let n = decoder
+            .read(&mut chunk)
+            .map_err(|e| Refusal::Unreadable(format!("cannot decompress the gzip body: {e}")))?;
+        if n == 0 {
+            return Ok(Some(out));
+        }
+        if out.len() + n > limit {
+            return Ok(None);
+        }
+        shared
+            .grow(reservation, n.saturating_mul(REQUEST_EXPANSION))
+            .map_err(Refusal::Refused)?;
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Why a body was not taken.
+enum Refusal {
+    Refused(Refused),
+    Unreadable(String),
+}
+
+async fn traces(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    // A refusal before the body is read whole closes the connection after the answer
+    // (what is left of the body is not read to keep it).
+    let close = |mut answer: Response| {
+        answer
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        answer
+    };
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -128,30 +196,24 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
         "application/json" => Encoding::Json,
         _ => {
-            return error(
+            return close(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 tonic::Code::InvalidArgument,
                 format!(
                     "{content_type:?} is not supported: send application/x-protobuf or application/json"
                 ),
                 Encoding::Json,
-            )
+           ));
         }
     };
-    let limit = shared.options.max_request_bytes;
+    let limit = shared.options.request_limit();
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::ResourceExhausted,
-            format!("the request is over {limit} bytes (--max-request-bytes)"),
+            format!("the request is over {limit} bytes (--max-request-bytes, or a quarter of --max-memory)"),
             encoding,
         )
-    };
-    if let Err(refusal) = shared.check_room(0) {
-        return refused(refusal, encoding);
-    }
-    let Ok(raw) = to_bytes(body, limit).await else {
-        return too_large();
     };
     let gzip = match headers
         .get(CONTENT_ENCODING)
@@ -162,52 +224,76 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         Some(e) if e.is_empty() || e == "identity" => false,
         Some(e) if e == "gzip" => true,
         Some(e) => {
-            return error(
+            return close(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 tonic::Code::InvalidArgument,
                 format!("content encoding {e:?} is not supported: send gzip or none"),
                 encoding,
-            )
+            ));
         }
     };
-    let bytes = if gzip {
-        match gunzip(&raw, limit) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return too_large(),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    tonic::Code::InvalidArgument,
-                    format!("cannot decompress the gzip body: {e}"),
-                    encoding,
-                )
-            }
-        }
-    } else {
-        raw.to_vec()
-    };
-    let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(&bytes[..])
-            .map_err(|e| format!("cannot decode the protobuf body: {e}")),
-        Encoding::Json => {
-            json_request(&bytes).map_err(|e| format!("cannot decode the JSON body: {e}"))
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return close(too_large());
+    }
+    // Room for the whole request is set aside before its body is read.
+    let mut reservation = match shared
+        .check_room()
+        .and_then(|()| shared.reserve(announced.unwrap_or(0).saturating_mul(REQUEST_EXPANSION)))
+    {
+        Ok(reservation) => reservation,
+        Err(refusal) => {
+            return close(refused(refusal, encoding));
         }
     };
-    let request = match request {
-        Ok(request) => request,
-        Err(message) => {
-            return error(
+    let raw = match read_body(&shared, body, limit, &mut reservation, announced.is_some()).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            return close(too_large());
+        }
+        Err(Refusal::Refused(refusal)) => {
+            return close(refused(refusal, encoding));
+        }
+        Err(Refusal::Unreadable(message)) => {
+            return close(error(
                 StatusCode::BAD_REQUEST,
                 tonic::Code::InvalidArgument,
                 message,
                 encoding,
-            )
+            ));
         }
     };
-    let size = bytes.len();
     let worker = Arc::clone(&shared);
-    // Splitting and encoding is CPU work: off the reactor's threads.
-    let taken = tokio::task::spawn_blocking(move || worker.receive(request, size)).await;
+    // Decompressing, decoding, splitting and encoding is CPU work: off the reactor's
+    // threads.
+    let taken = tokio::task::spawn_blocking(move || {
+        let bytes: Bytes = if gzip {
+            match gunzip(&worker, &raw, limit, &mut reservation) {
+                Ok(Some(bytes)) => Bytes::from(bytes),
+                Ok(None) => return Err(Answer::TooLarge),
+                Err(Refusal::Refused(refusal)) => return Err(Answer::Refused(refusal)),
+                Err(Refusal::Unreadable(message)) => return Err(Answer::Unreadable(message)),
+            }
+        } else {
+            raw
+        };
+        let request = match encoding {
+            Encoding::Protobuf => ExportTraceServiceRequest::decode(&bytes[..])
+                .map_err(|e| format!("cannot decode the protobuf body: {e}")),
+            Encoding::Json => {
+                json_request(&bytes).map_err(|e| format!("cannot decode the JSON body: {e}"))
+            }
+        }
+        .map_err(Answer::Unreadable)?;
+        drop(bytes);
+        worker
+            .receive(request, reservation)
+            .map_err(Answer::Refused)
+    })
+    .await;
     match taken {
         Ok(Ok(taken)) => {
             let response = partial_success(taken);
@@ -232,7 +318,14 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
                     .into_response(),
             }
         }
-        Ok(Err(refusal)) => refused(refusal, encoding),
+        Ok(Err(Answer::Refused(refusal))) => refused(refusal, encoding),
+        Ok(Err(Answer::TooLarge)) => too_large(),
+        Ok(Err(Answer::Unreadable(message))) => error(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
+            encoding,
+        ),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,
@@ -240,6 +333,28 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             encoding,
         ),
     }
+}
+
+/// How a body read whole was answered, when it was not taken.
+enum Answer {
+    Refused(Refused),
+    TooLarge,
+    Unreadable(String),
+}
+
+/// The answer to an OTLP/HTTP request that did not arrive within `--read-timeout`.
+pub(crate) fn http_timed_out() -> Response {
+    error(
+        StatusCode::REQUEST_TIMEOUT,
+        tonic::Code::DeadlineExceeded,
+        "the request did not arrive within --read-timeout".to_owned(),
+        Encoding::Json,
+    )
+}
+
+/// The answer to a gRPC request that did not arrive within `--read-timeout`.
+pub(crate) fn grpc_timed_out() -> Response {
+    tonic::Status::deadline_exceeded("the request did not arrive within --read-timeout").into_http()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -259,7 +374,142 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// The OTLP/gRPC receiver.
+/// The gRPC frame header: a compression flag and the message's length.
+const GRPC_HEADER: usize = 5;
+/// What a compressed gRPC message is taken to grow to when decompressed, for the room
+/// set aside before it is read (its real size is counted once it is decoded).
+const GRPC_COMPRESSION: usize = 8;
+
+/// The memory set aside for a gRPC request, handed from the gate to the receiver.
+#[derive(Clone)]
+struct Admission(Arc<parking_lot::Mutex<Option<Reservation>>>);
+
+/// What stands before tonic: reads a gRPC message's header, answers
+/// `RESOURCE_EXHAUSTED` when the message is over `--max-request-bytes` (at any size,
+/// before it is read) and `UNAVAILABLE` when there is no room for it, and sets the room
+/// aside otherwise.
+#[derive(Clone)]
+pub(crate) struct GrpcGate<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S, B> tower_service::Service<Request> for GrpcGate<S>
+where
+    S: tower_service::Service<
+            Request,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (shared, mut inner) = (Arc::clone(&self.shared), self.inner.clone());
+        Box::pin(async move {
+            let (mut parts, mut body) = request.into_parts();
+            let mut head = BytesMut::new();
+            while head.len() < GRPC_HEADER {
+                match body.frame().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => head.extend_from_slice(&data),
+                        Err(_) => break,
+                    },
+                    _ => break,
+                }
+            }
+            if head.len() >= GRPC_HEADER {
+                let compressed = head[0] == 1;
+                let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let limit = shared.options.request_limit();
+                if length > limit {
+                    return Ok(tonic::Status::resource_exhausted(format!(
+                        "the request is over {limit} bytes (--max-request-bytes, or a quarter of --max-memory)"
+                    ))
+                    .into_http());
+                }
+                let expected = if compressed {
+                    length.saturating_mul(GRPC_COMPRESSION).min(limit)
+                } else {
+                    length
+                };
+                match shared
+                    .check_room()
+                    .and_then(|()| shared.reserve(expected.saturating_mul(REQUEST_EXPANSION)))
+                {
+                    Ok(reservation) => {
+                        parts
+                            .extensions
+                            .insert(Admission(Arc::new(parking_lot::Mutex::new(Some(
+                                reservation,
+                            )))));
+                    }
+                    Err(refusal) => {
+                        return Ok(unavailable(refusal).into_http());
+                    }
+                }
+            }
+            let body = Body::new(Prefixed {
+                head: (!head.is_empty()).then(|| head.freeze()),
+                rest: body,
+            });
+            let answer = inner.call(Request::from_parts(parts, body)).await;
+            answer.map(|response| response.map(Body::new))
+        })
+    }
+}
+
+/// A body whose first bytes were read already.
+struct Prefixed {
+    head: Option<Bytes>,
+    rest: Body,
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Some(head) = self.head.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
+    }
+}
+
+fn unavailable(refusal: Refused) -> tonic::Status {
+    match refusal {
+        Refused::Memory => {
+            tonic::Status::unavailable("over the memory bound (--max-memory): retry later")
+        }
+        Refused::Stopping => tonic::Status::unavailable("shutting down"),
+    }
+}
+
+/// The OTLP/gRPC receiver (behind [`GrpcGate`]).
 pub(crate) struct GrpcReceiver(pub(crate) Arc<Shared>);
 
 #[tonic::async_trait]
@@ -268,21 +518,34 @@ impl TraceService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let admitted = request
+            .extensions()
+            .get::<Admission>()
+            .and_then(|a| a.0.lock().take());
         let request = request.into_inner();
         let size = request.encoded_len();
-        let limit = self.0.options.max_request_bytes;
+        let limit = self.0.options.request_limit();
         if size > limit {
             return Err(tonic::Status::resource_exhausted(format!(
-                "the request is over {limit} bytes (--max-request-bytes)"
+                "the request is over {limit} bytes (--max-request-bytes, or a quarter of --max-memory)"
             )));
         }
+        // The room set aside at the gate, made right now that the size is known.
         let shared = Arc::clone(&self.0);
-        match tokio::task::spawn_blocking(move || shared.receive(request, size)).await {
+        let reservation = match admitted {
+            Some(mut reservation) => {
+                let need = size.saturating_mul(REQUEST_EXPANSION);
+                let more = need.saturating_sub(reservation.bytes());
+                shared.grow(&mut reservation, more).map_err(unavailable)?;
+                reservation
+            }
+            None => shared
+                .reserve(size.saturating_mul(REQUEST_EXPANSION))
+                .map_err(unavailable)?,
+        };
+        match tokio::task::spawn_blocking(move || shared.receive(request, reservation)).await {
             Ok(Ok(taken)) => Ok(tonic::Response::new(partial_success(taken))),
-            Ok(Err(Refused::Memory)) => Err(tonic::Status::unavailable(
-                "over the memory bound (--max-memory): retry later",
-            )),
-            Ok(Err(Refused::Stopping)) => Err(tonic::Status::unavailable("shutting down")),
+            Ok(Err(refusal)) => Err(unavailable(refusal)),
             Err(_) => Err(tonic::Status::unavailable(
                 "the request could not be handled: retry",
             )),

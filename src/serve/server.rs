@@ -14,11 +14,12 @@ use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 
 use super::batch::Batch;
+use super::connections::{Connections, Limits, Protocol};
 use super::forward::Forwarder;
 use super::options::ServeOptions;
 use super::pipeline::report_unaudited;
 use super::pipeline::{Pipeline, RecentResponses};
-use super::receive::{router, GrpcReceiver};
+use super::receive::{grpc_timed_out, http_timed_out, router, GrpcGate, GrpcReceiver};
 use super::state::Shared;
 use super::telemetry::{Levels, Outcome, Telemetry};
 use crate::otlp::{Auditor, SettingsError};
@@ -52,11 +53,12 @@ pub struct Server {
     grpc_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    connections: Connections,
     receivers: Vec<JoinHandle<()>>,
     pipeline: std::thread::JoinHandle<()>,
     draining: Arc<AtomicBool>,
     sender: Option<JoinHandle<()>>,
-    give_up: Arc<AtomicBool>,
+    give_up: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Server {
@@ -113,46 +115,39 @@ impl Server {
             ),
             None => None,
         };
-        let max_request_bytes = options.max_request_bytes;
+        let max_request_bytes = options.request_limit();
+        let limits = Limits {
+            header: options.header_timeout(),
+            read: options.read_timeout,
+            idle: options.idle_timeout,
+        };
+        let max_connections = options.max_connections;
         let shared = Arc::new(Shared::new(options, levels, telemetry));
         let (stop, stopped) = watch::channel(false);
+        let connections = Connections::new(max_connections, limits, stopped);
         let mut receivers = Vec::new();
-        let app = router(Arc::clone(&shared));
-        let mut until = stopped.clone();
-        receivers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = until.wait_for(|stop| *stop).await;
-            };
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                eprintln!("genai-audit serve: the HTTP receiver stopped: {e}");
-            }
-        }));
+        receivers.push(tokio::spawn(connections.clone().accept(
+            http,
+            Protocol::Http1,
+            router(Arc::clone(&shared)),
+            http_timed_out,
+        )));
         if let Some(listener) = grpc {
             let service = TraceServiceServer::new(GrpcReceiver(Arc::clone(&shared)))
                 .accept_compressed(CompressionEncoding::Gzip)
-                // Up to four times the limit is read, so that a request over it gets
-                // RESOURCE_EXHAUSTED (not retried, as the OTLP specification says)
-                // rather than the decoder's OUT_OF_RANGE (which clients retry).
-                .max_decoding_message_size(max_request_bytes.saturating_mul(4));
-            let mut until = stopped.clone();
-            receivers.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = until.wait_for(|stop| *stop).await;
-                };
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
-                {
-                    eprintln!("genai-audit serve: the gRPC receiver stopped: {e}");
-                }
-            }));
+                .max_decoding_message_size(max_request_bytes);
+            let gate = GrpcGate {
+                inner: tonic::service::Routes::new(service).prepare(),
+                shared: Arc::clone(&shared),
+            };
+            receivers.push(tokio::spawn(connections.clone().accept(
+                listener,
+                Protocol::Http2,
+                gate,
+                grpc_timed_out,
+            )));
         }
-        let give_up = Arc::new(AtomicBool::new(false));
+        let (give_up, given_up) = watch::channel(false);
         let (forward, sender) = match forwarder {
             Some(forwarder) => {
                 let (send, receive) = mpsc::unbounded_channel();
@@ -160,7 +155,7 @@ impl Server {
                     Arc::clone(&shared),
                     Arc::new(forwarder),
                     receive,
-                    Arc::clone(&give_up),
+                    given_up,
                 ));
                 (Some(send), Some(task))
             }
@@ -184,6 +179,7 @@ impl Server {
             grpc_addr,
             shared,
             stop,
+            connections,
             receivers,
             pipeline,
             draining,
@@ -202,62 +198,77 @@ impl Server {
         self.grpc_addr
     }
 
-    /// Stops accepting, audits and sends everything held (retrying for at most the
-    /// shutdown timeout), pushes the last metrics, and returns.
+    /// Stops accepting, closes every connection (a request being handled gets a short
+    /// grace to be answered), audits everything held and sends it, pushes the last
+    /// metrics, and returns — within the shutdown timeout: a send still in progress at
+    /// the deadline is cancelled and its spans counted dropped.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_timeout;
         self.shared.accepting.store(false, Ordering::Release);
         let _ = self.stop.send(true);
         for receiver in self.receivers {
             let _ = receiver.await;
         }
+        self.connections.closed(CLOSE_WAIT).await;
         self.draining.store(true, Ordering::Release);
         let pipeline = self.pipeline;
         // The pipeline ends with everything held audited; it then drops its sender.
         let _ = tokio::task::spawn_blocking(move || pipeline.join()).await;
         if let Some(sender) = self.sender {
-            let timeout = self.shared.options.shutdown_timeout;
-            let give_up = Arc::clone(&self.give_up);
-            let deadline = tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                give_up.store(true, Ordering::Release);
-            });
-            let _ = sender.await;
-            deadline.abort();
+            let give_up = self.give_up;
+            let mut sender = sender;
+            tokio::select! {
+                _ = &mut sender => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Cancels every send in progress; each counts its spans dropped.
+                    let _ = give_up.send(true);
+                    let _ = sender.await;
+                }
+            }
         }
         let provider = self.shared.telemetry.provider.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(LAST_PUSH);
+        let pushed = tokio::task::spawn_blocking(move || {
             let _ = provider.force_flush();
-            let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
-        })
-        .await;
+            let _ = provider.shutdown_with_timeout(left);
+        });
+        if tokio::time::timeout(left, pushed).await.is_err() {
+            super::log::warn(format_args!(
+                "the last metrics were not pushed within the shutdown timeout"
+            ));
+        }
     }
 }
+
+/// How long the shutdown waits for the connections to close (they close within a
+/// short grace of the stop).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The least time given to the last metrics push.
+const LAST_PUSH: Duration = Duration::from_millis(200);
 
 /// Sends batches as they come, a few at a time, until the pipeline is done.
 async fn send_all(
     shared: Arc<Shared>,
     forwarder: Arc<Forwarder>,
     mut batches: mpsc::UnboundedReceiver<Batch>,
-    give_up: Arc<AtomicBool>,
+    give_up: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(SENDS_AT_ONCE));
     while let Some(batch) = batches.recv().await {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             break;
         };
-        let (shared, forwarder, give_up) = (
-            Arc::clone(&shared),
-            Arc::clone(&forwarder),
-            Arc::clone(&give_up),
-        );
+        let (shared, forwarder, give_up) =
+            (Arc::clone(&shared), Arc::clone(&forwarder), give_up.clone());
         tokio::spawn(async move {
-            let stop = move || give_up.load(Ordering::Acquire);
             let (spans, bytes) = (batch.spans, batch.bytes);
             // Assembling is CPU work: off the reactor's threads.
             let sent = match tokio::task::spawn_blocking(move || batch.assemble()).await {
                 Ok((request, unaudited)) => {
                     report_unaudited(unaudited);
-                    forwarder.send(&request, &stop).await
+                    forwarder.send(&request, give_up).await
                 }
                 Err(e) => Err(format!("the request could not be assembled: {e}")),
             };
@@ -265,7 +276,7 @@ async fn send_all(
                 Ok(()) => shared.telemetry.count(Outcome::Forwarded, spans),
                 Err(why) => {
                     shared.telemetry.count(Outcome::Dropped, spans);
-                    eprintln!("genai-audit serve: {spans} spans dropped, not sent: {why}");
+                    super::log::warn(format_args!("{spans} spans dropped, not sent: {why}"));
                 }
             }
             shared.pending.fetch_sub(bytes, Ordering::Relaxed);

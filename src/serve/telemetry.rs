@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, MeterProvider as _, ObservableGauge};
 use opentelemetry::KeyValue;
@@ -81,12 +80,13 @@ impl Telemetry {
                 ForwardProtocol::Grpc => MetricExporter::builder()
                     .with_tonic()
                     .with_endpoint(base)
+                    .with_timeout(options.forward_timeout)
                     .build(),
                 ForwardProtocol::HttpProtobuf | ForwardProtocol::HttpJson => {
                     MetricExporter::builder()
                         .with_http()
                         .with_endpoint(format!("{base}/v1/metrics"))
-                        .with_timeout(Duration::from_secs(10))
+                        .with_timeout(options.forward_timeout)
                         .build()
                 }
             }

@@ -54,5 +54,7 @@ mod rollups;
 mod script_format;
 #[cfg(feature = "cli")]
 mod serve;
+#[cfg(feature = "cli")]
+mod serve_operations;
 mod tracing_bridge;
 mod usage_and_cost;

@@ -366,9 +366,10 @@ fn over_the_memory_bound_it_answers_503_and_takes_the_retry() {
         .collect();
     assert!(bodies.len() >= 2);
     let largest = bodies.iter().map(Vec::len).max().expect("requests");
-    // Room for one trace (and the holding's own bookkeeping), not two.
+    // Room for one request being received (four times its size) and one trace held,
+    // not for a second request while the first trace is held.
     let live = start(|o| {
-        o.max_memory = largest + largest / 2;
+        o.max_memory = largest * 9 / 2;
         o.wait = Duration::from_millis(200);
         o.grpc_listen = None;
     });
@@ -612,8 +613,9 @@ fn grpc_answers_as_an_otlp_receiver_does() {
         .expect("requests");
     let live = start(|o| {
         o.max_request_bytes = largest + 16;
-        // Room for a few requests held (the wait is an hour), not for ten.
-        o.max_memory = largest * 3;
+        // Room for a request being received (counted at four times its size) and a few
+        // held (the wait is an hour), not for ten.
+        o.max_memory = largest * 6;
     });
     let grpc = live.grpc();
     let client = tokio::runtime::Builder::new_multi_thread()
@@ -641,8 +643,8 @@ fn grpc_answers_as_an_otlp_receiver_does() {
         .position(Result::is_err)
         .expect("the bound is reached");
     for answer in &answers[refused..10] {
-        let code = answer.as_ref().expect_err("refused").code();
-        assert_eq!(code, tonic::Code::Unavailable);
+        let status = answer.as_ref().expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
     // Over --max-request-bytes: RESOURCE_EXHAUSTED, which clients do not retry.
     let code = answers[10].as_ref().expect_err("refused").code();

@@ -75,7 +75,12 @@ impl Live {
         if let Some(server) = self.server.take() {
             self.runtime.block_on(server.shutdown());
         }
-        std::fs::read_to_string(&self.output).unwrap_or_default()
+        let Live {
+            runtime, output, ..
+        } = self;
+        // As the command does: nothing left running (a blocked metrics push) holds it.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        std::fs::read_to_string(&output).unwrap_or_default()
     }
 }
 
