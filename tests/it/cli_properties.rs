@@ -168,22 +168,33 @@ fn trace(rng: &mut Rng, t: u64) -> Vec<(u64, String)> {
     spans
 }
 
-/// The input of `traces` as OTLP JSON lines: two resources, spans in batches of 3
-/// in the order given, the traces' spans interleaved.
+/// The input of `traces` as OTLP JSON lines: two resources; each trace's spans of a
+/// resource cut into batches of 3 in the order given, and line k of a resource holding
+/// the k-th batch of every trace (so the traces are interleaved, and a trace's spans
+/// share a request with the same spans of its own whether it is alone or not: order
+/// of appearance counts within a request only).
 fn input(traces: &[Vec<(u64, String)>]) -> String {
-    let mut by_resource: [Vec<&String>; 2] = [Vec::new(), Vec::new()];
-    let longest = traces.iter().map(Vec::len).max().unwrap_or(0);
-    for k in 0..longest {
-        for trace in traces {
-            if let Some((resource, text)) = trace.get(k) {
-                by_resource[*resource as usize].push(text);
-            }
-        }
-    }
     let mut out = String::new();
-    for (r, spans) in by_resource.iter().enumerate() {
-        for batch in spans.chunks(3) {
-            let spans: Vec<&str> = batch.iter().map(|s| s.as_str()).collect();
+    for r in 0..2u64 {
+        let batches: Vec<Vec<Vec<&str>>> = traces
+            .iter()
+            .map(|trace| {
+                let spans: Vec<&str> = trace
+                    .iter()
+                    .filter(|(resource, _)| *resource == r)
+                    .map(|(_, text)| text.as_str())
+                    .collect();
+                spans.chunks(3).map(<[&str]>::to_vec).collect()
+            })
+            .collect();
+        let lines = batches.iter().map(Vec::len).max().unwrap_or(0);
+        for k in 0..lines {
+            let spans: Vec<&str> = batches
+                .iter()
+                .filter_map(|b| b.get(k))
+                .flatten()
+                .copied()
+                .collect();
             out.push_str(&format!(
                 r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc-{r}"}}}}]}},"scopeSpans":[{{"scope":{{"name":"agent"}},"spans":[{}]}}]}}]}}"#,
                 spans.join(",")
