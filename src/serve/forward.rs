@@ -103,6 +103,28 @@ fn roots(options: &ServeOptions) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The TLS settings of a gRPC client for an `https://` destination (`None` for
+/// `http://`): the system's roots and `--forward-ca`.
+pub(crate) fn grpc_tls(options: &ServeOptions) -> Result<Option<ClientTlsConfig>, String> {
+    if !options
+        .forward
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+    {
+        return Ok(None);
+    }
+    // Checked here as the HTTP client checks them, so that a file with no
+    // certificate is an error at start.
+    roots(options)?;
+    let mut config = ClientTlsConfig::new().with_native_roots();
+    if let Some(path) = &options.forward_ca {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+        config = config.ca_certificate(Certificate::from_pem(pem));
+    }
+    Ok(Some(config))
+}
+
 /// A wait of `interval`, spread by [`JITTER`].
 fn jittered(interval: Duration) -> Duration {
     // A random number from the standard library's randomly keyed hasher.
@@ -124,16 +146,7 @@ impl Forwarder {
                 let mut endpoint = Channel::from_shared(url.clone())
                     .map_err(|e| format!("--forward {url}: {e}"))?
                     .connect_timeout(options.forward_timeout);
-                if tls {
-                    let mut config = ClientTlsConfig::new().with_native_roots();
-                    if let Some(path) = &options.forward_ca {
-                        let pem = std::fs::read(path)
-                            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
-                        config = config.ca_certificate(Certificate::from_pem(pem));
-                    }
-                    // Checked here as the HTTP client checks them, so that a file
-                    // with no certificate is an error at start.
-                    roots(options)?;
+                if let Some(config) = grpc_tls(options)? {
                     endpoint = endpoint
                         .tls_config(config)
                         .map_err(|e| format!("--forward {url}: {e}"))?;

@@ -2,15 +2,18 @@
 //! meter provider made here) and `serve`'s, pushed as OTLP to the destination and
 //! gathered in Prometheus text for `GET /metrics`.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Counter, MeterProvider as _, ObservableGauge};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{MetricExporter, WithExportConfig};
+use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::Resource;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
+use super::forward::grpc_tls;
 use super::options::{ForwardProtocol, ServeOptions};
 
 /// The metric of spans by outcome.
@@ -76,26 +79,52 @@ impl Telemetry {
             .with_reader(prometheus);
         if let Some(url) = &options.forward {
             let base = url.trim_end_matches('/').trim_end_matches("/v1/traces");
+            let tls = url.starts_with("https://");
             let exporter = match options.forward_protocol {
-                ForwardProtocol::Grpc => MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(base)
-                    .with_timeout(options.forward_timeout)
-                    .build(),
-                ForwardProtocol::HttpProtobuf | ForwardProtocol::HttpJson => {
+                ForwardProtocol::Grpc => {
+                    let mut metadata = MetadataMap::new();
+                    for (k, v) in &options.forward_headers {
+                        if let (Ok(k), Ok(v)) = (
+                            MetadataKey::from_str(&k.to_ascii_lowercase()),
+                            MetadataValue::from_str(v),
+                        ) {
+                            metadata.insert(k, v);
+                        }
+                    }
+                    let mut exporter = MetricExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(base)
+                        .with_timeout(options.forward_timeout)
+                        .with_metadata(metadata);
+                    if let Some(config) = grpc_tls(options)? {
+                        exporter = exporter.with_tls_config(config);
+                    }
+                    Some(exporter.build())
+                }
+                ForwardProtocol::HttpProtobuf | ForwardProtocol::HttpJson if tls => {
+                    super::log::warn(format_args!(
+                        "metrics are not pushed to an https:// OTLP/HTTP destination (they are at GET /metrics); --forward-protocol grpc pushes them over TLS"
+                    ));
+                    None
+                }
+                ForwardProtocol::HttpProtobuf | ForwardProtocol::HttpJson => Some(
                     MetricExporter::builder()
                         .with_http()
                         .with_endpoint(format!("{base}/v1/metrics"))
                         .with_timeout(options.forward_timeout)
-                        .build()
-                }
+                        .with_headers(options.forward_headers.iter().cloned().collect())
+                        .build(),
+                ),
+            };
+            if let Some(exporter) = exporter {
+                let exporter =
+                    exporter.map_err(|e| format!("cannot set up the metrics exporter: {e}"))?;
+                builder = builder.with_reader(
+                    PeriodicReader::builder(exporter)
+                        .with_interval(options.metrics_interval)
+                        .build(),
+                );
             }
-            .map_err(|e| format!("cannot set up the metrics exporter: {e}"))?;
-            builder = builder.with_reader(
-                PeriodicReader::builder(exporter)
-                    .with_interval(options.metrics_interval)
-                    .build(),
-            );
         }
         let provider = builder.build();
         let meter = provider.meter_with_scope(

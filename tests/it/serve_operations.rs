@@ -884,3 +884,77 @@ fn https_destinations_are_verified_with_the_given_ca_and_never_spoken_to_in_clea
         .expect_err("refused");
     assert!(error.to_string().contains("--forward-ca"), "{error}");
 }
+
+/// An OTLP/gRPC destination over TLS: hands each request to the test.
+fn tls_grpc_sink(
+    runtime: &tokio::runtime::Runtime,
+    chain: &[u8],
+    key: &[u8],
+) -> (SocketAddr, mpsc::Receiver<ExportTraceServiceRequest>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use tonic::transport::{Identity, ServerTlsConfig};
+
+    struct Take(Mutex<mpsc::Sender<ExportTraceServiceRequest>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Take {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.lock().expect("lock").send(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    let (send, receive) = mpsc::channel();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let identity = Identity::from_pem(chain, key);
+    runtime.spawn(async move {
+        let server = tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .expect("TLS")
+            .add_service(TraceServiceServer::new(Take(Mutex::new(send))));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let _ = server.serve_with_incoming(incoming).await;
+    });
+    (addr, receive)
+}
+
+#[test]
+fn grpc_over_tls_is_verified_with_the_given_ca() {
+    let Some((ca, chain, key)) = make_certificates() else {
+        eprintln!("skipped: the openssl command could not make the test certificates");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (addr, received) = tls_grpc_sink(&runtime, &chain, &key);
+    let request = request_of(agent_trace(14, 2, 10));
+    let live = start(|o| {
+        o.output = None;
+        o.forward = Some(format!("https://{addr}"));
+        o.forward_protocol = genai_audit::serve::ForwardProtocol::Grpc;
+        o.forward_ca = Some(ca.clone());
+    });
+    assert_eq!(
+        post(
+            live.http(),
+            "application/x-protobuf",
+            None,
+            &request.encode_to_vec()
+        )
+        .status,
+        200
+    );
+    live.stop();
+    let sent = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a gRPC request over TLS");
+    assert_eq!(crate::cli_support::spans_of(&[sent]).len(), 3);
+}
