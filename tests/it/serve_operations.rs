@@ -463,6 +463,12 @@ fn resident_memory_stays_under_the_bound_for_a_burst_and_a_flood() {
     let taken: usize = flood.into_iter().map(|t| t.join().expect("client")).sum();
     assert_eq!(taken, 32);
     let after_flood = peak_rss(child.id());
+    eprintln!(
+        "peak resident memory: {} MiB after the burst, {} MiB after the flood (bound {} MiB)",
+        after_burst >> 20,
+        after_flood >> 20,
+        bound >> 20
+    );
     assert!(after_flood < bound, "flood: peak {after_flood} B");
     terminate(child);
     assert_eq!(exits_within(child, Duration::from_secs(60)).code(), Some(0));
