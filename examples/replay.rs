@@ -1,9 +1,9 @@
-//! Replays a trace script (see `../shared/trace-script-format.md`) through an SDK
+//! Replays a trace script (see `docs/trace-script-format.md`) through an SDK
 //! tracer provider whose only span processor is the audit processor, and prints
 //! what it exported as JSON Lines.
 //!
 //! ```text
-//! cargo run --example replay -- ../shared/traces/hermes-concurrent-fixed.jsonl
+//! cargo run --example replay -- tests/recordings/traces/hermes-concurrent-fixed.jsonl
 //! cargo run --example replay -- - < script.jsonl    # or no argument: stdin
 //! ```
 //!

@@ -123,7 +123,7 @@ print("html_report %s: ok: %d timelines, %d bars, %d findings with their meaning
 PY
 }
 
-shared=(../shared/otlp/*.json ../shared/traces/*.jsonl)
+shared=(tests/recordings/otlp/*.json tests/recordings/traces/*.jsonl)
 scripts=(tests/it/scripts/contamination/*.jsonl)
 check_page recordings --all "${shared[@]}"
 check_page with-findings --all "${shared[@]}" "${scripts[@]}"
@@ -133,7 +133,7 @@ if [[ -n "$screenshot" ]]; then
   # A representative page: a priced run of three concurrent agents (Vercel AI 7) and
   # one with findings (a step closed early).
   "$bin" report --html "$work/shot.html" tests/it/scripts/contamination/early_close.jsonl \
-    ../shared/otlp/vercel-ai7-stream-error-fixed.collector-style.otlp.json
+    tests/recordings/otlp/vercel-ai7-stream-error-fixed.collector-style.otlp.json
   browse --hide-scrollbars --virtual-time-budget=3000 --window-size=1400,1000 \
     --screenshot="$work/shot.png" "file://$work/shot.html" 2>/dev/null
   cp "$work/shot.png" "$screenshot"

@@ -1,4 +1,4 @@
-//! Bounded memory (the design contract (`../shared/DESIGN.md`) §9): one million recognised spans started and never ended,
+//! Bounded memory (the design contract (DESIGN.md) §9): one million recognised spans started and never ended,
 //! with at most 10 000 tracked. The tracked count never exceeds the bound, and every
 //! span pushed out by it is counted `stale`, the rest at shutdown.
 

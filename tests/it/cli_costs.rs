@@ -16,7 +16,7 @@ use crate::cli_support::{self as cli, run, run_with, stderr, stdout, temp_file, 
 const LANGCHAIN: &str = "otlp/langchain-invoke-concurrent.otlp.json";
 
 fn langchain() -> String {
-    cli::shared(LANGCHAIN)
+    cli::recording(LANGCHAIN)
 }
 
 fn code(output: &std::process::Output) -> i32 {
@@ -189,7 +189,7 @@ fn check_by_agent_gives_the_readme_totals() {
 #[test]
 fn check_by_prints_tables_and_keeps_unpriced_calls_apart() {
     // Strands' calls are unpriced (provider and model unknown to the price data).
-    let strands = cli::shared("otlp/strands-concurrent-2agents.otlp.json");
+    let strands = cli::recording("otlp/strands-concurrent-2agents.otlp.json");
     let output = run(&[
         "check",
         "--by",

@@ -1,5 +1,5 @@
 //! `genai-audit` on OTLP JSON made from trace scripts (the six recordings of
-//! `../shared/traces/` and recorded contamination): the same totals and findings as
+//! `tests/recordings/traces/` and recorded contamination): the same totals and findings as
 //! the processor gives replaying the script in-process; exit codes and `--fail-on`.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ const RECORDINGS: [&str; 6] = [
 ];
 
 fn recording(name: &str) -> String {
-    cli::read(&cli::shared(&format!("traces/{name}")))
+    cli::read(&cli::recording(&format!("traces/{name}")))
 }
 
 fn contamination(name: &str) -> String {
@@ -190,7 +190,7 @@ fn a_trace_spread_over_requests_out_of_order_gives_the_same_result() {
 fn the_trace_scripts_themselves_are_read_too() {
     let files: Vec<String> = RECORDINGS
         .iter()
-        .map(|n| cli::shared(&format!("traces/{n}")))
+        .map(|n| cli::recording(&format!("traces/{n}")))
         .collect();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     let (code, summary) = cli::check_json(&files, &[]);

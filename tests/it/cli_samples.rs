@@ -1,4 +1,4 @@
-//! `genai-audit` on the OTLP JSON samples of `../shared/otlp/` (written by the
+//! `genai-audit` on the OTLP JSON samples of `tests/recordings/otlp/` (written by the
 //! JavaScript SDK's serializer, and Collector-style): the totals of the recordings'
 //! README, no findings, and a lossless, idempotent `enrich`.
 
@@ -67,7 +67,7 @@ fn assert_totals(
 #[test]
 fn check_finds_nothing_in_the_samples() {
     for sample in SAMPLES {
-        let path = cli::shared(sample);
+        let path = cli::recording(sample);
         let output = cli::run(&["check", &path]);
         assert_eq!(
             output.status.code(),
@@ -92,7 +92,7 @@ fn check_finds_nothing_in_the_samples() {
 
 #[test]
 fn enrich_gives_the_readme_totals() {
-    let mastra = cli::spans_of(&cli::enrich(&[&cli::shared(SAMPLES[0])], &[]));
+    let mastra = cli::spans_of(&cli::enrich(&[&cli::recording(SAMPLES[0])], &[]));
     assert_totals(&mastra, "cb964256c960cb59", 252, 34, 1, 1);
     assert_totals(&mastra, "989c2642fa90e744", 324, 42, 1, 1);
     assert_totals(&mastra, "779eef4aa9c477a1", 420, 50, 1, 1);
@@ -117,7 +117,7 @@ fn enrich_gives_the_readme_totals() {
         Some("2")
     );
 
-    let langchain = cli::spans_of(&cli::enrich(&[&cli::shared(SAMPLES[1])], &[]));
+    let langchain = cli::spans_of(&cli::enrich(&[&cli::recording(SAMPLES[1])], &[]));
     assert_totals(&langchain, "a0f3b482d15be709", 1098, 74, 2, 1);
     assert_totals(&langchain, "2287bbed58291245", 1274, 84, 2, 1);
     assert_totals(&langchain, "236a53e0e3240c3b", 1466, 94, 2, 1);
@@ -167,7 +167,7 @@ fn assert_only_added(before: &[ExportTraceServiceRequest], after: &[ExportTraceS
 #[test]
 fn enrich_round_trips_losslessly_and_is_idempotent() {
     for sample in SAMPLES {
-        let path = cli::shared(sample);
+        let path = cli::recording(sample);
         let input: Vec<ExportTraceServiceRequest> = cli::parse_lines(&cli::read(&path));
         let once = cli::enrich(&[&path], &[]);
         assert_only_added(&input, &once);
@@ -221,7 +221,7 @@ fn collector_style_forms_are_read() {
     // One request over several lines (an OTLP/HTTP body, pretty-printed).
     let pretty = serde_json::to_string_pretty(
         &serde_json::from_str::<serde_json::Value>(
-            cli::read(&cli::shared(SAMPLES[0]))
+            cli::read(&cli::recording(SAMPLES[0]))
                 .lines()
                 .next()
                 .unwrap_or_default(),

@@ -299,7 +299,7 @@ fn enriching_enriched_output_gives_the_same_bytes() {
         "traces/mastra-generate-concurrent.jsonl",
     ]
     .iter()
-    .map(|p| cli::shared(p))
+    .map(|p| cli::recording(p))
     .collect();
     for script in [
         "shared_counters.jsonl",
@@ -426,7 +426,9 @@ fn every_valid_form_of_otlp_json_is_read() {
 
 #[test]
 fn a_byte_order_mark_and_crlf_read_as_plain_text() {
-    let lines = cli::read(&cli::shared("otlp/langchain-invoke-concurrent.otlp.json"));
+    let lines = cli::read(&cli::recording(
+        "otlp/langchain-invoke-concurrent.otlp.json",
+    ));
     let plain = cli::check_json(&[&temp_file("plain.json", &lines)], &[]).1;
     let crlf = format!("\u{feff}{}", lines.replace('\n', "\r\n"));
     let (code, summary) = cli::check_json(&[&temp_file("bom.json", &crlf)], &[]);
@@ -434,7 +436,7 @@ fn a_byte_order_mark_and_crlf_read_as_plain_text() {
     assert_eq!(summary, plain);
     let script = format!(
         "\u{feff}{}",
-        cli::read(&cli::shared("traces/hermes-concurrent-fixed.jsonl")).replace('\n', "\r\n")
+        cli::read(&cli::recording("traces/hermes-concurrent-fixed.jsonl")).replace('\n', "\r\n")
     );
     let (code, summary) = cli::check_json(&[&temp_file("bom.jsonl", &script)], &[]);
     assert_eq!((code, summary["invocations"].as_u64()), (0, Some(2)));
@@ -525,8 +527,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn protobuf_and_gzip_give_the_spans_of_the_json_form() {
     for name in ["openai-agents-concurrent", "strands-concurrent-2agents"] {
-        let json = cli::shared(&format!("otlp/{name}.otlp.json"));
-        let pb = cli::shared(&format!("otlp/{name}.otlp.pb"));
+        let json = cli::recording(&format!("otlp/{name}.otlp.json"));
+        let pb = cli::recording(&format!("otlp/{name}.otlp.pb"));
         let expected = audited(&cli::enrich(&[&json], &[]));
         assert!(!expected.is_empty());
         let body = std::fs::read(&pb).expect("read pb");
@@ -555,7 +557,7 @@ fn protobuf_and_gzip_give_the_spans_of_the_json_form() {
 
 #[test]
 fn every_invalid_setting_is_refused() {
-    let file = cli::shared("otlp/strands-concurrent-2agents.otlp.json");
+    let file = cli::recording("otlp/strands-concurrent-2agents.otlp.json");
     let refused = |args: &[&str], env: &[(&str, &str)], says: &str| {
         let mut all = vec!["check", file.as_str()];
         all.extend_from_slice(args);

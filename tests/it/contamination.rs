@@ -1,4 +1,4 @@
-//! Cross-invocation contamination (the design contract, `../shared/DESIGN.md` §6):
+//! Cross-invocation contamination (the design contract, DESIGN.md §6):
 //! trace scripts of each symptom of concurrent invocations of one shared agent
 //! overwriting each other's telemetry state, with the exact findings under the policy
 //! `flag`, and the exact repaired values and `genai_audit.reported.*` originals under

@@ -1,4 +1,4 @@
-//! The real recordings in `../shared/traces/` (instrumentations that handle concurrency
+//! The real recordings in `tests/recordings/traces/` (instrumentations that handle concurrency
 //! correctly) under both contamination policies: no finding, no metric point, no
 //! `genai_audit.reported.*` key, the per-invocation totals of their README, the usage
 //! and response ids the agents reported left as they were, and under `repair` exactly
@@ -13,7 +13,10 @@ use genai_audit::ContaminationPolicy;
 const POLICIES: [ContaminationPolicy; 2] = [ContaminationPolicy::Flag, ContaminationPolicy::Repair];
 
 fn replay(file: &str, policy: ContaminationPolicy) -> (Harness, Replayed) {
-    let path = format!("{}/../shared/traces/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/recordings/traces/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let h = Harness::with(|b| b.contamination_policy(policy));
     let r = h.replay(&text);

@@ -1,4 +1,4 @@
-//! Each convention of the design contract (`../shared/DESIGN.md`) §2 recognised from a small script, with usage read from
+//! Each convention of the design contract (DESIGN.md) §2 recognised from a small script, with usage read from
 //! that convention's keys and rolled up to the invocation.
 
 use crate::common;
@@ -62,7 +62,7 @@ fn opentelemetry_genai() {
         r.f64("llm", "genai_audit.cost_usd"),
         direct_price(Some("openai"), "gpt-4o-2024-08-06", 100, 10, T + 3)
     );
-    // Embeddings are priced on their own span; only generations roll up (the design contract (`../shared/DESIGN.md`) §3).
+    // Embeddings are priced on their own span; only generations roll up (the design contract (DESIGN.md) §3).
     assert!(r.f64("emb", "genai_audit.cost_usd") > 0.0);
     for label in ["wf", "inv", "plan"] {
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Roles known only at end count fully: totals on every recognised ancestor, step
 //! positions, `partial`, `late_end` and the contamination checks, whether a role was
 //! known at a span's start or only at its end, through non-recognised spans. The six
-//! recordings in `../shared/traces/` under both leak and both contamination policies
+//! recordings in `tests/recordings/traces/` under both leak and both contamination policies
 //! (the totals of their README, no finding), and trace scripts of our own.
 
 use crate::common;
@@ -25,7 +25,10 @@ fn harness(leak: LeakPolicy, contamination: ContaminationPolicy) -> Harness {
 }
 
 fn recording(file: &str) -> String {
-    let path = format!("{}/../shared/traces/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/recordings/traces/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

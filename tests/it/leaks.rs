@@ -2,7 +2,7 @@
 //! ends (leak policies `flag` and `close`), spans forgotten or held forever (stale at
 //! shutdown), spans ended twice, unknown parents, late starts, and eviction by age with
 //! a controllable clock. Expected values follow the design contract
-//! (`../shared/DESIGN.md`) §6.
+//! (DESIGN.md) §6.
 
 use crate::common;
 

@@ -1,4 +1,4 @@
-//! The `genai_audit.findings` counter (the design contract (`../shared/DESIGN.md`) §7): every finding code is counted with
+//! The `genai_audit.findings` counter (the design contract (DESIGN.md) §7): every finding code is counted with
 //! its role and repair flag, with exact counts, each driven by a small trace script;
 //! and what the spans say in `genai_audit.findings` agrees with the metric.
 

@@ -1,5 +1,5 @@
 //! Without a meter provider given to the builder, no instrument is created, not even on
-//! the global meter provider (the design contract (`../shared/DESIGN.md`) §7: the metrics are on "when enabled in the
+//! the global meter provider (the design contract (DESIGN.md) §7: the metrics are on "when enabled in the
 //! builder"). This binary sets the global meter provider, so it has this test alone.
 
 use crate::common;

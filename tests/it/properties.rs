@@ -4,7 +4,7 @@
 //! that are not gen-ai).
 //!
 //! Every case is a random forest of spans (depth up to 5, any fan-out) whose names and
-//! attributes come from every convention the processor reads (the design contract, `../shared/DESIGN.md` §2), with usage
+//! attributes come from every convention the processor reads (the design contract, DESIGN.md §2), with usage
 //! and reported costs full of junk (§3, §4), attributes set at start or only at end,
 //! parents ending before children, spans ended twice, dropped without `end()` or never
 //! ended; a random leak and contamination policy, capacity (1..=65536, biased small),

@@ -65,7 +65,7 @@ const OPENAI_AGENTS_TRUTH: Truth = [
 ];
 
 fn script(recording: &str) -> String {
-    cli::read(&cli::shared(&format!("traces/{recording}.jsonl")))
+    cli::read(&cli::recording(&format!("traces/{recording}.jsonl")))
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn through_the_command(recording: &str, truth: &Truth) -> Vec<serde_json::Value>
         format!("otlp/{recording}.otlp.json"),
         format!("otlp/{recording}.otlp.pb"),
     ] {
-        let path = cli::shared(&file);
+        let path = cli::recording(&file);
         let (code, summary) = cli::check_json(&[&path], &[]);
         assert_eq!(
             (code, summary["findings_total"].as_u64()),

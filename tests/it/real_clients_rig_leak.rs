@@ -1,6 +1,6 @@
 //! A rig run that is polled once and then `std::mem::forget`-ed leaves its
 //! `invoke_agent` and `chat` spans started and never ended: they never reach
-//! `on_end`. The audit processor must still report them (the design contract (`../shared/DESIGN.md`) §1, §6 `stale`, §9):
+//! `on_end`. The audit processor must still report them (the design contract (DESIGN.md) §1, §6 `stale`, §9):
 //! at `provider.shutdown()` every span still tracked is evicted as `stale`, and so is
 //! a span older than the maximum age, checked on later span starts.
 //!

@@ -1,4 +1,4 @@
-//! The real recordings in `../shared/traces/` (correct instrumentations): every span
+//! The real recordings in `tests/recordings/traces/` (correct instrumentations): every span
 //! recognised as its README says, no findings, and the per-invocation totals of the
 //! README.
 
@@ -7,7 +7,10 @@ use crate::common;
 use common::Harness;
 
 fn replay(file: &str) -> common::Replayed {
-    let path = format!("{}/../shared/traces/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/recordings/traces/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     Harness::new().replay(&text)
 }

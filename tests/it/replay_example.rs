@@ -32,7 +32,7 @@ const TRACE_FILES: [&str; 3] = [
 
 fn trace_path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces")
+        .join("tests/recordings/traces")
         .join(file)
 }
 

@@ -219,7 +219,7 @@ fn concurrent_invocations_on_many_threads_get_exact_totals() {
 
 #[test]
 fn usage_reported_on_non_generation_spans_is_never_rolled_up() {
-    // the design contract (`../shared/DESIGN.md`) §3: an agent's or a step's own reported usage is what contamination checks
+    // the design contract (DESIGN.md) §3: an agent's or a step's own reported usage is what contamination checks
     // compare against; only generations roll up.
     let r = Harness::new().replay(
         r#"
@@ -249,7 +249,7 @@ fn usage_reported_on_non_generation_spans_is_never_rolled_up() {
 
 #[test]
 fn a_span_is_classified_again_from_its_final_attributes() {
-    // the design contract (`../shared/DESIGN.md`) §2: recognised at start from name and start attributes, decided again at
+    // the design contract (DESIGN.md) §2: recognised at start from name and start attributes, decided again at
     // end. `call` names no role at start; its attributes at end make it a generation,
     // and it still rolls up, because it was tracked under its invocation.
     let r = Harness::new().replay(
@@ -276,7 +276,7 @@ fn a_span_is_classified_again_from_its_final_attributes() {
 
 #[test]
 fn spans_without_a_recognised_ancestor_leave_no_state() {
-    // the design contract (`../shared/DESIGN.md`) §9: the fast path keeps nothing. Open non-gen-ai spans are not tracked;
+    // the design contract (DESIGN.md) §9: the fast path keeps nothing. Open non-gen-ai spans are not tracked;
     // an open invocation and what is under it are.
     let h = Harness::new();
     let tracer = h.tracer();
@@ -299,7 +299,7 @@ fn spans_without_a_recognised_ancestor_leave_no_state() {
     drop(db);
     drop(cx);
     assert_eq!(h.metric("genai_audit.spans.tracked"), vec![(vec![], 0.0)]);
-    // Instruments live in the scope the design contract (`../shared/DESIGN.md`) §7 names, with the crate's version.
+    // Instruments live in the scope the design contract (DESIGN.md) §7 names, with the crate's version.
     assert_eq!(
         h.metric_scopes(),
         vec![(

@@ -26,7 +26,10 @@ const TRACE_FILES: [&str; 3] = [
 ];
 
 fn read_trace(file: &str) -> String {
-    let path = format!("{}/../shared/traces/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/recordings/traces/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 

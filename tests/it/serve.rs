@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use prost::Message;
 
-use crate::cli_support::{attr, enrich, findings, parse_lines, read, shared, spans_of};
+use crate::cli_support::{attr, enrich, findings, parse_lines, read, recording, spans_of};
 use crate::http_support::{Response, Server as Sink};
 use crate::serve_support::{by_id, eventually, post, post_json_lines, request, start};
 
@@ -180,7 +180,7 @@ fn the_rust_otlp_exporters_over_http_and_grpc_are_audited() {
 fn answers_as_an_otlp_receiver_does() {
     let live = start(|o| o.max_request_bytes = 64 << 10);
     let addr = live.http();
-    let line = read(&shared(RECORDINGS[0]));
+    let line = read(&recording(RECORDINGS[0]));
     let line = line.lines().next().expect("a request");
     // JSON: 200 with a JSON ExportTraceServiceResponse, no partial success.
     let answer = post(addr, "application/json", None, line.as_bytes());
@@ -274,13 +274,13 @@ fn request_spans(line: &str) -> usize {
 
 #[test]
 fn the_recordings_posted_live_equal_enrich_of_the_same_file() {
-    for recording in &RECORDINGS {
-        let path = shared(recording);
+    for name in &RECORDINGS {
+        let path = recording(name);
         let expected = by_id(&enrich(&[&path], &[]));
         // As JSON bodies, one request a line.
         let live = start(|_| {});
         post_json_lines(live.http(), &read(&path));
-        assert_eq!(by_id(&live.stop()), expected, "{recording} as JSON");
+        assert_eq!(by_id(&live.stop()), expected, "{name} as JSON");
         // As protobuf bodies.
         let live = start(|_| {});
         for request in parse_lines(&read(&path)) {
@@ -292,11 +292,11 @@ fn the_recordings_posted_live_equal_enrich_of_the_same_file() {
             );
             assert_eq!(answer.status, 200);
         }
-        assert_eq!(by_id(&live.stop()), expected, "{recording} as protobuf");
+        assert_eq!(by_id(&live.stop()), expected, "{name} as protobuf");
     }
     // The Python exporter's own body, and its ground truth: no findings.
     let live = start(|_| {});
-    let body = std::fs::read(shared("otlp/strands-concurrent-2agents.otlp.pb")).expect("body");
+    let body = std::fs::read(recording("otlp/strands-concurrent-2agents.otlp.pb")).expect("body");
     assert_eq!(
         post(live.http(), "application/x-protobuf", None, &body).status,
         200
@@ -305,7 +305,7 @@ fn the_recordings_posted_live_equal_enrich_of_the_same_file() {
     assert_eq!(
         by_id(&sent),
         by_id(&enrich(
-            &[&shared("otlp/strands-concurrent-2agents.otlp.pb")],
+            &[&recording("otlp/strands-concurrent-2agents.otlp.pb")],
             &[]
         ))
     );
@@ -314,8 +314,8 @@ fn the_recordings_posted_live_equal_enrich_of_the_same_file() {
 
 #[test]
 fn two_instances_given_half_the_traces_each_send_what_one_sends() {
-    for recording in &RECORDINGS {
-        let requests = parse_lines(&read(&shared(recording)));
+    for name in &RECORDINGS {
+        let requests = parse_lines(&read(&recording(name)));
         let one = start(|_| {});
         let halves = [start(|_| {}), start(|_| {})];
         for request in &requests {
@@ -352,13 +352,13 @@ fn two_instances_given_half_the_traces_each_send_what_one_sends() {
         let [a, b] = halves;
         let mut both = by_id(&a.stop());
         both.extend(by_id(&b.stop()));
-        assert_eq!(both, by_id(&one.stop()), "{recording}");
+        assert_eq!(both, by_id(&one.stop()), "{name}");
     }
 }
 
 #[test]
 fn over_the_memory_bound_it_answers_503_and_takes_the_retry() {
-    let path = shared(RECORDINGS[0]);
+    let path = recording(RECORDINGS[0]);
     // One request per trace, so that each is complete when it is taken.
     let bodies: Vec<Vec<u8>> = per_trace(&parse_lines(&read(&path)))
         .iter()
@@ -426,7 +426,7 @@ fn a_destination_that_fails_then_recovers_gets_every_span_once() {
         content_type: "application/x-protobuf",
         body: Vec::new(),
     });
-    let path = shared(RECORDINGS[1]);
+    let path = recording(RECORDINGS[1]);
     let live = start(|o| {
         o.forward = Some(sink.url());
         o.output = None;
@@ -511,7 +511,7 @@ fn sigterm_with_traces_held_sends_them_all_and_exits_0() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.trim_end_matches(',').parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let path = shared(RECORDINGS[2]);
+    let path = recording(RECORDINGS[2]);
     post_json_lines(addr, &read(&path));
     // Held (the wait is an hour): nothing written yet.
     assert_eq!(std::fs::read_to_string(&output).unwrap_or_default(), "");
@@ -531,7 +531,7 @@ fn sigterm_with_traces_held_sends_them_all_and_exits_0() {
 
 #[test]
 fn a_late_span_is_sent_alone_without_a_false_missing_parent() {
-    let path = shared(RECORDINGS[0]);
+    let path = recording(RECORDINGS[0]);
     let requests = parse_lines(&read(&path));
     let mut spans = spans_of(&requests);
     // Hold back one span whose parent is in the input (not a root).
@@ -605,7 +605,7 @@ fn a_late_span_is_sent_alone_without_a_false_missing_parent() {
 #[test]
 fn grpc_answers_as_an_otlp_receiver_does() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    let requests = parse_lines(&read(&shared(RECORDINGS[0])));
+    let requests = parse_lines(&read(&recording(RECORDINGS[0])));
     let largest = requests
         .iter()
         .map(|r| r.encode_to_vec().len())
@@ -654,7 +654,7 @@ fn grpc_answers_as_an_otlp_receiver_does() {
 
 #[test]
 fn forwards_over_grpc_and_http_json_with_headers() {
-    let path = shared(RECORDINGS[3]);
+    let path = recording(RECORDINGS[3]);
     let expected = by_id(&enrich(&[&path], &[]));
     // Over gRPC to a second instance, which writes what it gets (its own audit of
     // audited spans changes nothing: an earlier audit's keys are read back first).
@@ -759,8 +759,8 @@ fn any_cut_of_the_recordings_into_requests_is_sent_as_enrich_writes_it() {
     // Seeded: 5 recordings × 4 cuts, each posted in order, as protobuf or JSON at
     // random, and compared with `enrich` of the same requests written as a file.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for recording in &RECORDINGS {
-        let requests = parse_lines(&read(&shared(recording)));
+    for name in &RECORDINGS {
+        let requests = parse_lines(&read(&recording(name)));
         for case in 0..4 {
             let cut = recut(&requests, &mut rng);
             let file =
@@ -781,7 +781,7 @@ fn any_cut_of_the_recordings_into_requests_is_sent_as_enrich_writes_it() {
                 };
                 assert_eq!(answer.status, 200);
             }
-            assert_eq!(by_id(&live.stop()), expected, "{recording}, cut {case}");
+            assert_eq!(by_id(&live.stop()), expected, "{name}, cut {case}");
         }
     }
 }
@@ -790,7 +790,7 @@ fn any_cut_of_the_recordings_into_requests_is_sent_as_enrich_writes_it() {
 fn doubles_with_no_json_number_form_are_kept_by_enrich_and_serve() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as OtlpKeyValue};
-    let mut request = parse_lines(&read(&shared(RECORDINGS[0]))).remove(0);
+    let mut request = parse_lines(&read(&recording(RECORDINGS[0]))).remove(0);
     let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
     for (key, d) in [
         ("nan", f64::NAN),
@@ -850,7 +850,7 @@ fn spans_that_cannot_be_written_are_counted_as_dropped() {
         eprintln!("skipped: no /dev/full on this system");
         return;
     }
-    let path = shared(RECORDINGS[3]);
+    let path = recording(RECORDINGS[3]);
     let spans = spans_of(&parse_lines(&read(&path))).len();
     let live = start(|o| {
         o.output = Some("/dev/full".into());
@@ -876,7 +876,7 @@ fn spans_that_cannot_be_written_are_counted_as_dropped() {
 #[test]
 fn a_trace_whose_root_never_comes_is_sent_at_its_age_with_missing_parent() {
     // The recording without its roots: every trace waits for a root that never comes.
-    let mut requests = parse_lines(&read(&shared(RECORDINGS[0])));
+    let mut requests = parse_lines(&read(&recording(RECORDINGS[0])));
     for rs in requests.iter_mut().flat_map(|r| &mut r.resource_spans) {
         for ss in &mut rs.scope_spans {
             ss.spans.retain(|s| !s.parent_span_id.is_empty());

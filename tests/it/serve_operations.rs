@@ -2,7 +2,7 @@
 //! slow and silent connections, the memory bound under bursts and floods, parts of a
 //! trace in any order, oversized gRPC messages, hanging and slow destinations, and
 //! HTTPS forwarding. Every test talks to real sockets on loopback and is bounded in
-//! time; the bounds asserted are the contract's (`../shared/DESIGN.md` §10–§11), with
+//! time; the bounds asserted are the contract's (DESIGN.md §10–§11), with
 //! room for a loaded machine.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-use crate::cli_support::{enrich, findings, json_lines, parse_lines, read, shared, temp_path};
+use crate::cli_support::{enrich, findings, json_lines, parse_lines, read, recording, temp_path};
 use crate::http_support::{Response as SinkResponse, Server as Sink};
 use crate::serve_support::{by_id, post, request, start};
 
@@ -532,8 +532,8 @@ fn the_recordings_posted_concurrently_in_any_order_are_sent_as_enrich_writes_the
         seed ^= seed << 17;
         (seed % n as u64) as usize
     };
-    for recording in RECORDINGS {
-        let requests = parse_lines(&read(&shared(recording)));
+    for name in RECORDINGS {
+        let requests = parse_lines(&read(&recording(name)));
         let mut cut = Vec::new();
         for request in &requests {
             for rs in &request.resource_spans {
@@ -586,7 +586,7 @@ fn the_recordings_posted_concurrently_in_any_order_are_sent_as_enrich_writes_the
         for client in clients {
             client.join().expect("client");
         }
-        assert_eq!(by_id(&live.stop()), expected, "{recording}");
+        assert_eq!(by_id(&live.stop()), expected, "{name}");
     }
 }
 

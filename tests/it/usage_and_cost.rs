@@ -1,4 +1,4 @@
-//! Usage edge cases (the design contract (`../shared/DESIGN.md`) §3) and cost edge cases (the design contract (`../shared/DESIGN.md`) §4), through a real
+//! Usage edge cases (the design contract (DESIGN.md) §3) and cost edge cases (the design contract (DESIGN.md) §4), through a real
 //! tracer provider.
 
 use crate::common;

@@ -53,8 +53,8 @@ pub fn temp_file(name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-pub fn shared(path: &str) -> String {
-    format!("{}/../shared/{path}", env!("CARGO_MANIFEST_DIR"))
+pub fn recording(path: &str) -> String {
+    format!("{}/tests/recordings/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 pub fn read(path: &str) -> String {
