@@ -678,11 +678,8 @@ fn forwards_over_grpc_and_http_json_with_headers() {
     });
     post_json_lines(live.http(), &read(&path));
     live.stop();
-    let traces: Vec<_> = sink
-        .received()
-        .into_iter()
-        .filter(|r| r.path == "/v1/traces")
-        .collect();
+    let received = sink.received();
+    let traces: Vec<_> = received.iter().filter(|r| r.path == "/v1/traces").collect();
     assert!(!traces.is_empty());
     for request in &traces {
         assert_eq!(request.header("content-type"), Some("application/json"));
@@ -693,6 +690,15 @@ fn forwards_over_grpc_and_http_json_with_headers() {
         .map(|r| parse_lines(&String::from_utf8_lossy(&r.body)).remove(0))
         .collect();
     assert_eq!(by_id(&sent), expected);
+    // The metrics pushed at shutdown carry the header too.
+    let metrics: Vec<_> = received
+        .iter()
+        .filter(|r| r.path == "/v1/metrics")
+        .collect();
+    assert!(!metrics.is_empty(), "no metrics pushed");
+    for request in &metrics {
+        assert_eq!(request.header("authorization"), Some("Bearer s3cret"));
+    }
 }
 
 /// A small deterministic generator (xorshift), so that the cases are reproducible.
