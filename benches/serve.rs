@@ -376,9 +376,62 @@ fn memory(runtime: &tokio::runtime::Runtime, sink_addr: SocketAddr) {
     runtime.block_on(server.shutdown());
 }
 
+/// The operator's view of the 8-client shape: clients posting without pause for
+/// `SOAK` with serve's default `--wait` (5 s), then the drain; spans accepted and
+/// forwarded per second, as the process's counters and the sink see them.
+fn soak(runtime: &tokio::runtime::Runtime, sink_addr: SocketAddr, count: &AtomicUsize) {
+    const SOAK: Duration = Duration::from_secs(20);
+    let server = serve(runtime, sink_addr, Duration::from_secs(5));
+    let addr = server.http_addr();
+    let shape = EIGHT_CLIENTS;
+    let before = count.load(Ordering::Relaxed);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut clients = tokio::task::JoinSet::new();
+        for client in 0..shape.connections {
+            let accepted = Arc::clone(&accepted);
+            clients.spawn(async move {
+                let mut n = 0;
+                while started.elapsed() < SOAK {
+                    // Distinct traces per client and request.
+                    let first = 10_000_000 + client * 1_000_000 + n;
+                    let bodies = requests(shape, first, 1);
+                    post_all(addr, &bodies, 1).await;
+                    accepted.fetch_add(shape.spans_per_request(), Ordering::Relaxed);
+                    n += 1;
+                }
+            });
+        }
+        while clients.join_next().await.is_some() {}
+    });
+    let posting = started.elapsed();
+    let forwarded_while_posting = count.load(Ordering::Relaxed) - before;
+    let total = accepted.load(Ordering::Relaxed);
+    runtime.block_on(until(count, before + total));
+    let all = started.elapsed();
+    println!(
+        "soak, 8 clients x 512-span requests for {posting:.1?} (--wait 5s): accepted {total} spans, {:.0} spans/s; forwarded {:.0} spans/s while posting, all {total} forwarded after {all:.1?}: {:.0} spans/s overall",
+        total as f64 / posting.as_secs_f64(),
+        forwarded_while_posting as f64 / posting.as_secs_f64(),
+        total as f64 / all.as_secs_f64(),
+    );
+    runtime.block_on(server.shutdown());
+}
+
 criterion_group!(benches, criterion_serve);
 
 fn main() {
+    if std::env::args().any(|a| a == "soak") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (sink_addr, count) = runtime.block_on(sink());
+        soak(&runtime, sink_addr, &count);
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
