@@ -18,7 +18,9 @@ use prost::Message;
 
 use crate::cli_support::{attr, enrich, findings, parse_lines, read, recording, spans_of};
 use crate::http_support::{Response, Server as Sink};
-use crate::serve_support::{by_id, eventually, post, post_json_lines, request, start};
+use crate::serve_support::{
+    by_id, eventually, post, post_json_lines, request, spawn_serve, start, terminate,
+};
 
 /// The recordings of third-party instrumentations, as OTLP JSON lines.
 const RECORDINGS: [&str; 5] = [
@@ -482,44 +484,15 @@ fn a_destination_that_fails_then_recovers_gets_every_span_once() {
 
 #[test]
 fn sigterm_with_traces_held_sends_them_all_and_exits_0() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let output = crate::cli_support::temp_path("sigterm.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genai-audit"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "off",
-            "--wait",
-            "1h",
-            "--output",
-        ])
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the address line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.trim_end_matches(',').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let output_arg = output.to_string_lossy().into_owned();
+    let (mut child, addr, _, mut stderr) =
+        spawn_serve(&["--wait", "1h", "--output", &output_arg], false);
     let path = recording(RECORDINGS[2]);
     post_json_lines(addr, &read(&path));
     // Held (the wait is an hour): nothing written yet.
     assert_eq!(std::fs::read_to_string(&output).unwrap_or_default(), "");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    terminate(&child);
     let status = child.wait().expect("serve ends");
     assert_eq!(status.code(), Some(0));
     let mut rest = String::new();

@@ -5,9 +5,9 @@
 //! time; the bounds asserted are the contract's (DESIGN.md §10–§11), with
 //! room for a loaded machine.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use prost::Message;
 
 use crate::cli_support::{enrich, findings, json_lines, parse_lines, read, recording, temp_path};
 use crate::http_support::{Response as SinkResponse, Server as Sink};
-use crate::serve_support::{by_id, post, request, start};
+use crate::serve_support::{
+    by_id, exits_within, post, request, spawn_serve, start, terminate, Running,
+};
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -97,77 +99,6 @@ fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
             }],
             ..ResourceSpans::default()
         }],
-    }
-}
-
-/// The command started as `serve` with `args` on loopback ports (gRPC too when
-/// `grpc`); returns it, its addresses and its standard error.
-fn spawn_serve(
-    args: &[&str],
-    grpc: bool,
-) -> (
-    Child,
-    SocketAddr,
-    Option<SocketAddr>,
-    BufReader<ChildStderr>,
-) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_genai-audit"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen"]);
-    command.arg(if grpc { "127.0.0.1:0" } else { "off" });
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the address line");
-    let http = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.trim_end_matches(',').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let grpc = line
-        .split("OTLP/gRPC on ")
-        .nth(1)
-        .and_then(|a| a.trim().parse().ok());
-    (child, http, grpc, stderr)
-}
-
-fn terminate(child: &Child) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-}
-
-/// Waits for `child` to exit, for at most `limit` (then kills it and fails).
-fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running {limit:?} after the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child process killed when the test ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

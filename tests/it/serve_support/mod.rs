@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use genai_audit::serve::{ServeOptions, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -242,4 +243,75 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("never happened: {what}");
+}
+
+/// The command started as `serve` with `args` on loopback ports (gRPC too when
+/// `grpc`); returns it, its addresses and its standard error.
+pub fn spawn_serve(
+    args: &[&str],
+    grpc: bool,
+) -> (
+    Child,
+    SocketAddr,
+    Option<SocketAddr>,
+    BufReader<ChildStderr>,
+) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_genai-audit"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen"]);
+    command.arg(if grpc { "127.0.0.1:0" } else { "off" });
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the address line");
+    let http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let grpc = line
+        .split("OTLP/gRPC on ")
+        .nth(1)
+        .and_then(|a| a.trim().parse().ok());
+    (child, http, grpc, stderr)
+}
+
+pub fn terminate(child: &Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
+/// Waits for `child` to exit, for at most `limit` (then kills it and fails).
+pub fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running {limit:?} after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed when the test ends, passed or not.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
