@@ -429,6 +429,77 @@ fn prices_prints_the_pricing_modules_rates() {
     assert!(text.contains(&input), "{text}");
 }
 
+/// `genai-audit prices` finds a model whose id names its provider, without
+/// `--provider`, as the audit prices its calls.
+#[test]
+fn prices_of_ids_that_name_their_provider() {
+    for (model, matched, input, output) in [
+        (
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.3,
+            16.5,
+        ),
+        (
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.3,
+            16.5,
+        ),
+        (
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.0,
+            15.0,
+        ),
+        (
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "aws/regional.anthropic.claude-3-5-haiku-20241022-v1:0",
+            0.8,
+            4.0,
+        ),
+        (
+            "us.amazon.nova-pro-v1:0",
+            "aws/amazon.nova-pro-v1:0",
+            0.8,
+            3.2,
+        ),
+        (
+            "publishers/google/models/gemini-2.5-flash",
+            "google/gemini-2.5-flash",
+            0.3,
+            2.5,
+        ),
+        ("openai/gpt-4o-mini", "openai/gpt-4o-mini", 0.15, 0.6),
+        (
+            "anthropic/claude-sonnet-4-5",
+            "anthropic/claude-sonnet-4-5",
+            3.0,
+            15.0,
+        ),
+    ] {
+        let output_ = run(&["prices", model, "--at", "2025-10-09", "--json"]);
+        assert_eq!(code(&output_), 0, "{model}: {}", stderr(&output_));
+        let json = json_of(&output_);
+        assert_eq!(json["matched"], matched, "{model}");
+        assert_eq!(
+            json["tiers"][0]["input_per_million"].as_f64(),
+            Some(input),
+            "{model}"
+        );
+        assert_eq!(
+            json["tiers"][0]["output_per_million"].as_f64(),
+            Some(output),
+            "{model}"
+        );
+    }
+    // A fake id of the same shapes has no price.
+    for model in ["us.anthropic.fake-model-v1:0", "openai/fake-model"] {
+        let output = run(&["prices", model]);
+        assert_eq!(code(&output), 1, "{model}");
+    }
+}
+
 #[test]
 fn prices_of_an_unknown_model_says_no_price() {
     let output = run(&["prices", "no-such-model-xyz"]);
