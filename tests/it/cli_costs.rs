@@ -255,7 +255,10 @@ fn check_by_prints_tables_and_keeps_unpriced_calls_apart() {
     assert_eq!(rows[0]["calls"], 4);
     assert_eq!(rows[0]["unpriced_calls"], 0);
     let cost = rows[0]["cost_usd"].as_f64().expect("priced");
-    assert!((cost - (572.0 * 3.3 + 70.0 * 16.5) / 1e6).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (572.0 * 3.3 + 70.0 * 16.5) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
 
     let output = run(&["check", "--by", "price", &langchain()]);
     assert_eq!(code(&output), 2, "an unknown grouping is a usage error");

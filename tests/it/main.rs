@@ -56,3 +56,4 @@ mod script_format;
 mod serve;
 mod tracing_bridge;
 mod usage_and_cost;
+mod wrapped_generations;
