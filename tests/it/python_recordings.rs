@@ -237,3 +237,83 @@ fn autogen_through_the_command() {
         (6, 0, &[]),
     );
 }
+
+/// DSPy 3.4.1 `ReAct` + openinference-instrumentation-dspy 0.1.48 and -litellm 0.1.51:
+/// the root `ReAct.aforward` `CHAIN` is the invocation; each model call is DSPy's
+/// `LM.acall` (`LLM`, no usage) around LiteLLM's `acompletion` (`LLM`, usage), counted
+/// once (three calls a run: the tool choice, `finish`, the extract step). The cancelled
+/// run C's call has usage on neither span: it counts once, on `LM.acall`, unpriced.
+const DSPY: [Truth; 3] = [
+    ("5df650447c43ed1f", 383, 41, 3, 2, 0, &[]),
+    ("ffbc181c74b684c3", 529, 71, 3, 2, 0, &[]),
+    ("ed82a743300432f2", 0, 0, 1, 0, 0, &[]),
+];
+
+/// The counted calls of DSPy's runs A and B, in end order: (span, cumulative
+/// generations, cumulative input, cumulative output).
+const DSPY_CALLS: [(&str, i64, i64, i64); 6] = [
+    ("d619a1ef58f6dc12", 1, 101, 11),
+    ("f6884f0ba39221dc", 2, 234, 28),
+    ("6c810d4eede9238a", 3, 383, 41),
+    ("4e4b75dea7bf6ff5", 1, 157, 19),
+    ("428527791af12bc6", 2, 338, 42),
+    ("1d8df9c097fd4a43", 3, 529, 71),
+];
+
+/// The spans of DSPy's calls that are not counted: every `LM.acall` of runs A and B,
+/// and run C's `acompletion`.
+const DSPY_WRAPPERS: [&str; 7] = [
+    "19fc3a1f18201275",
+    "c7f4d9decd927bc1",
+    "eaf95a669d2554c2",
+    "ff2d9d7cf4694ba8",
+    "75ab6074aaf96ff0",
+    "b493c09641ce05ec",
+    "aa245072740f7cf2",
+];
+
+#[test]
+fn dspy_in_process() {
+    in_process("dspy", "dspy-concurrent.jsonl", &DSPY);
+    let r = Harness::new().replay(&cli::read(&recording("dspy", "dspy-concurrent.jsonl")));
+    for (span, generations, input, output) in DSPY_CALLS {
+        assert_eq!(r.attr(span, "genai_audit.wrapper"), None, "{span}");
+        assert_eq!(
+            (
+                r.i64(span, "genai_audit.cumulative.generations"),
+                r.i64(span, "genai_audit.cumulative.input_tokens"),
+                r.i64(span, "genai_audit.cumulative.output_tokens"),
+            ),
+            (generations, input, output),
+            "{span}"
+        );
+        // A fake model (`fake/fake-react-model`): unpriced, never $0.
+        assert!(r.bool(span, "genai_audit.cost.unpriced"), "{span}");
+    }
+    for span in DSPY_WRAPPERS {
+        assert_eq!(r.string(span, "genai_audit.role"), "generation", "{span}");
+        assert!(r.bool(span, "genai_audit.wrapper"), "{span}");
+        assert_eq!(r.attr(span, "genai_audit.cost.unpriced"), None, "{span}");
+        assert_eq!(r.attr(span, "genai_audit.cumulative.generations"), None);
+    }
+    assert_eq!(
+        r.i64("11271a81e05dce6b", "genai_audit.cumulative.generations"),
+        1
+    );
+}
+
+#[test]
+fn dspy_through_the_command() {
+    through_the_command(
+        "dspy",
+        &["dspy-concurrent.jsonl", "dspy-concurrent.otlp.json"],
+        &DSPY,
+        (3, 0, &[]),
+    );
+    // The summary counts each call once: 3 + 3 + 1.
+    for file in ["dspy-concurrent.jsonl", "dspy-concurrent.otlp.json"] {
+        let (_, json) = cli::check_json(&[&recording("dspy", file)], &[]);
+        assert_eq!(json["generations"].as_u64(), Some(7), "{file}");
+        assert_eq!(json["unpriced_generations"].as_u64(), Some(7), "{file}");
+    }
+}
