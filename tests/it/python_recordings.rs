@@ -317,3 +317,42 @@ fn dspy_through_the_command() {
         assert_eq!(json["unpriced_generations"].as_u64(), Some(7), "{file}");
     }
 }
+
+/// PydanticAI 2.78 (pydantic-ai-slim, its own instrumentation through the
+/// `Instrumentation` capability): clean for the two concurrent runs (the agent's
+/// `gen_ai.aggregated_usage.*` is not usage the audit compares); the cancelled run C
+/// ends its agent span before its chat span: `unclosed_child` on the run, `late_end` on
+/// the call.
+const PYDANTIC_AI: [Truth; 2] = [
+    ("1c3a76f0b09d975c", 234, 28, 2, 1, 0, &[]),
+    ("0e2b4c239490e6ba", 338, 42, 2, 1, 0, &[]),
+];
+
+const PYDANTIC_AI_CANCELLED: (&str, &str) = ("ea67cb8116a09bbd", "61ec7d3269338b91");
+
+#[test]
+fn pydantic_ai_in_process() {
+    in_process("pydantic-ai", "pydantic-ai-concurrent.jsonl", &PYDANTIC_AI);
+    let r = Harness::new().replay(&cli::read(&recording(
+        "pydantic-ai",
+        "pydantic-ai-concurrent.jsonl",
+    )));
+    let (run, call) = PYDANTIC_AI_CANCELLED;
+    assert_eq!(r.findings(run), ["unclosed_child"]);
+    assert_eq!(r.i64(run, "genai_audit.leak.unclosed_children"), 1);
+    assert_eq!(r.findings(call), ["late_end"]);
+    assert_eq!(r.string(call, "genai_audit.role"), "generation");
+}
+
+#[test]
+fn pydantic_ai_through_the_command() {
+    through_the_command(
+        "pydantic-ai",
+        &[
+            "pydantic-ai-concurrent.jsonl",
+            "pydantic-ai-concurrent.otlp.json",
+        ],
+        &PYDANTIC_AI,
+        (3, 2, &[("late_end", 1), ("unclosed_child", 1)]),
+    );
+}
