@@ -356,3 +356,57 @@ fn pydantic_ai_through_the_command() {
         (3, 2, &[("late_end", 1), ("unclosed_child", 1)]),
     );
 }
+
+/// LangChain 1.5 `create_agent` through OpenLLMetry (opentelemetry-instrumentation-
+/// langchain 0.62.4), everything set at end: two nested spans with
+/// `gen_ai.operation.name = invoke_agent` per run (`invoke_agent weather_agent` and
+/// `weather_agent.workflow`), both invocations with the run's totals; clean. The
+/// cancelled run C's call, without usage, counts once (unpriced).
+const LANGCHAIN_OPENLLMETRY: [Truth; 6] = [
+    ("1463b24ec8f03299", 234, 28, 2, 1, 0, &[]),
+    ("c19a3809e603c1d1", 234, 28, 2, 1, 0, &[]),
+    ("1b0bea5921873cb9", 338, 42, 2, 1, 0, &[]),
+    ("e070ba9d58c8c402", 338, 42, 2, 1, 0, &[]),
+    ("ebe02a6a7c5b311c", 0, 0, 1, 0, 0, &[]),
+    ("0959b3d4229b3fe3", 0, 0, 1, 0, 0, &[]),
+];
+
+#[test]
+fn langchain_openllmetry_in_process() {
+    in_process(
+        "langchain-openllmetry",
+        "langchain-openllmetry-concurrent.jsonl",
+        &LANGCHAIN_OPENLLMETRY,
+    );
+    // Cumulative totals count within the run (the outer span, named `invoke_agent …`,
+    // is the invocation known at start; the inner one is known only at its end).
+    let r = Harness::new().replay(&cli::read(&recording(
+        "langchain-openllmetry",
+        "langchain-openllmetry-concurrent.jsonl",
+    )));
+    for (call, generations, input) in [
+        ("7922f19437c46755", 1, 101),
+        ("d96e2ff1e431ab16", 2, 234),
+        ("6f04b92de0e334f7", 1, 157),
+        ("e9a9bc52a7aed514", 2, 338),
+    ] {
+        assert_eq!(
+            r.i64(call, "genai_audit.cumulative.generations"),
+            generations
+        );
+        assert_eq!(r.i64(call, "genai_audit.cumulative.input_tokens"), input);
+    }
+}
+
+#[test]
+fn langchain_openllmetry_through_the_command() {
+    through_the_command(
+        "langchain-openllmetry",
+        &[
+            "langchain-openllmetry-concurrent.jsonl",
+            "langchain-openllmetry-concurrent.otlp.json",
+        ],
+        &LANGCHAIN_OPENLLMETRY,
+        (6, 0, &[]),
+    );
+}
