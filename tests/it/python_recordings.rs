@@ -410,3 +410,35 @@ fn langchain_openllmetry_through_the_command() {
         (6, 0, &[]),
     );
 }
+
+/// Microsoft Agent Framework 1.26 (agent-framework-core, its own GenAI tracing):
+/// `invoke_agent` › `chat`, `execute_tool`; each run's span reports the run's own usage
+/// (no `usage_mismatch` under concurrency); clean. The cancelled run C ends its call and
+/// its run in order, without usage: one generation, unpriced.
+const AGENT_FRAMEWORK: [Truth; 3] = [
+    ("73481f4a2613a0c8", 234, 28, 2, 1, 0, &[]),
+    ("a4f0c6c32d32864f", 338, 42, 2, 1, 0, &[]),
+    ("bb75eba1176fe4ed", 0, 0, 1, 0, 0, &[]),
+];
+
+#[test]
+fn agent_framework_in_process() {
+    in_process(
+        "agent-framework",
+        "agent-framework-concurrent.jsonl",
+        &AGENT_FRAMEWORK,
+    );
+}
+
+#[test]
+fn agent_framework_through_the_command() {
+    through_the_command(
+        "agent-framework",
+        &[
+            "agent-framework-concurrent.jsonl",
+            "agent-framework-concurrent.otlp.json",
+        ],
+        &AGENT_FRAMEWORK,
+        (3, 0, &[]),
+    );
+}
