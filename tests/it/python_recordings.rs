@@ -442,3 +442,36 @@ fn agent_framework_through_the_command() {
         (3, 0, &[]),
     );
 }
+
+/// CrewAI 1.15 through OpenInference (openinference-instrumentation-crewai 1.1.21, its
+/// event-listener mode): `crew.kickoff` (`CHAIN`, a workflow) › the agent's task
+/// execution (`AGENT`) › `llm_call` (`LLM`), `get_weather.run` (`TOOL`); clean. CrewAI
+/// refuses to run one executor twice at once, so A and B run on two crews sharing one
+/// LLM object. The cancelled crew C never ends its three spans: the export lacks them.
+const CREWAI: [Truth; 2] = [
+    ("9c524546124546ce", 234, 28, 2, 1, 0, &[]),
+    ("0d92adbe87cf6e1e", 338, 42, 2, 1, 0, &[]),
+];
+
+#[test]
+fn crewai_in_process() {
+    in_process("crewai", "crewai-concurrent.jsonl", &CREWAI);
+    let r = Harness::new().replay(&cli::read(&recording("crewai", "crewai-concurrent.jsonl")));
+    for root in ["6691f4771799e0d2", "37535831fcb74cc8"] {
+        assert_eq!(r.string(root, "genai_audit.role"), "workflow", "{root}");
+    }
+    assert_eq!(r.spans.len(), 10);
+    for never_ended in ["005b43c9de1e64bd", "5e672e9924f3e5f0", "22e9b2e288813619"] {
+        assert!(!r.spans.contains_key(never_ended), "{never_ended}");
+    }
+}
+
+#[test]
+fn crewai_through_the_command() {
+    through_the_command(
+        "crewai",
+        &["crewai-concurrent.jsonl", "crewai-concurrent.otlp.json"],
+        &CREWAI,
+        (2, 0, &[]),
+    );
+}
