@@ -475,3 +475,60 @@ fn crewai_through_the_command() {
         (2, 0, &[]),
     );
 }
+
+/// The official opentelemetry-instrumentation-openai-v2 (2.4b0, openai 3.63) under an
+/// agent loop of the application's own (`invoke_agent` and `execute_tool` spans of its
+/// own): the only recording here with a real model id (`gpt-4o-mini`, served as
+/// `gpt-4o-mini-2024-07-18` by a fake server), so every call is priced, at $0.15 and
+/// $0.60 per million tokens. The cancelled run C's chat span never ends (the
+/// instrumentation does not end it on `CancelledError`): in process, its run ends with
+/// it open (`unclosed_child`); the exported files lack it, so the command finds nothing.
+const OPENAI_V2: [Truth; 2] = [
+    ("9c08f116b7f98fec", 234, 28, 2, 1, 0, &[]),
+    ("35ee35d90fdfb347", 338, 42, 2, 1, 0, &[]),
+];
+
+#[test]
+fn openai_v2_in_process() {
+    in_process("openai-v2", "openai-v2-concurrent.jsonl", &OPENAI_V2);
+    let r = Harness::new().replay(&cli::read(&recording(
+        "openai-v2",
+        "openai-v2-concurrent.jsonl",
+    )));
+    for (inv, cost) in [
+        ("9c08f116b7f98fec", (234.0 * 0.15 + 28.0 * 0.6) / 1e6),
+        ("35ee35d90fdfb347", (338.0 * 0.15 + 42.0 * 0.6) / 1e6),
+    ] {
+        let total = r.f64(inv, "genai_audit.total.cost_usd");
+        assert!((total - cost).abs() < 1e-15, "{inv}: {total}");
+        assert_eq!(r.attr(inv, "genai_audit.total.partial"), None, "{inv}");
+    }
+    for call in [
+        "f1d873e939d76db3",
+        "85a07e090288b85d",
+        "26db4a665620568c",
+        "675ef6db21c76a41",
+    ] {
+        assert_eq!(
+            r.string(call, "genai_audit.cost.model"),
+            "openai/gpt-4o-mini",
+            "{call}"
+        );
+    }
+    let cancelled = "3e44ccf606494804";
+    assert_eq!(r.findings(cancelled), ["unclosed_child"]);
+    assert_eq!(r.i64(cancelled, "genai_audit.leak.unclosed_children"), 1);
+}
+
+#[test]
+fn openai_v2_through_the_command() {
+    through_the_command(
+        "openai-v2",
+        &[
+            "openai-v2-concurrent.jsonl",
+            "openai-v2-concurrent.otlp.json",
+        ],
+        &OPENAI_V2,
+        (3, 0, &[]),
+    );
+}
