@@ -532,3 +532,83 @@ fn openai_v2_through_the_command() {
         (3, 0, &[]),
     );
 }
+
+/// Price coverage over every recording in `tests/recordings/python/`: of the counted
+/// generations (wrappers excluded) that report usage, how many get a price, and the
+/// model ids left unpriced. Every harness but `openai-v2` uses a fake model id on
+/// purpose (no network, no real provider), so those stay unpriced, never $0. The
+/// README's figure is this one.
+#[test]
+fn price_coverage_over_the_recordings() {
+    use genai_audit::usage::Usage;
+    use opentelemetry::Value;
+    // (folder, generations with usage, priced, unpriced model ids).
+    let expected: [(&str, usize, usize, &[&str]); 11] = [
+        ("agent-framework", 4, 0, &["fake-model"]),
+        ("agno", 4, 0, &["fake-model-1"]),
+        ("autogen", 0, 0, &[]),
+        ("crewai", 4, 0, &["fake-crew-model"]),
+        ("dspy", 6, 0, &["fake/fake-react-model"]),
+        ("google-adk", 4, 0, &["fake-model-1"]),
+        ("langchain-openllmetry", 4, 0, &["fake-chat-model"]),
+        ("llamaindex", 4, 0, &["fake-tool-llm"]),
+        ("openai-v2", 4, 4, &[]),
+        ("pydantic-ai", 4, 0, &["fake-model"]),
+        ("smolagents", 5, 0, &["fake-model-1"]),
+    ];
+    // Every recording is counted: a new folder must be added above.
+    let root = format!("{}/tests/recordings/python", env!("CARGO_MANIFEST_DIR"));
+    let mut folders: Vec<String> = std::fs::read_dir(&root)
+        .expect("the recordings")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.') && !name.starts_with("__"))
+        .collect();
+    folders.sort();
+    let listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(folders, listed);
+
+    let text = |v: Option<Value>| v.map(|v| v.as_str().into_owned());
+    let (mut with_usage_all, mut priced_all) = (0, 0);
+    for (folder, with_usage, priced, unpriced_models) in expected {
+        let script = format!("{folder}-concurrent.jsonl");
+        let r = Harness::new().replay(&cli::read(&recording(folder, &script)));
+        let (mut n, mut p) = (0, 0);
+        let mut unpriced: Vec<String> = Vec::new();
+        for (label, span) in &r.spans {
+            let counted = text(r.attr(label, "genai_audit.role")).as_deref() == Some("generation")
+                && r.attr(label, "genai_audit.wrapper").is_none();
+            let usage = Usage::from_attributes(&span.attributes);
+            if !counted || (usage.input.is_none() && usage.output.is_none()) {
+                continue;
+            }
+            n += 1;
+            if r.attr(label, "genai_audit.cost_usd").is_some() {
+                p += 1;
+            } else {
+                assert!(
+                    r.bool(label, "genai_audit.cost.unpriced"),
+                    "{folder} {label}"
+                );
+                let model = [
+                    "gen_ai.response.model",
+                    "gen_ai.request.model",
+                    "llm.model_name",
+                ]
+                .iter()
+                .find_map(|k| text(r.attr(label, k)))
+                .unwrap_or_default();
+                if !unpriced.contains(&model) {
+                    unpriced.push(model);
+                }
+            }
+        }
+        assert_eq!((n, p), (with_usage, priced), "{folder}");
+        assert_eq!(unpriced, unpriced_models, "{folder}");
+        with_usage_all += n;
+        priced_all += p;
+    }
+    // 4 of 43 generations with usage are priced (9.3%); the 39 others have fake ids.
+    assert_eq!((with_usage_all, priced_all), (43, 4));
+}
