@@ -612,3 +612,47 @@ fn price_coverage_over_the_recordings() {
     // 4 of 43 generations with usage are priced (9.3%); the 39 others have fake ids.
     assert_eq!((with_usage_all, priced_all), (43, 4));
 }
+
+/// The cancelled crew C in process, through the replay example (which shuts the
+/// provider down at the end, as an application does at exit) under leak policy
+/// `close`: its root `crew.kickoff` is open at shutdown (`stale`), and the audit closes
+/// it and the two spans below it.
+#[test]
+fn crewai_cancelled_crew_is_closed_at_shutdown() {
+    let path = recording("crewai", "crewai-concurrent.jsonl");
+    let output = crate::common::run_example(
+        "replay",
+        &[&path],
+        &[("GENAI_AUDIT_LEAK_POLICY", "close")],
+        None,
+    );
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut found = Vec::new();
+    for line in stdout.lines() {
+        let json: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let span = json["span"].as_str().unwrap_or_default();
+        if ["005b43c9de1e64bd", "5e672e9924f3e5f0", "22e9b2e288813619"].contains(&span) {
+            let findings: Vec<&str> = json["attributes"]["genai_audit.findings"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            found.push((span.to_owned(), findings.join(",")));
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "005b43c9de1e64bd".to_owned(),
+                "stale,closed_by_audit,unclosed_child".to_owned()
+            ),
+            ("22e9b2e288813619".to_owned(), "closed_by_audit".to_owned()),
+            (
+                "5e672e9924f3e5f0".to_owned(),
+                "closed_by_audit,unclosed_child".to_owned()
+            ),
+        ]
+    );
+}
