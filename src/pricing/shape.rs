@@ -213,4 +213,20 @@ mod tests {
             assert_eq!(shape(id), None, "{id:?}");
         }
     }
+
+    #[test]
+    fn non_ascii_ids_are_read_without_panic() {
+        assert_eq!(shape("ü.anthropic.claude"), None);
+        assert_eq!(shape("us.änthropic.claude"), None);
+        assert_eq!(
+            shape("publishers/ü/models/gémini"),
+            Some(("google", "gémini"))
+        );
+        assert_eq!(
+            shape("PUBLISHERS/google/MODELS/gemini-2.5-flash"),
+            Some(("google", "gemini-2.5-flash"))
+        );
+        assert_eq!(shape("é/ü"), Some(("é", "ü")));
+        assert_eq!(shape("arn:aws:bedrock:ü/ß"), None);
+    }
 }
