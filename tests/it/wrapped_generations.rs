@@ -253,3 +253,42 @@ fn wrapped_under_an_invocation_known_at_end() {
     assert_eq!(r.attr("c", "genai_audit.wrapper"), None);
     assert_totals(&r, "inv", (1, 101, 11));
 }
+
+/// A wrapper is no call in the metrics either: the cost counter and the token histogram
+/// count the call once, with the counted span's usage.
+#[test]
+fn metrics_count_the_call_once() {
+    let h = Harness::with(|b| b.with_token_usage_metric(true));
+    let r = h.replay(&script(&[
+        start("inv", None, "invoke_agent a", INV, 0),
+        start("lm", Some("inv"), "LM.acall", LLM, 1),
+        start("c", Some("lm"), "acompletion", LLM, 2),
+        end("c", &usage(101, 11), 3),
+        end("lm", &usage(101, 11), 4),
+        end("inv", "", 5),
+    ]));
+    assert_wrapper(&r, "lm");
+    let cost: f64 = h.metric("genai_audit.cost").iter().map(|p| p.1).sum();
+    assert_eq!(cost, r.f64("c", "genai_audit.cost_usd"));
+    let tokens = h.metrics.histogram("gen_ai.client.token.usage");
+    let mut by_type: Vec<(String, u64, f64)> = tokens
+        .iter()
+        .map(|p| {
+            let kind = p
+                .attributes
+                .iter()
+                .find(|(k, _)| k == "gen_ai.token.type")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            (kind, p.count, p.sum)
+        })
+        .collect();
+    by_type.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        by_type,
+        [
+            ("input".to_owned(), 1, 101.0),
+            ("output".to_owned(), 1, 11.0)
+        ]
+    );
+}
