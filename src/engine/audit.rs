@@ -603,10 +603,12 @@ impl<S: StartCopy> Audit<S> {
     /// - the outer one, at its end, is the wrapper when a generation directly below it
     ///   (no recognised span between them; a wrapper in between passes on what it
     ///   wraps) was counted with usage, or when it carries none itself; when only it
-    ///   carries usage
-    ///   and the generation below, counted without usage, was not known to be wrapped
-    ///   (the outer one was recognised only at its end), its usage and cost are counted
-    ///   but not a second call.
+    ///   carries usage and the generation below, counted without usage, was not known
+    ///   to be wrapped (the outer one was recognised only at its end), its usage and
+    ///   cost are counted but not a second call;
+    /// - an inner one that ends after the outer one (`late_end`) finds the call counted
+    ///   already: with usage, its usage and cost are counted but not a second call;
+    ///   without, it is the wrapper.
     ///
     /// So the span with usage counts, and the inner one when both carry usage; when
     /// neither does, the outer one counts if it was recognised at its start (the inner
@@ -632,12 +634,13 @@ impl<S: StartCopy> Audit<S> {
             } else {
                 Wrapping::UsageOnly
             }
-        } else if !carries_usage
-            && self.ledger.nearest_recognised(trace, span.parent) == Some(Role::Generation)
-        {
-            Wrapping::Wrapper
         } else {
-            Wrapping::No
+            match self.ledger.nearest_recognised(trace, span.parent) {
+                Some((Role::Generation, _)) if !carries_usage => Wrapping::Wrapper,
+                // The outer one ended first and was counted.
+                Some((Role::Generation, false)) => Wrapping::UsageOnly,
+                _ => Wrapping::No,
+            }
         };
         if wrapping == Wrapping::Wrapper {
             writes.set(keys::WRAPPER, true);

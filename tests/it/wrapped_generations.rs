@@ -292,3 +292,25 @@ fn metrics_count_the_call_once() {
         ]
     );
 }
+
+/// The inner span ends after the outer one (`late_end`): the outer one, ending first
+/// without usage, was counted; the inner one's usage is counted, not a second call.
+#[test]
+fn inner_ending_late_adds_its_usage_not_a_call() {
+    let r = replay(&[
+        start("inv", None, "invoke_agent a", INV, 0),
+        start("lm", Some("inv"), "LM.acall", LLM, 1),
+        start("c", Some("lm"), "acompletion", LLM, 2),
+        end("lm", "", 3),
+        end("c", &usage(101, 11), 4),
+        end("inv", "", 5),
+    ]);
+    assert_eq!(r.attr("lm", "genai_audit.wrapper"), None);
+    assert_eq!(r.attr("c", "genai_audit.wrapper"), None);
+    assert_eq!(r.i64("lm", "genai_audit.cumulative.generations"), 1);
+    assert_eq!(r.i64("c", "genai_audit.cumulative.generations"), 1);
+    assert_eq!(r.i64("c", "genai_audit.cumulative.input_tokens"), 101);
+    assert_eq!(r.findings("c"), ["late_end"]);
+    assert_eq!(r.findings("lm"), ["unclosed_child"]);
+    assert_totals(&r, "inv", (1, 101, 11));
+}

@@ -211,11 +211,16 @@ impl<S: StartCopy> Ledger<S> {
             .map(|e| e.role)
     }
 
-    /// The role at its start of the nearest recognised span at or above `from`, walking
-    /// up tracked spans (open, or ended with children open) through those that are not
-    /// recognised; `None` when the walk leaves the tracked spans first (a span seen
-    /// only through what its children handed up ends it).
-    pub(crate) fn nearest_recognised(&self, trace: TraceKey, from: Option<u64>) -> Option<Role> {
+    /// The role at its start of the nearest recognised span at or above `from`, and
+    /// whether it is still open, walking up tracked spans (open, or ended with children
+    /// open) through those that are not recognised; `None` when the walk leaves the
+    /// tracked spans first (a span seen only through what its children handed up ends
+    /// it).
+    pub(crate) fn nearest_recognised(
+        &self,
+        trace: TraceKey,
+        from: Option<u64>,
+    ) -> Option<(Role, bool)> {
         let spans = self.spans(trace);
         let mut next = from;
         for _ in 0..walk_bound(spans.len(), 0) {
@@ -224,7 +229,7 @@ impl<S: StartCopy> Ledger<S> {
                 return None;
             }
             if entry.role.is_recognised() {
-                return Some(entry.role);
+                return Some((entry.role, entry.fate == Fate::Open));
             }
             next = entry.parent();
         }
