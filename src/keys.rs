@@ -22,6 +22,12 @@ pub const COST_MODEL: &str = "genai_audit.cost.model";
 /// No price found; no cost written.
 pub const COST_UNPRICED: &str = "genai_audit.cost.unpriced";
 
+/// On a generation that wraps another generation of the same model call, or that
+/// another generation of it wraps (a framework's span around the client library's):
+/// the call is counted once, on the other span; this one gets no cost and is in no
+/// count or total.
+pub const WRAPPER: &str = "genai_audit.wrapper";
+
 /// Running totals on a generation.
 pub mod cumulative {
     /// Input tokens so far.

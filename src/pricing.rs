@@ -7,6 +7,11 @@
 //! price file in the same JSON format, plus any per-model prices you add for private
 //! or fine-tuned models. Implement [`Pricer`] to plug in your own.
 //!
+//! A call whose provider is absent, unknown to the price data, or without the model
+//! is looked up under the provider its model id names by its shape ([`model_shape`]:
+//! Bedrock ids are `aws`, Vertex resource names `google`, `provider/model` ids their
+//! prefix), then by the model alone.
+//!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use genai_audit::pricing::{GenAiPrices, ModelPrice, PriceQuery, Pricer};
@@ -51,8 +56,10 @@ mod card;
 #[cfg(test)]
 mod exact_tests;
 mod rates;
+mod shape;
 
 pub use card::{RateCard, RateTier};
+pub use shape::{model_shape, ModelShape};
 
 use rates::{Known, Lookup, RateMemo, Slot, Tokens};
 
@@ -281,9 +288,12 @@ enum Resolution {
 
 #[derive(Debug)]
 struct Found {
-    /// The provider id the first lookup was made with (from the provider name), so that
-    /// later calculations make the very same request.
+    /// The provider id the first lookup was made with (from the provider name or the
+    /// model id's shape), so that later calculations make the very same request.
     request_provider: Option<Box<str>>,
+    /// The model the first lookup was made with, when not the query's (the last
+    /// segment of a Vertex resource name, the rest of a `provider/model` id).
+    request_model: Option<Box<str>>,
     matched: Arc<str>,
 }
 
@@ -430,7 +440,8 @@ impl GenAiPrices {
         work: Option<(Tokens, Slot, Lookup)>,
     ) -> Option<CallPrice> {
         let provider = found.request_provider.as_deref();
-        let probe = |tokens: Tokens| self.probe(model, provider, tokens, query.time);
+        let request_model = found.request_model.as_deref().unwrap_or(model);
+        let probe = |tokens: Tokens| self.probe(request_model, provider, tokens, query.time);
         let cost = match work {
             Some((tokens, slot, Lookup::Derive)) => {
                 let rates = rates::derive(probe);
@@ -449,7 +460,7 @@ impl GenAiPrices {
             Some(cost) => cost,
             None => {
                 let usage = price_usage(query.usage);
-                self.calculate(model, provider, &usage, query.time)
+                self.calculate(request_model, provider, &usage, query.time)
                     .ok()?
                     .total_price
             }
@@ -551,6 +562,63 @@ impl GenAiPrices {
             _ => None,
         }
     }
+
+    /// The requests to make of the price data for a call of `model` from `provider`,
+    /// in order, each a (provider id, model): the provider the call names, when the
+    /// data knows it; then the provider the model id names by its shape
+    /// ([`model_shape`]); then, when the call's provider did not resolve, the model
+    /// alone (the price data's own model patterns pick the provider).
+    fn requests<'m>(
+        &self,
+        provider: Option<&str>,
+        model: &'m str,
+    ) -> Vec<(Option<String>, &'m str)> {
+        let mut out = Vec::with_capacity(3);
+        let named = provider.and_then(|p| self.resolve_provider(p));
+        let resolved = named.is_some();
+        if named.is_some() {
+            out.push((named, model));
+        }
+        if let Some(shape) = model_shape(model) {
+            if let Some(id) = self.resolve_provider(shape.provider) {
+                if !out
+                    .iter()
+                    .any(|(p, m)| p.as_deref() == Some(&id) && *m == shape.model)
+                {
+                    out.push((Some(id), shape.model));
+                }
+            }
+        }
+        if !resolved {
+            out.push((None, model));
+        }
+        out
+    }
+
+    /// The first of [`requests`](Self::requests) the price data prices this usage
+    /// for: its provider id and model, and the calculation. `Err(true)` when none
+    /// finds the model, `Err(false)` when the data rejected the request otherwise
+    /// (such as the usage).
+    fn lookup<'m>(
+        &self,
+        provider: Option<&str>,
+        model: &'m str,
+        usage: &genai_prices::Usage,
+        time: SystemTime,
+    ) -> Result<(Option<String>, &'m str, genai_prices::PriceCalculation), bool> {
+        for (provider_id, request_model) in self.requests(provider, model) {
+            match self.calculate(request_model, provider_id.as_deref(), usage, time) {
+                Ok(calc) => return Ok((provider_id, request_model, calc)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ModelNotFound | ErrorKind::ProviderNotFound
+                    ) => {}
+                Err(_) => return Err(false),
+            }
+        }
+        Err(true)
+    }
 }
 
 /// What the memo knows of a (provider, model).
@@ -613,9 +681,8 @@ impl Pricer for GenAiPrices {
             }
             None => {
                 let usage = price_usage(query.usage);
-                let provider_id = query.provider.and_then(|p| self.resolve_provider(p));
-                match self.calculate(model, provider_id.as_deref(), &usage, query.time) {
-                    Ok(calc) => {
+                match self.lookup(query.provider, model, &usage, query.time) {
+                    Ok((provider_id, request_model, calc)) => {
                         let matched: Arc<str> =
                             Arc::from(format!("{}/{}", calc.provider_id, calc.model_id));
                         self.memo_put(
@@ -625,6 +692,8 @@ impl Pricer for GenAiPrices {
                             Resolution::Found(
                                 Arc::new(Found {
                                     request_provider: provider_id.map(String::into_boxed_str),
+                                    request_model: (request_model != model)
+                                        .then(|| request_model.into()),
                                     matched: matched.clone(),
                                 }),
                                 Box::default(),
@@ -633,16 +702,11 @@ impl Pricer for GenAiPrices {
                         finite_cost(calc.total_price)
                             .map(|cost_usd| CallPrice { cost_usd, matched })
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::ModelNotFound | ErrorKind::ProviderNotFound
-                        ) =>
-                    {
+                    Err(true) => {
                         self.memo_put(key, provider, model, Resolution::NotFound);
                         None
                     }
-                    Err(_) => None,
+                    Err(false) => None,
                 }
             }
         }
@@ -854,5 +918,246 @@ mod tests {
         assert!(invalid.source().is_none());
         assert!(invalid.path().is_none());
         assert!(invalid.to_string().starts_with("invalid price data"));
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    //! Provider inference from the model id's shape, with the prices the bundled data
+    //! gives (a million input and a million output tokens, on 2025-10-09).
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const SONNET_REGIONAL: &str = "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+    /// (provider attribute, model id, matched price, cost of 1M input + 1M output).
+    const PRICED: [(Option<&str>, &str, &str, f64); 16] = [
+        (
+            None,
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            SONNET_REGIONAL,
+            19.8,
+        ),
+        (
+            Some("strands-agents"),
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            SONNET_REGIONAL,
+            19.8,
+        ),
+        (
+            Some("aws"),
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            SONNET_REGIONAL,
+            19.8,
+        ),
+        (
+            None,
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            SONNET_REGIONAL,
+            19.8,
+        ),
+        (
+            None,
+            "apac.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            SONNET_REGIONAL,
+            19.8,
+        ),
+        (
+            None,
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            18.0,
+        ),
+        (
+            None,
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "aws/regional.anthropic.claude-3-5-haiku-20241022-v1:0",
+            4.8,
+        ),
+        (
+            None,
+            "us.amazon.nova-pro-v1:0",
+            "aws/amazon.nova-pro-v1:0",
+            4.0,
+        ),
+        (
+            Some("strands-agents"),
+            "amazon.nova-pro-v1:0",
+            "aws/amazon.nova-pro-v1:0",
+            4.0,
+        ),
+        (
+            None,
+            "publishers/google/models/gemini-2.5-flash",
+            "google/gemini-2.5-flash",
+            2.8,
+        ),
+        (
+            None,
+            "projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash",
+            "google/gemini-2.5-flash",
+            2.8,
+        ),
+        (None, "openai/gpt-4o-mini", "openai/gpt-4o-mini", 0.75),
+        // A provider that knows the id only without its prefix.
+        (
+            Some("openai"),
+            "openai/gpt-4o-mini",
+            "openai/gpt-4o-mini",
+            0.75,
+        ),
+        (
+            Some("dspy"),
+            "openai/gpt-4o-mini",
+            "openai/gpt-4o-mini",
+            0.75,
+        ),
+        // A million input tokens is the long-context tier: $6 and $22.50.
+        (
+            None,
+            "anthropic/claude-sonnet-4-5",
+            "anthropic/claude-sonnet-4-5",
+            28.5,
+        ),
+        // `openrouter/…` names OpenRouter, whose ids are `provider/model`.
+        (
+            None,
+            "openrouter/openai/gpt-4o-mini",
+            "openrouter/openai/gpt-4o-mini",
+            0.75,
+        ),
+    ];
+
+    fn when() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_760_000_000)
+    }
+
+    fn query<'a>(provider: Option<&'a str>, model: &'a str, usage: &'a Usage) -> PriceQuery<'a> {
+        let q = PriceQuery::new(model, usage, when());
+        match provider {
+            Some(p) => q.with_provider(p),
+            None => q,
+        }
+    }
+
+    #[test]
+    fn ids_that_name_their_provider_are_priced_as_its_models() {
+        let prices = GenAiPrices::bundled();
+        let usage = Usage::default()
+            .with_input(1_000_000)
+            .with_output(1_000_000);
+        for (provider, model, matched, cost) in PRICED {
+            // Twice: the memoised price is the first one.
+            for _ in 0..2 {
+                let price = prices.price(&query(provider, model, &usage));
+                let price = price.unwrap_or_else(|| panic!("{provider:?} {model}: unpriced"));
+                assert_eq!(&*price.matched, matched, "{provider:?} {model}");
+                assert!(
+                    (price.cost_usd - cost).abs() < 1e-9,
+                    "{provider:?} {model}: {}",
+                    price.cost_usd
+                );
+            }
+            // The rate card (`genai-audit prices`) takes the same path.
+            let card = prices.rate_card(provider, model, when());
+            let card = card.unwrap_or_else(|| panic!("{provider:?} {model}: no card"));
+            assert_eq!(card.matched, matched, "{provider:?} {model}");
+        }
+    }
+
+    #[test]
+    fn shaped_prices_equal_the_price_datas_own() {
+        // The price of a few usages through the memo (after a warm-up) equals what
+        // genai-prices gives for the request the shape makes.
+        let prices = GenAiPrices::bundled();
+        let warm = Usage::default().with_input(1).with_output(1);
+        for (model, provider_id, request_model) in [
+            (
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "aws",
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ),
+            (
+                "publishers/google/models/gemini-2.5-flash",
+                "google",
+                "gemini-2.5-flash",
+            ),
+            ("openai/gpt-4o-mini", "openai", "gpt-4o-mini"),
+            (
+                "anthropic/claude-sonnet-4-5",
+                "anthropic",
+                "claude-sonnet-4-5",
+            ),
+        ] {
+            let _ = prices.price(&query(None, model, &warm));
+            for usage in [
+                Usage::default().with_input(1056).with_output(170),
+                Usage::default().with_input(300_000).with_output(5),
+                Usage::default()
+                    .with_input(5000)
+                    .with_cache_read(4000)
+                    .with_output(10),
+            ] {
+                let memoised = prices
+                    .price(&query(None, model, &usage))
+                    .map(|p| p.cost_usd);
+                let u = price_usage(&usage);
+                let request = PriceRequest::new(request_model, &u)
+                    .with_timestamp(when())
+                    .with_provider_id(provider_id);
+                let direct = genai_prices::calculate(&request)
+                    .map(|c| c.total_price)
+                    .ok();
+                assert_eq!(memoised, direct, "{model} {usage:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fake_and_unknown_ids_stay_unpriced() {
+        let prices = GenAiPrices::bundled();
+        let usage = Usage::default().with_input(1000).with_output(100);
+        for (provider, model) in [
+            (None, "fake-model-1"),
+            (Some("strands-agents"), "fake-model-1"),
+            (None, "us.anthropic.claude-fake-9-v1:0"),
+            (None, "amazon.fake-model-v1:0"),
+            (None, "publishers/google/models/fake-model"),
+            (None, "openai/fake-model"),
+            (None, "no-such-provider/gpt-4o-mini-fake"),
+            (Some("openai"), "anthropic/fake-model"),
+            (None, "publishers/google/models/"),
+            (None, "/"),
+        ] {
+            assert_eq!(
+                prices.price(&query(provider, model, &usage)),
+                None,
+                "{model}"
+            );
+            assert_eq!(prices.rate_card(provider, model, when()), None, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_provider_that_knows_the_model_wins_over_the_shape() {
+        // `google` knows Claude on Vertex: a span that says so is priced there, not as
+        // the `anthropic/` prefix would.
+        let prices = GenAiPrices::bundled();
+        let usage = Usage::default().with_input(1000).with_output(100);
+        let price = prices.price(&query(Some("gcp.vertex_ai"), "claude-sonnet-4-5", &usage));
+        assert_eq!(
+            price.map(|p| p.matched.to_string()).as_deref(),
+            Some("google/claude-sonnet-4-5")
+        );
+        // The provider the span names, when it resolves, is asked first.
+        let price = prices.price(&query(
+            Some("aws.bedrock"),
+            "us.amazon.nova-pro-v1:0",
+            &usage,
+        ));
+        assert_eq!(
+            price.map(|p| p.matched.to_string()).as_deref(),
+            Some("aws/amazon.nova-pro-v1:0")
+        );
     }
 }

@@ -246,7 +246,10 @@ impl Recogniser {
     /// - smolagents' `Step N` (a `CHAIN`) is a step when its parent is an invocation;
     /// - LlamaIndex's workflow agents: the root `CHAIN` `<Agent>.run` is an invocation,
     ///   `BaseWorkflowAgent.run_agent_step` a step, and `<LLM>._prepare_chat_with_tools`
-    ///   (marked `LLM`, it calls no model) plays no role.
+    ///   (marked `LLM`, it calls no model) plays no role;
+    /// - DSPy's agent modules through OpenInference: a root `CHAIN` named
+    ///   `ReAct.forward` or `ReAct.aforward` (likewise `ReActV2`, `CodeAct`, `RLM`,
+    ///   `Avatar`) is an invocation.
     ///
     /// `parent_role` is asked only for a name that needs it; `is_root`: the span has no
     /// parent in this process.
@@ -266,6 +269,7 @@ impl Recogniser {
             Role::Workflow if is_root && name.ends_with(LLAMA_INDEX_RUN) => {
                 return Role::Invocation
             }
+            Role::Workflow if is_root && dspy_agent_name(name) => return Role::Invocation,
             Role::Generation if name.ends_with(LLAMA_INDEX_PREPARE) => return Role::Other,
             _ => {}
         }
@@ -299,6 +303,22 @@ impl Recogniser {
 const LLAMA_INDEX_RUN: &str = "Agent.run";
 const LLAMA_INDEX_STEP: &str = "BaseWorkflowAgent.run_agent_step";
 const LLAMA_INDEX_PREPARE: &str = "._prepare_chat_with_tools";
+
+/// DSPy's modules that run an agent loop (tools called until the model submits), as
+/// OpenInference names their spans: `<class>.forward`, `<class>.aforward`.
+const DSPY_AGENTS: [&str; 5] = ["ReAct", "ReActV2", "CodeAct", "RLM", "Avatar"];
+
+/// Whether a span name is DSPy's span of an agent module's run (`ReAct.forward`,
+/// `ReAct.aforward`, ...).
+fn dspy_agent_name(name: &str) -> bool {
+    let Some(class) = name
+        .strip_suffix(".forward")
+        .or_else(|| name.strip_suffix(".aforward"))
+    else {
+        return false;
+    };
+    DSPY_AGENTS.contains(&class)
+}
 
 /// Whether a span name is smolagents' name of a step of its agent (`Step 1`, `Step 2`,
 /// ...; a `CHAIN` under the agent's `AGENT`).

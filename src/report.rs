@@ -82,6 +82,9 @@ pub struct ReportSpan {
     pub cost_usd: Option<f64>,
     /// The call could not be priced (`genai_audit.cost.unpriced`).
     pub unpriced: bool,
+    /// A generation that is one model call seen twice, counted on another span
+    /// (`genai_audit.wrapper`): not a call of its own.
+    pub wrapper: bool,
     /// The totals miss something (`genai_audit.total.partial`).
     pub partial: bool,
     /// Generations under it (`genai_audit.total.generations`).
@@ -208,7 +211,8 @@ impl ReportSpan {
             ),
             _ => None,
         };
-        let call = matches!(role.as_deref(), Some("generation" | "embedding"));
+        let wrapper = flag(attributes, keys::WRAPPER);
+        let call = !wrapper && matches!(role.as_deref(), Some("generation" | "embedding"));
         let (usage, cost_usd) = if call {
             let usage = Usage::from_attributes(attributes);
             (usage, float(attributes, keys::COST_USD))
@@ -265,6 +269,7 @@ impl ReportSpan {
             output_tokens: usage.output,
             cost_usd,
             unpriced: flag(attributes, keys::COST_UNPRICED),
+            wrapper,
             partial: flag(attributes, keys::total::PARTIAL),
             generations: int(attributes, keys::total::GENERATIONS),
             tool_calls: int(attributes, keys::total::TOOL_CALLS),
@@ -289,9 +294,10 @@ impl ReportSpan {
         self
     }
 
-    /// Whether the span is a model call the audit prices: a generation or an embedding.
+    /// Whether the span is a model call the audit prices: a generation or an embedding,
+    /// not a [`wrapper`](Self::wrapper).
     pub fn is_call(&self) -> bool {
-        matches!(self.role.as_deref(), Some("generation" | "embedding"))
+        !self.wrapper && matches!(self.role.as_deref(), Some("generation" | "embedding"))
     }
 
     /// Adds a finding code unless the span already has it.
@@ -393,10 +399,10 @@ impl Summary {
             summary.spans += 1;
             match span.role.as_deref() {
                 Some("invocation") => summary.invocations += 1,
-                Some("generation") => summary.generations += 1,
+                Some("generation") if !span.wrapper => summary.generations += 1,
                 _ => {}
             }
-            if matches!(span.role.as_deref(), Some("generation" | "embedding")) {
+            if span.is_call() {
                 let units = cost_units(span.cost_usd.unwrap_or(0.0));
                 summary.cost_units = summary.cost_units.saturating_add(units);
                 summary.cost_usd = units_usd(summary.cost_units);
@@ -538,7 +544,7 @@ impl<'a> Tree<'a> {
         }
         let cost = spans
             .iter()
-            .filter(|s| matches!(s.role.as_deref(), Some("generation" | "embedding")))
+            .filter(|s| s.is_call())
             .filter_map(|s| s.cost_usd)
             .fold(0.0, |sum, c| sum + c);
         let findings = spans.iter().map(|s| s.findings.len()).sum();
@@ -600,7 +606,10 @@ impl<'a> Tree<'a> {
                 o.map_or("?".to_owned(), |v| v.to_string())
             ),
         };
-        let cost = if span.unpriced {
+        let cost = if span.wrapper {
+            // The call is counted on another span.
+            "wrapper".to_owned()
+        } else if span.unpriced {
             "unpriced".to_owned()
         } else if span.role.is_some() && (span.cost_usd.is_some() || !tokens.is_empty()) {
             usd(span.cost_usd)

@@ -19,7 +19,7 @@ use super::contamination::{self, ResponseOwners};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{
     Call, Contribution, Ended, Ending, Forward, Identity, Kept, Ledger, NewSpan, OwnUsage, Start,
-    StartCopy, TraceKey,
+    StartCopy, TraceKey, Wrapped,
 };
 use crate::attributes::{first_string, AttributeWrites};
 use crate::budget::{BudgetCallback, BudgetExceeded, Budgets};
@@ -376,15 +376,28 @@ impl<S: StartCopy> Audit<S> {
         if role.is_recognised() {
             writes.set(keys::ROLE, role.as_str());
         }
+        // One model call seen twice (a framework's generation around the client
+        // library's) is counted once: the other span is the wrapper.
+        let (wrapping, wrapped_below) = if role == Role::Generation {
+            self.wrapping(trace, &span, &mut writes, &mut findings)
+        } else {
+            (Wrapping::No, Wrapped::default())
+        };
         // A call's usage and cost come from its own attributes: they are read before the
         // ledger is asked, so that the ledger hands the call to the span's tracked
         // ancestors as it ends the span.
-        let priced = matches!(role, Role::Generation | Role::Embedding)
+        let priced = (matches!(role, Role::Generation | Role::Embedding)
+            && wrapping != Wrapping::Wrapper)
             .then(|| self.price(&span, role, &mut writes, &mut findings));
         let mut response = None;
         let mut call = match (role, &priced) {
             (Role::Generation, Some((usage, cost))) => {
-                let (call, hash) = self.generation_call(span.attributes, usage, cost.cost_usd);
+                let (mut call, hash) = self.generation_call(span.attributes, usage, cost.cost_usd);
+                if wrapping == Wrapping::UsageOnly {
+                    // The call is counted on the generation below, which ended first.
+                    call.totals.generations = 0;
+                    call.wrapped = Wrapped::default();
+                }
                 response = hash;
                 Call::Pending(call)
             }
@@ -392,6 +405,14 @@ impl<S: StartCopy> Audit<S> {
                 totals: Totals::of_tool_call(),
                 ..Contribution::default()
             }),
+            // A wrapper hands up nothing but what it wraps: for a generation around it,
+            // the call is directly below that one too.
+            (Role::Generation, None) if wrapping == Wrapping::Wrapper => {
+                Call::Pending(Contribution {
+                    wrapped: wrapped_below,
+                    ..Contribution::default()
+                })
+            }
             _ => Call::None,
         };
         // Matched by reference: the ledger's record of the span is large, and is not moved
@@ -439,6 +460,11 @@ impl<S: StartCopy> Audit<S> {
                 up.steps = if n.tracked_at_start { 0 } else { n.steps() };
                 up.own_responses.extend_from_slice(n.own_responses());
             }
+            if !role.is_recognised() {
+                // Generations below a span that plays no role are directly below its
+                // parent, for a parent that is a generation.
+                up.wrapped = n.wrapped();
+            }
         }
         let invocation = tracked.and_then(|t| t.invocation);
         if let Some((usage, cost)) = &priced {
@@ -454,7 +480,9 @@ impl<S: StartCopy> Audit<S> {
             }
         }
         let mut exceeded = None;
-        if let (Call::Taken(Some(c)), Role::Generation) = (&call, role) {
+        if let (Call::Taken(Some(c)), Role::Generation, false) =
+            (&call, role, wrapping == Wrapping::Wrapper)
+        {
             write_cumulative(&mut writes, c);
             if let Some(inv) = invocation {
                 exceeded = self.budget_passed(&span, trace, inv, c);
@@ -469,6 +497,7 @@ impl<S: StartCopy> Audit<S> {
             up.own.add(&call.own);
             up.response = call.response.take();
             up.own_responses.append(&mut call.own_responses);
+            up.wrapped.add(call.wrapped);
         }
 
         let late = match tracked {
@@ -562,6 +591,64 @@ impl<S: StartCopy> Audit<S> {
             self.notify(&exceeded);
         }
         outcome
+    }
+
+    /// Whether an ending generation is one model call seen twice (`DESIGN.md` §2): a
+    /// generation whose nearest recognised ancestor is a generation. Children end
+    /// before their parents, so the choice is made as each ends:
+    ///
+    /// - the inner one, ending first, counts when it carries usage (input or output
+    ///   tokens); without usage, under a tracked generation, it is the wrapper (the
+    ///   outer one may still get usage at its end);
+    /// - the outer one, at its end, is the wrapper when a generation directly below it
+    ///   (no recognised span between them; a wrapper in between passes on what it
+    ///   wraps) was counted with usage, or when it carries none itself; when only it
+    ///   carries usage and the generation below, counted without usage, was not known
+    ///   to be wrapped (the outer one was recognised only at its end), its usage and
+    ///   cost are counted but not a second call;
+    /// - an inner one that ends after the outer one (`late_end`) finds the call counted
+    ///   already: with usage, its usage and cost are counted but not a second call;
+    ///   without, it is the wrapper.
+    ///
+    /// So the span with usage counts, and the inner one when both carry usage; when
+    /// neither does, the outer one counts if it was recognised at its start (the inner
+    /// one had to be written before the outer one's usage could be known), else the
+    /// inner one. A wrapper gets `genai_audit.wrapper = true`; its usage is not read
+    /// (but an unusable value is still `invalid_usage`).
+    fn wrapping(
+        &self,
+        trace: TraceKey,
+        span: &EndedSpan<'_>,
+        writes: &mut AttributeWrites,
+        findings: &mut SpanFindings,
+    ) -> (Wrapping, Wrapped) {
+        if self.ledger.len() == 0 {
+            return (Wrapping::No, Wrapped::default());
+        }
+        let usage = Usage::from_attributes(span.attributes);
+        let carries_usage = usage.input.is_some() || usage.output.is_some();
+        let wrapped = self.ledger.wrapped(trace, span.id);
+        let wrapping = if wrapped.generations > 0 {
+            if wrapped.with_usage > 0 || !carries_usage {
+                Wrapping::Wrapper
+            } else {
+                Wrapping::UsageOnly
+            }
+        } else {
+            match self.ledger.nearest_recognised(trace, span.parent) {
+                Some((Role::Generation, _)) if !carries_usage => Wrapping::Wrapper,
+                // The outer one ended first and was counted.
+                Some((Role::Generation, false)) => Wrapping::UsageOnly,
+                _ => Wrapping::No,
+            }
+        };
+        if wrapping == Wrapping::Wrapper {
+            writes.set(keys::WRAPPER, true);
+            if usage.invalid {
+                findings.add(Finding::new(FindingCode::InvalidUsage, Role::Generation));
+            }
+        }
+        (wrapping, wrapped)
     }
 
     /// Whether a generation's cumulative totals just passed its invocation's budget
@@ -694,6 +781,10 @@ impl<S: StartCopy> Audit<S> {
                 reporting: u32::from(usage.input.is_some() || usage.output.is_some()),
             },
             response,
+            wrapped: Wrapped {
+                generations: 1,
+                with_usage: u32::from(usage.input.is_some() || usage.output.is_some()),
+            },
             ..Contribution::default()
         };
         (call, hash)
@@ -789,6 +880,18 @@ impl<S: StartCopy> Audit<S> {
             _ => 0,
         }
     }
+}
+
+/// Whether a generation is one model call seen twice (see [`Audit::wrapping`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrapping {
+    /// An ordinary generation.
+    No,
+    /// The span not counted: no cost, in no count or total.
+    Wrapper,
+    /// The outer span of a call counted below without usage: its usage and cost count,
+    /// not a second call.
+    UsageOnly,
 }
 
 /// A span's own `gen_ai.agent.name`.

@@ -263,10 +263,17 @@ impl GenAiPrices {
                 }],
             });
         }
-        let provider_id = provider.and_then(|p| self.resolve_provider(p));
+        // The request the audit's pricing makes (the same lookup, so the same provider
+        // and model, inferred from the model id's shape when the provider is absent or
+        // unknown).
+        let mut probe_usage = genai_prices::Usage::new();
+        probe_usage.insert(UsageKey::INPUT_TOKENS, 1.0);
+        probe_usage.insert(UsageKey::OUTPUT_TOKENS, 1.0);
+        let (provider_id, request_model, _) =
+            self.lookup(provider, model, &probe_usage, time).ok()?;
         let mut prober = Prober {
             prices: self,
-            model,
+            model: request_model,
             provider_id: provider_id.as_deref(),
             time,
             own_cache_read: false,

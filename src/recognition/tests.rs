@@ -324,6 +324,41 @@ fn smolagents_and_llama_index() {
 }
 
 #[test]
+fn dspy_agent_modules_at_the_root() {
+    let r = Recogniser::new(Vec::new(), None);
+    let chain = [kv("openinference.span.kind", "CHAIN")];
+    let at = |name: &str, root: bool| r.classify_in_context(name, &chain, root, || None);
+    for name in [
+        "ReAct.forward",
+        "ReAct.aforward",
+        "ReActV2.forward",
+        "CodeAct.aforward",
+        "RLM.forward",
+        "Avatar.forward",
+    ] {
+        assert_eq!(at(name, true), Role::Invocation, "{name}");
+        // Below the root (inside a program of the user's): a workflow, as any chain.
+        assert_eq!(at(name, false), Role::Workflow, "{name}");
+    }
+    for name in [
+        "ReAct",
+        "ReAct.__call__",
+        "MyReAct.forward",
+        "ChainOfThought.forward",
+        "Predict(ReActSignature).forward",
+        ".forward",
+    ] {
+        assert_eq!(at(name, true), Role::Workflow, "{name}");
+    }
+    // Another kind keeps its role.
+    let llm = [kv("openinference.span.kind", "LLM")];
+    assert_eq!(
+        r.classify_in_context("ReAct.forward", &llm, true, || None),
+        Role::Generation
+    );
+}
+
+#[test]
 fn langgraph_chains() {
     let chain = |name: &str, metadata: &str| {
         let attrs = [

@@ -188,7 +188,6 @@ fn check_by_agent_gives_the_readme_totals() {
 
 #[test]
 fn check_by_prints_tables_and_keeps_unpriced_calls_apart() {
-    // Strands' calls are unpriced (provider and model unknown to the price data).
     let strands = cli::recording("otlp/strands-concurrent-2agents.otlp.json");
     let output = run(&[
         "check",
@@ -212,14 +211,26 @@ fn check_by_prints_tables_and_keeps_unpriced_calls_apart() {
         "no trees with --by: {text}"
     );
 
-    let output = run(&["check", "--json", "--by", "session", &langchain(), &strands]);
+    // smolagents' calls are unpriced (a fake model).
+    let smolagents = format!(
+        "{}/tests/recordings/python/smolagents/smolagents-concurrent.otlp.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = run(&[
+        "check",
+        "--json",
+        "--by",
+        "session",
+        &langchain(),
+        &smolagents,
+    ]);
     let json = json_of(&output);
     let table = &json["breakdowns"][0];
     let total = &table["total"];
-    assert_eq!(total["calls"], 10);
-    assert_eq!(total["unpriced_calls"], 4);
+    assert_eq!(total["calls"], 12);
+    assert_eq!(total["unpriced_calls"], 6);
     assert_eq!(total["cost_usd"], json["cost_usd"]);
-    let output = run(&["check", "--json", "--by", "model", &strands]);
+    let output = run(&["check", "--json", "--by", "model", &smolagents]);
     let json = json_of(&output);
     let rows = json["breakdowns"][0]["rows"].as_array().expect("rows");
     assert!(!rows.is_empty());
@@ -230,6 +241,24 @@ fn check_by_prints_tables_and_keeps_unpriced_calls_apart() {
         );
         assert_eq!(r["unpriced_calls"], r["calls"]);
     }
+    // Strands' default model (`gen_ai.system = strands-agents`, a Bedrock
+    // cross-region id) is priced as the aws model its id names: 572 input and 70
+    // output tokens at $3.30 and $16.50 per million.
+    let output = run(&["check", "--json", "--by", "model", &strands]);
+    let json = json_of(&output);
+    let rows = json["breakdowns"][0]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["name"],
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    );
+    assert_eq!(rows[0]["calls"], 4);
+    assert_eq!(rows[0]["unpriced_calls"], 0);
+    let cost = rows[0]["cost_usd"].as_f64().expect("priced");
+    assert!(
+        (cost - (572.0 * 3.3 + 70.0 * 16.5) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
 
     let output = run(&["check", "--by", "price", &langchain()]);
     assert_eq!(code(&output), 2, "an unknown grouping is a usage error");
@@ -427,6 +456,77 @@ fn prices_prints_the_pricing_modules_rates() {
     );
     let input = format!("${} per million tokens", tier["input_per_million"]);
     assert!(text.contains(&input), "{text}");
+}
+
+/// `genai-audit prices` finds a model whose id names its provider, without
+/// `--provider`, as the audit prices its calls.
+#[test]
+fn prices_of_ids_that_name_their_provider() {
+    for (model, matched, input, output) in [
+        (
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.3,
+            16.5,
+        ),
+        (
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.3,
+            16.5,
+        ),
+        (
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            3.0,
+            15.0,
+        ),
+        (
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "aws/regional.anthropic.claude-3-5-haiku-20241022-v1:0",
+            0.8,
+            4.0,
+        ),
+        (
+            "us.amazon.nova-pro-v1:0",
+            "aws/amazon.nova-pro-v1:0",
+            0.8,
+            3.2,
+        ),
+        (
+            "publishers/google/models/gemini-2.5-flash",
+            "google/gemini-2.5-flash",
+            0.3,
+            2.5,
+        ),
+        ("openai/gpt-4o-mini", "openai/gpt-4o-mini", 0.15, 0.6),
+        (
+            "anthropic/claude-sonnet-4-5",
+            "anthropic/claude-sonnet-4-5",
+            3.0,
+            15.0,
+        ),
+    ] {
+        let output_ = run(&["prices", model, "--at", "2025-10-09", "--json"]);
+        assert_eq!(code(&output_), 0, "{model}: {}", stderr(&output_));
+        let json = json_of(&output_);
+        assert_eq!(json["matched"], matched, "{model}");
+        assert_eq!(
+            json["tiers"][0]["input_per_million"].as_f64(),
+            Some(input),
+            "{model}"
+        );
+        assert_eq!(
+            json["tiers"][0]["output_per_million"].as_f64(),
+            Some(output),
+            "{model}"
+        );
+    }
+    // A fake id of the same shapes has no price.
+    for model in ["us.anthropic.fake-model-v1:0", "openai/fake-model"] {
+        let output = run(&["prices", model]);
+        assert_eq!(code(&output), 1, "{model}");
+    }
 }
 
 #[test]

@@ -58,3 +58,4 @@ mod serve;
 mod serve_operations;
 mod tracing_bridge;
 mod usage_and_cost;
+mod wrapped_generations;

@@ -898,6 +898,7 @@ fn expected_type(key: &str) -> Option<Ty> {
         | "genai_audit.cumulative.cost_usd"
         | "genai_audit.total.cost_usd" => Ty::F64,
         "genai_audit.cost.unpriced"
+        | "genai_audit.wrapper"
         | "genai_audit.total.partial"
         | "genai_audit.usage.cache_exclusive"
         | "genai_audit.usage.reasoning_exclusive" => Ty::Bool,

@@ -469,3 +469,74 @@ fn calls_are_priced_at_their_start_time() {
     assert_eq!(r.f64("old", "genai_audit.cost_usd"), before);
     assert_eq!(r.f64("new", "genai_audit.cost_usd"), after);
 }
+
+/// A Strands agent's default model: `gen_ai.system = strands-agents` (no such provider
+/// in the price data) and a Bedrock cross-region id, priced as the aws model it names;
+/// a Vertex resource name and a `provider/model` id likewise; a fake id stays unpriced.
+#[test]
+fn model_ids_that_name_their_provider_are_priced() {
+    let h = Harness::new();
+    let gen = |m: &'static str, system: &'static str| {
+        vec![
+            KeyValue::new("gen_ai.request.model", m),
+            KeyValue::new("gen_ai.system", system),
+            KeyValue::new("gen_ai.usage.input_tokens", 1056),
+            KeyValue::new("gen_ai.usage.output_tokens", 170),
+        ]
+    };
+    let spans = run(
+        &h,
+        &[
+            gen(
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "strands-agents",
+            ),
+            gen("publishers/google/models/gemini-2.5-flash", "my-framework"),
+            gen("openai/gpt-4o-mini", "litellm"),
+            gen("us.anthropic.fake-model-v1:0", "strands-agents"),
+        ],
+    );
+    for (name, provider, request_model, matched) in [
+        (
+            "chat 0",
+            "aws",
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ),
+        (
+            "chat 1",
+            "google",
+            "gemini-2.5-flash",
+            "google/gemini-2.5-flash",
+        ),
+        ("chat 2", "openai", "gpt-4o-mini", "openai/gpt-4o-mini"),
+    ] {
+        let g = by_name(&spans, name);
+        let start_ns = T + name[5..].parse::<u64>().unwrap() + 1;
+        assert_eq!(
+            value(g, "genai_audit.cost_usd"),
+            Some(Value::F64(direct_price(
+                Some(provider),
+                request_model,
+                1056,
+                170,
+                start_ns
+            ))),
+            "{name}"
+        );
+        assert_eq!(
+            value(g, "genai_audit.cost.model"),
+            Some(Value::String(matched.into())),
+            "{name}"
+        );
+    }
+    // 1056 × $3.30 + 170 × $16.50 per million tokens.
+    let sonnet = common::f64_of(by_name(&spans, "chat 0"), "genai_audit.cost_usd");
+    assert!((sonnet - 0.0062898).abs() < 1e-12, "{sonnet}");
+    let fake = by_name(&spans, "chat 3");
+    assert_eq!(
+        value(fake, "genai_audit.cost.unpriced"),
+        Some(Value::Bool(true))
+    );
+    assert_eq!(value(fake, "genai_audit.cost_usd"), None);
+}

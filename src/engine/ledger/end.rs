@@ -184,7 +184,16 @@ impl<S: StartCopy> Ledger<S> {
             if depth == 0 && remove_child(entry, child) {
                 tombstone = Some(id);
             }
+            let recognised = entry.role.is_recognised();
             let below = entry.below();
+            if contribution.wrapped.generations > 0 {
+                // Up to the nearest span recognised at its start (those below it may
+                // be recognised at their end).
+                below.wrapped.add(contribution.wrapped);
+                if recognised {
+                    contribution.wrapped = Wrapped::default();
+                }
+            }
             below.totals.add(&contribution.totals);
             if own {
                 below.own.add(&contribution.own);

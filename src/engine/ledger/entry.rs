@@ -205,6 +205,25 @@ pub(super) struct Below {
     pub(super) agent_name: Option<Arc<str>>,
     /// The invocation passed its budget (reported once).
     pub(super) budget_exceeded: bool,
+    /// Generations counted below it with no recognised span in between, and how many
+    /// of them reported usage: what a generation wraps (one model call seen twice).
+    /// Spans not recognised at their start keep them too (their role may come at end).
+    pub(super) wrapped: Wrapped,
+}
+
+/// Generations counted with no recognised span between them and a span, and how many
+/// of them reported usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wrapped {
+    pub(crate) generations: u32,
+    pub(crate) with_usage: u32,
+}
+
+impl Wrapped {
+    pub(crate) fn add(&mut self, other: Wrapped) {
+        self.generations = self.generations.saturating_add(other.generations);
+        self.with_usage = self.with_usage.saturating_add(other.with_usage);
+    }
 }
 
 /// How many own response ids a span remembers for `foreign_response` (an invocation's
@@ -217,6 +236,7 @@ impl Below {
         self.totals.add(&c.totals);
         self.own.add(&c.own);
         self.steps = self.steps.saturating_add(c.steps);
+        self.wrapped.add(c.wrapped);
         if let Some(response) = c.response.take() {
             self.last_response = Some(response);
         }
@@ -345,6 +365,13 @@ impl<S> Ended<S> {
         self.below.as_ref()?.agent_name.as_ref()
     }
 
+    /// Generations counted below it with no recognised span in between.
+    pub(crate) fn wrapped(&self) -> Wrapped {
+        self.below
+            .as_ref()
+            .map_or_else(Wrapped::default, |b| b.wrapped)
+    }
+
     /// The invocation passed its budget before it ended.
     pub(crate) fn budget_exceeded(&self) -> bool {
         self.below.as_ref().is_some_and(|b| b.budget_exceeded)
@@ -387,6 +414,8 @@ pub(crate) struct Contribution {
     pub(crate) response: Option<Box<LastResponse>>,
     /// Hashes of own generations' response ids.
     pub(crate) own_responses: Vec<u64>,
+    /// Generations in it with no recognised span between them and the receiver.
+    pub(crate) wrapped: Wrapped,
 }
 
 impl Contribution {
@@ -398,6 +427,7 @@ impl Contribution {
             && self.steps == 0
             && self.response.is_none()
             && self.own_responses.is_empty()
+            && self.wrapped.generations == 0
     }
 }
 
@@ -451,6 +481,7 @@ pub(super) fn take_ended<S>(entry: &mut Entry<S>, trace: TraceKey, stays: bool) 
             own_responses: std::mem::take(&mut b.own_responses),
             agent_name: b.agent_name.clone(),
             budget_exceeded: b.budget_exceeded,
+            wrapped: b.wrapped,
             ..Below::default()
         })),
         _ => entry.below.take(),

@@ -67,6 +67,6 @@ mod tests;
 
 pub(crate) use entry::{
     Call, Contribution, Ended, Ending, Forward, Identity, Kept, LastResponse, NewSpan, OwnUsage,
-    Start, StartCopy, TraceKey,
+    Start, StartCopy, TraceKey, Wrapped,
 };
 pub(crate) use shards::Ledger;

@@ -211,6 +211,40 @@ impl<S: StartCopy> Ledger<S> {
             .map(|e| e.role)
     }
 
+    /// The role at its start of the nearest recognised span at or above `from`, and
+    /// whether it is still open, walking up tracked spans (open, or ended with children
+    /// open) through those that are not recognised; `None` when the walk leaves the
+    /// tracked spans first (a span seen only through what its children handed up ends
+    /// it).
+    pub(crate) fn nearest_recognised(
+        &self,
+        trace: TraceKey,
+        from: Option<u64>,
+    ) -> Option<(Role, bool)> {
+        let spans = self.spans(trace);
+        let mut next = from;
+        for _ in 0..walk_bound(spans.len(), 0) {
+            let entry = spans.get(&next?)?;
+            if entry.fate == Fate::Pending {
+                return None;
+            }
+            if entry.role.is_recognised() {
+                return Some((entry.role, entry.fate == Fate::Open));
+            }
+            next = entry.parent();
+        }
+        None
+    }
+
+    /// The generations counted so far below a tracked span with no recognised span in
+    /// between (those it wraps, if it is a generation).
+    pub(crate) fn wrapped(&self, trace: TraceKey, id: u64) -> Wrapped {
+        self.spans(trace)
+            .get(&id)
+            .and_then(|e| e.below.as_ref())
+            .map_or_else(Wrapped::default, |b| b.wrapped)
+    }
+
     /// Counts a step recognised only at its end, and not tracked, under its parent:
     /// returns its 1-based position among the steps counted there (0 when the parent
     /// has ended). The count travels up with the parent's contribution to the nearest
