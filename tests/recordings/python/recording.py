@@ -13,6 +13,7 @@ import base64
 import json
 import sys
 import threading
+import time
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
@@ -164,3 +165,27 @@ def write_otlp(path, spans, per_trace=True):
     with open(path, "w") as f:
         for group in groups:
             f.write(otlp_json(group) + "\n")
+
+
+# The harness's own log of every model and tool call (written as harness-log.jsonl by
+# write_recording): each record with its time and the span current when it was made.
+HLOG = []
+
+
+def hlog(**rec):
+    rec["time_ns"] = time.time_ns()
+    rec["current_span"] = current_span_hex()
+    HLOG.append(rec)
+    print("HARNESS", json.dumps(rec, sort_keys=True), flush=True)
+
+
+# The plan the harnesses run: runs A and B of one shared agent concurrently, two model
+# calls each with this usage (prompt, completion) and one tool call for a city; run C
+# cancelled during its first model call.
+TOKENS = {
+    ("A", 1): (101, 11), ("A", 2): (133, 17),
+    ("B", 1): (157, 19), ("B", 2): (181, 23),
+    ("C", 1): (211, 31),  # never returned: run C is cancelled during this call
+}
+CITY = {"A": "Paris", "B": "Tokyo", "C": "Lima"}
+RUN_OF_CITY = {v: k for k, v in CITY.items()}

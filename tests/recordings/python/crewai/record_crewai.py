@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import threading
-import time
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
@@ -48,25 +47,16 @@ OTLP_PATH = os.path.join(HERE, "crewai-concurrent.otlp.json")
 HARNESS_LOG_PATH = os.path.join(HERE, "harness-log.jsonl")
 
 sys.path.insert(0, os.path.dirname(HERE))
-from recording import RecordingProcessor, current_span_hex, write_recording  # noqa: E402
+from recording import (  # noqa: E402
+    CITY,
+    HLOG,
+    RUN_OF_CITY,
+    TOKENS,
+    RecordingProcessor,
+    hlog,
+    write_recording,
+)
 
-HLOG = []
-
-
-def hlog(**rec):
-    rec["time_ns"] = time.time_ns()
-    rec["current_span"] = current_span_hex()
-    HLOG.append(rec)
-    print("HARNESS", json.dumps(rec, sort_keys=True), flush=True)
-
-
-TOKENS = {
-    ("A", 1): (101, 11), ("A", 2): (133, 17),
-    ("B", 1): (157, 19), ("B", 2): (181, 23),
-    ("C", 1): (211, 31),  # never returned: run C is cancelled during this call
-}
-CITY = {"A": "Paris", "B": "Tokyo", "C": "Lima"}
-RUN_OF_CITY = {v: k for k, v in CITY.items()}
 BARRIER = threading.Barrier(2, timeout=30)  # A and B meet inside each model call
 RELEASE_C = threading.Event()
 

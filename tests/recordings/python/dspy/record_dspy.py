@@ -21,9 +21,7 @@ through LiteLLM (`engine="litellm"`, no cache).
 import asyncio
 import json
 import os
-import re
 import sys
-import time
 
 # LiteLLM fetches its model cost map at import unless told to use its bundled copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -46,17 +44,14 @@ HARNESS_LOG_PATH = os.path.join(HERE, "harness-log.jsonl")
 
 # The recording processor and the writers every harness here shares.
 sys.path.insert(0, os.path.dirname(HERE))
-from recording import RecordingProcessor, current_span_hex, write_recording  # noqa: E402
-
-HLOG = []
-
-
-def hlog(**rec):
-    rec["time_ns"] = time.time_ns()
-    rec["current_span"] = current_span_hex()
-    HLOG.append(rec)
-    print("HARNESS", json.dumps(rec, sort_keys=True), flush=True)
-
+from recording import (  # noqa: E402
+    CITY,
+    HLOG,
+    RUN_OF_CITY,
+    RecordingProcessor,
+    hlog,
+    write_recording,
+)
 
 # (run, call) -> (prompt tokens, completion tokens)
 TOKENS = {
@@ -64,8 +59,6 @@ TOKENS = {
     ("B", 1): (157, 19), ("B", 2): (181, 23), ("B", 3): (191, 29),
     ("C", 1): (211, 31),  # never returned: run C is cancelled during this call
 }
-CITY = {"A": "Paris", "B": "Tokyo", "C": "Lima"}
-RUN_OF_CITY = {v: k for k, v in CITY.items()}
 BARRIER = None  # asyncio.Barrier(2), made inside the event loop
 
 
