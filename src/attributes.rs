@@ -242,6 +242,11 @@ impl AttributeWrites {
         }
     }
 
+    /// The writes, in order (after the places kept for the span's own attributes).
+    pub(crate) fn written(&self) -> &[KeyValue] {
+        self.writes.get(self.existing..).unwrap_or_default()
+    }
+
     /// Writes for a span that has `existing` attributes already.
     pub(crate) fn for_span(existing: usize) -> Self {
         AttributeWrites {

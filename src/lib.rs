@@ -105,7 +105,7 @@ mod config;
 mod cost;
 #[cfg(feature = "cli")]
 pub mod costs;
-mod engine;
+pub mod engine;
 pub mod findings;
 mod hashing;
 pub mod keys;

@@ -14,23 +14,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::metrics::MeterProvider;
-use opentelemetry::otel_warn;
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-use crate::budget::{Budget, BudgetCallback, BudgetExceeded, Budgets};
-use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
+use crate::budget::{Budget, BudgetExceeded};
+use crate::config::{ContaminationPolicy, LeakPolicy};
 use crate::cost::CostAttributes;
 use crate::engine::{
-    Audit, Clock, EndedSpan, ForeignResponses, Kept, Parts, StartCopy, StartPlan, StartedSpan,
+    Audit, Caller, Clock, EndedSpan, EngineBuilder, Kept, Sink, StartCopy, StartPlan, StartedSpan,
     Synthetic,
 };
-use crate::metrics::MetricOptions;
-use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
-use crate::recognition::{Classifier, Recogniser, Role, RoleRule};
+use crate::findings::FindingCode;
+use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
+use crate::pricing::{ModelPrice, Pricer};
+use crate::recognition::{Classifier, Role, RoleRule};
 
 /// An OpenTelemetry [`SpanProcessor`] that audits gen-ai agent spans and hands them,
 /// enriched, to the processor it wraps.
@@ -72,8 +72,10 @@ use crate::recognition::{Classifier, Recogniser, Role, RoleRule};
 /// ```
 pub struct GenAiAuditProcessor<P> {
     inner: P,
-    /// `None` when disabled: a pure pass-through.
+    /// The engine; `None` when disabled: a pure pass-through.
     audit: Option<Audit<SpanData>>,
+    /// The instruments the engine's events are recorded on (with a meter provider).
+    metrics: Option<AuditMetrics>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessor<P> {
@@ -90,21 +92,13 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
     pub fn builder(inner: P) -> GenAiAuditProcessorBuilder<P> {
         GenAiAuditProcessorBuilder {
             inner,
-            settings: Settings::default(),
-            pricer: None,
-            model_prices: Vec::new(),
-            cost_attributes: CostAttributes::default(),
-            rules: Vec::new(),
-            classifier: None,
+            engine: EngineBuilder::default(),
             meter_provider: None,
             clock: None,
-            budgets: Vec::new(),
-            on_exceeded: None,
             metric_options: MetricOptions {
                 cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
                 token_usage: false,
             },
-            foreign_responses: None,
         }
     }
 
@@ -141,23 +135,16 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
     }
 }
 
-/// Configures a [`GenAiAuditProcessor`]. Everything has a default; environment variables
-/// (listed in the crate documentation) are read at [`build`](Self::build) for what code
-/// did not set.
+/// Configures a [`GenAiAuditProcessor`]: the engine's settings (the same as
+/// [`EngineBuilder`]'s), and the processor's own (its meter provider and metric
+/// options, its clock). Everything has a default; environment variables (listed in the
+/// crate documentation) are read at [`build`](Self::build) for what code did not set.
 pub struct GenAiAuditProcessorBuilder<P> {
     inner: P,
-    settings: Settings,
-    pricer: Option<Arc<dyn Pricer>>,
-    model_prices: Vec<(Option<String>, String, ModelPrice)>,
-    cost_attributes: CostAttributes,
-    rules: Vec<RoleRule>,
-    classifier: Option<Arc<dyn Classifier>>,
+    engine: EngineBuilder,
     meter_provider: Option<Box<dyn MeterProvider + Send + Sync>>,
     clock: Option<Clock>,
-    budgets: Vec<Budget>,
-    on_exceeded: Option<BudgetCallback>,
     metric_options: MetricOptions,
-    foreign_responses: Option<Arc<dyn ForeignResponses>>,
 }
 
 /// The most distinct model, provider and agent names recorded in metric attributes,
@@ -168,99 +155,65 @@ impl<P: fmt::Debug> fmt::Debug for GenAiAuditProcessorBuilder<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenAiAuditProcessorBuilder")
             .field("inner", &self.inner)
-            .field("settings", &self.settings)
-            .field("pricer", &self.pricer)
-            .field("model_prices", &self.model_prices)
-            .field("cost_attributes", &self.cost_attributes)
-            .field("rules", &self.rules)
-            .field("classifier", &self.classifier.is_some())
+            .field("engine", &self.engine)
             .field("meter_provider", &self.meter_provider.is_some())
             .field("clock", &self.clock.is_some())
-            .field("budgets", &self.budgets)
-            .field("on_exceeded", &self.on_exceeded.is_some())
             .field("metric_options", &self.metric_options)
             .finish()
     }
 }
 
+/// The engine's settings, on the processor's builder: each hands its arguments to the
+/// [`EngineBuilder`] method of the same name, which documents it.
+macro_rules! engine_settings {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $($arg: $ty),*) -> Self {
+                self.engine = self.engine.$name($($arg),*);
+                self
+            }
+        )*
+    };
+}
+
 impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
-    /// What happens to recognised children still open when their parent ends
-    /// (default [`LeakPolicy::Flag`]; environment `GENAI_AUDIT_LEAK_POLICY`).
-    pub fn leak_policy(mut self, policy: LeakPolicy) -> Self {
-        self.settings.leak_policy = Some(policy);
-        self
+    engine_settings! {
+        /// What happens to recognised children still open when their parent ends: see
+        /// [`EngineBuilder::leak_policy`].
+        leak_policy(policy: LeakPolicy);
+        /// What happens to spans contaminated by another invocation: see
+        /// [`EngineBuilder::contamination_policy`].
+        contamination_policy(policy: ContaminationPolicy);
+        /// The most spans tracked at once: see [`EngineBuilder::with_max_tracked_spans`].
+        with_max_tracked_spans(max: usize);
+        /// The age after which an open span is evicted: see
+        /// [`EngineBuilder::with_max_span_age`].
+        with_max_span_age(age: Duration);
+        /// Prices from a genai-prices JSON file: see [`EngineBuilder::with_prices_file`].
+        with_prices_file(path: impl Into<PathBuf>);
+        /// A price for a model: see [`EngineBuilder::with_model_price`].
+        with_model_price(provider: Option<&str>, model: impl Into<String>, price: ModelPrice);
+        /// Your own [`Pricer`](crate::Pricer): see [`EngineBuilder::with_pricer`].
+        with_pricer(pricer: impl Pricer + 'static);
+        /// Which cost keys a priced call gets: see [`EngineBuilder::with_cost_attributes`].
+        with_cost_attributes(attributes: CostAttributes);
+        /// A rule giving a role: see [`EngineBuilder::with_role_rule`].
+        with_role_rule(rule: RoleRule);
+        /// A custom classifier: see [`EngineBuilder::with_classifier`].
+        with_classifier(classifier: impl Classifier + 'static);
+        /// A budget per invocation: see [`EngineBuilder::with_budget`].
+        with_budget(budget: Budget);
+        /// Called once per invocation that passes its budget: see
+        /// [`EngineBuilder::on_budget_exceeded`].
+        on_budget_exceeded(callback: impl Fn(&BudgetExceeded) + Send + Sync + 'static);
+        /// `true` makes the processor a pure pass-through (environment
+        /// `GENAI_AUDIT_DISABLED`): see [`EngineBuilder::with_disabled`].
+        with_disabled(disabled: bool);
     }
 
-    /// What happens to spans contaminated by another invocation (default
-    /// [`ContaminationPolicy::Flag`]; environment `GENAI_AUDIT_CONTAMINATION_POLICY`).
-    pub fn contamination_policy(mut self, policy: ContaminationPolicy) -> Self {
-        self.settings.contamination_policy = Some(policy);
-        self
-    }
-
-    /// The most spans tracked at once (at least 1; default 65536; environment
-    /// `GENAI_AUDIT_MAX_TRACKED_SPANS`).
-    pub fn with_max_tracked_spans(mut self, max: usize) -> Self {
-        self.settings.max_tracked_spans = Some(max);
-        self
-    }
-
-    /// The age after which an open span is evicted (at least 1 s; default one hour;
-    /// environment `GENAI_AUDIT_MAX_SPAN_AGE_SECS`).
-    pub fn with_max_span_age(mut self, age: Duration) -> Self {
-        self.settings.max_span_age = Some(age);
-        self
-    }
-
-    /// Prices from a file in the genai-prices JSON format instead of the bundled data
-    /// (environment `GENAI_AUDIT_PRICES_FILE`). A file that cannot be read or parsed is
-    /// reported through `otel_warn!` and the bundled prices are used.
-    pub fn with_prices_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.settings.prices_file = Some(path.into());
-        self
-    }
-
-    /// A price for a model the price data does not know (or to override it), for one
-    /// provider or, with `None`, for any. Applies to the genai-prices pricer (bundled or
-    /// from a file), not to a custom [`Pricer`].
-    pub fn with_model_price(
-        mut self,
-        provider: Option<&str>,
-        model: impl Into<String>,
-        price: ModelPrice,
-    ) -> Self {
-        self.model_prices
-            .push((provider.map(str::to_owned), model.into(), price));
-        self
-    }
-
-    /// Your own [`Pricer`], replacing the genai-prices one.
-    pub fn with_pricer(mut self, pricer: impl Pricer + 'static) -> Self {
-        self.pricer = Some(Arc::new(pricer));
-        self
-    }
-
-    /// Which cost keys a priced call gets besides `genai_audit.cost_usd`
-    /// (default: `gen_ai.usage.cost`).
-    pub fn with_cost_attributes(mut self, attributes: CostAttributes) -> Self {
-        self.cost_attributes = attributes;
-        self
-    }
-
-    /// A rule giving a role by name prefix or attribute value; user rules are tried
-    /// first, in the order added.
-    pub fn with_role_rule(mut self, rule: RoleRule) -> Self {
-        self.rules.push(rule);
-        self
-    }
-
-    /// A custom classifier, tried after the rules and before the built-in recognition.
-    pub fn with_classifier(mut self, classifier: impl Classifier + 'static) -> Self {
-        self.classifier = Some(Arc::new(classifier));
-        self
-    }
-
-    /// Turns the metrics on: the instruments are created on this meter provider.
+    /// Turns the metrics on: the instruments are created on this meter provider, and
+    /// the engine's [events](crate::engine::AuditEvent) are recorded on them.
     pub fn with_meter_provider(
         mut self,
         meter_provider: impl MeterProvider + Send + Sync + 'static,
@@ -299,56 +252,6 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         self
     }
 
-    /// One pricer shared by several processors (the command's workers share its memo).
-    #[cfg(feature = "cli")]
-    pub(crate) fn with_shared_pricer(mut self, pricer: Arc<dyn Pricer>) -> Self {
-        self.pricer = Some(pricer);
-        self
-    }
-
-    /// The command's index of response ids of generations in other traces: the
-    /// response memory becomes one per trace, and the index answers for the others.
-    #[cfg(feature = "cli")]
-    pub(crate) fn with_foreign_responses(mut self, index: Arc<dyn ForeignResponses>) -> Self {
-        self.foreign_responses = Some(index);
-        self
-    }
-
-    /// A budget per invocation (cost in USD and/or tokens, for every invocation or, with
-    /// [`Budget::for_agent`], for one agent's): the generation whose cumulative totals
-    /// first pass it, and the invocation at its end, get the finding `budget_exceeded`,
-    /// and the callback of [`on_budget_exceeded`](Self::on_budget_exceeded) is called
-    /// once per invocation. A later budget for the same agent replaces an earlier one.
-    /// Without any, `GENAI_AUDIT_BUDGET_USD` and `GENAI_AUDIT_BUDGET_TOKENS` set the
-    /// budget of every invocation. A budget that is not positive is reported through
-    /// `otel_warn!` and ignored.
-    ///
-    /// The cumulative totals need the invocation recognised at its start (and a
-    /// per-agent budget its `gen_ai.agent.name` then); an invocation recognised only at
-    /// its end is checked when it ends.
-    pub fn with_budget(mut self, budget: Budget) -> Self {
-        if budget.is_valid() {
-            self.settings.budget_in_code = true;
-            self.budgets.push(budget);
-        } else {
-            otel_warn!(name: "GenAiAudit.InvalidBudget", reason = "a budget must be a finite cost above 0 or at least 1 token; ignored");
-        }
-        self
-    }
-
-    /// Called once per invocation that passes its budget, with the agent name, the
-    /// invocation's span and trace ids and its totals so far, on the thread that ended
-    /// the span that passed it and outside every lock of the processor: keep it fast
-    /// (set a flag, cancel a token). A callback that panics is caught, reported once
-    /// through `otel_warn!`, and the processor goes on.
-    pub fn on_budget_exceeded(
-        mut self,
-        callback: impl Fn(&BudgetExceeded) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_exceeded = Some(Arc::new(callback));
-        self
-    }
-
     /// Also records the OpenTelemetry GenAI conventions' `gen_ai.client.token.usage`
     /// histogram (off by default: most instrumentations that emit metrics record it
     /// themselves, and it would count twice).
@@ -364,61 +267,45 @@ impl<P: SpanProcessor> GenAiAuditProcessorBuilder<P> {
         self
     }
 
-    /// `true` makes the processor a pure pass-through (environment
-    /// `GENAI_AUDIT_DISABLED`).
-    pub fn with_disabled(mut self, disabled: bool) -> Self {
-        self.settings.disabled = Some(disabled);
-        self
-    }
-
     /// Builds the processor, reading the environment for what code did not set.
     pub fn build(self) -> GenAiAuditProcessor<P> {
-        let settings = self.settings.resolve(|name| std::env::var(name).ok());
-        if settings.disabled {
-            return GenAiAuditProcessor {
-                inner: self.inner,
-                audit: None,
-            };
-        }
-        let pricer: Arc<dyn Pricer> = match self.pricer {
-            Some(pricer) => pricer,
-            None => {
-                let mut prices = match &settings.prices_file {
-                    Some(path) => GenAiPrices::from_file(path).unwrap_or_else(|e| {
-                        otel_warn!(name: "GenAiAudit.PriceFileUnusable", error = e.to_string(), reason = "using the bundled prices");
-                        GenAiPrices::bundled()
-                    }),
-                    None => GenAiPrices::bundled(),
-                };
-                for (provider, model, price) in &self.model_prices {
-                    prices = prices.with_model_price(provider.as_deref(), model, *price);
-                }
-                Arc::new(prices)
-            }
+        let audit: Option<Audit<SpanData>> =
+            self.engine.audit(self.meter_provider.is_some(), self.clock);
+        let metrics = match (&audit, &self.meter_provider) {
+            (Some(audit), Some(provider)) => Some(AuditMetrics::new(
+                provider.as_ref(),
+                audit.tracked_handle(),
+                self.metric_options,
+            )),
+            _ => None,
         };
-        let mut budgets = self.budgets;
-        if let Some(budget) = settings.env_budget.clone() {
-            budgets.push(budget);
-        }
         GenAiAuditProcessor {
             inner: self.inner,
-            audit: Some(Audit::new(Parts {
-                settings,
-                recogniser: Recogniser::new(self.rules, self.classifier),
-                pricer,
-                cost_attributes: self.cost_attributes,
-                meter_provider: self
-                    .meter_provider
-                    .as_deref()
-                    .map(|mp| mp as &dyn MeterProvider),
-                metric_options: self.metric_options,
-                clock: self.clock,
-                budgets: Budgets::new(budgets),
-                on_exceeded: self.on_exceeded,
-                foreign_responses: self.foreign_responses,
-            })),
+            audit,
+            metrics,
         }
     }
+}
+
+/// The processor's metrics record the engine's events as they happen.
+impl Sink for AuditMetrics {
+    fn finding(&self, code: FindingCode, role: Role, repaired: bool) {
+        self.count_finding(code.as_str(), role.as_str(), repaired);
+    }
+
+    fn call(&self, call: &CallRecord<'_>) {
+        self.record_call(call);
+    }
+
+    fn wants_call_details(&self) -> bool {
+        self.records_token_usage()
+    }
+
+    fn invocation(&self, agent: Option<&str>, cost_usd: Option<f64>, input: u64, output: u64) {
+        self.record_invocation(agent, cost_usd, input, output);
+    }
+
+    fn budget_exceeded(&self, _exceeded: &BudgetExceeded) {}
 }
 
 /// The start copy the engine keeps under leak policy `close` is the SDK's span data.
@@ -437,12 +324,22 @@ fn parent(span_id: SpanId) -> Option<u64> {
 }
 
 impl<P: SpanProcessor> GenAiAuditProcessor<P> {
+    /// What the engine gets with each call: no time (it reads the processor's clock),
+    /// and the metrics as the sink of its events.
+    #[inline]
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            now: None,
+            sink: self.metrics.as_ref().map(|m| m as &dyn Sink),
+        }
+    }
+
     /// Starts a span the audit may track (out of line: spans that are not gen-ai take
     /// the short path of `on_start`).
     #[inline(never)]
     fn start_tracked(&self, audit: &Audit<SpanData>, plan: StartPlan, data: &mut Option<SpanData>) {
         let (keep_snapshot, keep_name) = (plan.keep_snapshot(), plan.keep_name());
-        let synthetic = audit.start(plan, || {
+        let kept = || {
             if keep_snapshot {
                 data.take()
                     .map_or(Kept::Nothing, |d| Kept::Snapshot(Box::new(d)))
@@ -452,7 +349,8 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
             } else {
                 Kept::Nothing
             }
-        });
+        };
+        let synthetic = audit.start(plan, kept, self.caller());
         self.export(synthetic);
     }
 
@@ -467,10 +365,12 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
                 parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
                 start_time: span.start_time,
                 end_time: span.end_time,
-                attributes: &mut span.attributes,
+                attributes: &span.attributes,
             },
             role,
+            self.caller(),
         );
+        outcome.writes.apply(&mut span.attributes);
         self.export(outcome.synthetic);
         outcome.forward
     }
@@ -545,7 +445,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
         if let Some(audit) = &self.audit {
             // Spans still open are evicted (`stale`); under `close` they are exported
             // before the inner processor shuts down.
-            self.export(audit.shutdown());
+            self.export(audit.shutdown(self.caller()));
         }
         self.inner.shutdown_with_timeout(timeout)
     }

@@ -4,10 +4,10 @@
 
 use opentelemetry::{StringValue, Value};
 
+use super::events::Sink;
 use crate::attributes::AttributeWrites;
 use crate::findings::FindingCode;
 use crate::keys;
-use crate::metrics::AuditMetrics;
 use crate::recognition::Role;
 
 /// One finding about one span.
@@ -44,16 +44,16 @@ impl Finding {
         self
     }
 
-    fn count(&self, metrics: Option<&AuditMetrics>) {
-        if let (false, Some(metrics)) = (self.counted, metrics) {
-            metrics.count_finding(self.code.as_str(), self.role.as_str(), self.repaired);
+    fn count(&self, sink: Option<&dyn Sink>) {
+        if let (false, Some(sink)) = (self.counted, sink) {
+            sink.finding(self.code, self.role, self.repaired);
         }
     }
 
     /// Counts a finding about a span that is exported without it, or not at all (a span
     /// evicted under `flag`; the real end of a span the audit already exported).
-    pub(crate) fn count_only(self, metrics: Option<&AuditMetrics>) {
-        self.count(metrics);
+    pub(crate) fn count_only(self, sink: Option<&dyn Sink>) {
+        self.count(sink);
     }
 }
 
@@ -106,20 +106,20 @@ impl SpanFindings {
 
     /// Counts each finding not counted yet, and writes nothing (the span they are about
     /// is not gen-ai: it passes through untouched).
-    pub(crate) fn count_only(self, metrics: Option<&AuditMetrics>) {
+    pub(crate) fn count_only(self, sink: Option<&dyn Sink>) {
         for finding in &self.findings {
-            finding.count(metrics);
+            finding.count(sink);
         }
     }
 
     /// Counts each finding not counted yet, and writes the codes to
     /// `genai_audit.findings`.
-    pub(crate) fn emit(self, writes: &mut AttributeWrites, metrics: Option<&AuditMetrics>) {
+    pub(crate) fn emit(self, writes: &mut AttributeWrites, sink: Option<&dyn Sink>) {
         if self.findings.is_empty() {
             return;
         }
         for finding in &self.findings {
-            finding.count(metrics);
+            finding.count(sink);
         }
         let codes: Vec<StringValue> = self
             .findings

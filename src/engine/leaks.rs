@@ -17,13 +17,21 @@ use std::time::SystemTime;
 
 use opentelemetry::{StringValue, Value};
 
-use super::audit::{Audit, Synthetic};
+use super::audit::{Audit, Caller, Synthetic};
 use super::findings::{Finding, SpanFindings};
 use super::ledger::{Ended, Kept, StartCopy, TraceKey};
 use crate::attributes::AttributeWrites;
 use crate::findings::FindingCode;
 use crate::keys::{self, STALE_STATUS, UNCLOSED_STATUS};
 use crate::recognition::Role;
+
+/// How the audit closes a span: when, with which status message, and why (besides
+/// `closed_by_audit`).
+struct Closing {
+    end_time: SystemTime,
+    status: &'static str,
+    reason: Option<FindingCode>,
+}
 
 /// How deep closing follows open descendants; deeper ones are left to eviction.
 const MAX_CLOSE_DEPTH: usize = 64;
@@ -33,21 +41,20 @@ impl<S: StartCopy> Audit<S> {
     /// closes them under `close` (exports pushed to `out`, children first).
     pub(crate) fn open_children_at_end(
         &self,
-        trace: TraceKey,
-        open: &[u64],
-        end_time: SystemTime,
+        (trace, open, end_time): (TraceKey, &[u64], SystemTime),
         parent: (&mut AttributeWrites, &mut SpanFindings, Role),
+        caller: Caller<'_>,
         out: &mut Vec<Synthetic<S>>,
     ) {
-        self.unclosed(trace, open, end_time, parent, out, 0);
+        self.unclosed((trace, open, end_time), parent, caller, out, 0);
     }
 
+    /// The open children `open` of a span of `trace` that ended at `end_time`.
     fn unclosed(
         &self,
-        trace: TraceKey,
-        open: &[u64],
-        end_time: SystemTime,
+        (trace, open, end_time): (TraceKey, &[u64], SystemTime),
         (writes, findings, role): (&mut AttributeWrites, &mut SpanFindings, Role),
+        caller: Caller<'_>,
         out: &mut Vec<Synthetic<S>>,
         depth: usize,
     ) {
@@ -66,7 +73,12 @@ impl<S: StartCopy> Audit<S> {
             }
             if self.close_policy() && depth < MAX_CLOSE_DEPTH {
                 if let Some(closed) = self.ledger().close(trace, c.id) {
-                    self.synthesize(closed, end_time, UNCLOSED_STATUS, None, out, depth + 1);
+                    let closing = Closing {
+                        end_time,
+                        status: UNCLOSED_STATUS,
+                        reason: None,
+                    };
+                    self.synthesize(closed, closing, caller, out, depth + 1);
                 }
             }
         }
@@ -79,11 +91,22 @@ impl<S: StartCopy> Audit<S> {
 
     /// Reports a span evicted while open: counted under `flag`, exported closed under
     /// `close` (with its open children, closed as unclosed).
-    pub(crate) fn evicted(&self, evicted: Ended<S>, now: SystemTime, out: &mut Vec<Synthetic<S>>) {
+    pub(crate) fn evicted(
+        &self,
+        evicted: Ended<S>,
+        now: SystemTime,
+        caller: Caller<'_>,
+        out: &mut Vec<Synthetic<S>>,
+    ) {
         if self.close_policy() && evicted.role.is_recognised() {
-            self.synthesize(evicted, now, STALE_STATUS, Some(FindingCode::Stale), out, 0);
+            let closing = Closing {
+                end_time: now,
+                status: STALE_STATUS,
+                reason: Some(FindingCode::Stale),
+            };
+            self.synthesize(evicted, closing, caller, out, 0);
         } else {
-            Finding::new(FindingCode::Stale, evicted.role).count_only(self.metrics());
+            Finding::new(FindingCode::Stale, evicted.role).count_only(caller.sink);
         }
     }
 
@@ -91,9 +114,12 @@ impl<S: StartCopy> Audit<S> {
     fn synthesize(
         &self,
         closed: Ended<S>,
-        end_time: SystemTime,
-        status: &'static str,
-        reason: Option<FindingCode>,
+        Closing {
+            end_time,
+            status,
+            reason,
+        }: Closing,
+        caller: Caller<'_>,
         out: &mut Vec<Synthetic<S>>,
         depth: usize,
     ) {
@@ -110,18 +136,17 @@ impl<S: StartCopy> Audit<S> {
             findings.add(Finding::new(code, role));
         }
         findings.add(Finding::new(FindingCode::ClosedByAudit, role));
-        self.write_structure(closed.trace, role, Some(&closed), None, &mut writes);
+        self.write_structure(closed.trace, role, Some(&closed), None, &mut writes, caller);
         if !closed.open_children.is_empty() {
             self.unclosed(
-                closed.trace,
-                &closed.open_children,
-                end_time,
+                (closed.trace, &closed.open_children, end_time),
                 (&mut writes, &mut findings, role),
+                caller,
                 out,
                 depth,
             );
         }
-        findings.emit(&mut writes, self.metrics());
+        findings.emit(&mut writes, caller.sink);
         if let Kept::Snapshot(snapshot) = closed.kept {
             out.push(Synthetic {
                 snapshot,

@@ -1,18 +1,26 @@
-//! The engine: start and end orchestration ([`audit`]), the processor's clock
-//! ([`clock`]), the live-span ledger ([`ledger`]), leaks ([`leaks`]), contamination ([`contamination`]) and the findings
-//! they make ([`findings`]). It knows no SDK type: the processor hands it views of
-//! each span, and gets back what to write and what to export.
+//! The engine: span events in, verdicts out (`DESIGN.md` §13).
+//!
+//! Every edge — the Rust SDK processor, the command's replay of exported traces,
+//! `serve`, the Python and Node bindings — turns its own form of a span into the events
+//! of [`Engine`] and applies what it answers. Inside: start and end orchestration, the
+//! live-span ledger, leaks, contamination, and the findings they make.
 
 mod audit;
 mod bounded_memory;
 mod clock;
 mod contamination;
+mod end;
+mod events;
 mod findings;
 mod leaks;
 mod ledger;
+mod public;
 
 pub(crate) use audit::{
-    Audit, EndedSpan, ForeignResponses, Parts, StartPlan, StartedSpan, Synthetic,
+    Audit, Caller, EndedSpan, ForeignResponses, StartPlan, StartedSpan, Synthetic,
 };
 pub(crate) use clock::{nanos, Clock};
+pub(crate) use events::Sink;
+pub use events::{AuditEvent, CallEvent, InvocationEvent};
 pub(crate) use ledger::{Kept, StartCopy};
+pub use public::{ClosedSpan, Engine, EngineBuilder, Parent, SpanEnd, SpanStart, Verdict, Writes};

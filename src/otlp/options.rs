@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::SpanProcessor;
 
 use crate::config::{
     ContaminationPolicy, LeakPolicy, ENV_BUDGET_TOKENS, ENV_BUDGET_USD, ENV_CONTAMINATION_POLICY,
     ENV_LEAK_POLICY, ENV_MAX_SPAN_AGE_SECS, ENV_MAX_TRACKED_SPANS, ENV_PRICES_FILE,
 };
+use crate::engine::{Engine, EngineBuilder};
+use crate::metrics::MetricOptions;
 use crate::pricing::{GenAiPrices, Pricer};
-use crate::processor::GenAiAuditProcessorBuilder;
+use crate::processor::DEFAULT_CARDINALITY_LIMIT;
 
 /// How exported spans are audited. Settings left `None` come from the
 /// `GENAI_AUDIT_*` environment variables, then the defaults.
@@ -199,22 +200,23 @@ impl AuditOptions {
 }
 
 impl Settings {
-    /// Applies these settings to a processor builder (every one set in code, so the
-    /// environment changes nothing more; `GENAI_AUDIT_DISABLED` does not apply).
-    pub(crate) fn configure<P: SpanProcessor>(
-        &self,
-        builder: GenAiAuditProcessorBuilder<P>,
-    ) -> GenAiAuditProcessorBuilder<P> {
-        let builder = match &self.meter_provider {
-            Some(provider) => builder.with_meter_provider(provider.clone()),
-            None => builder,
-        };
-        builder
+    /// The engine these settings describe (every one set in code, so the environment
+    /// changes nothing more; `GENAI_AUDIT_DISABLED` does not apply).
+    pub(crate) fn engine_builder(&self) -> EngineBuilder {
+        Engine::builder()
             .with_disabled(false)
             .leak_policy(self.leak_policy)
             .contamination_policy(self.contamination_policy)
             .with_shared_pricer(Arc::clone(&self.pricer))
             .with_max_tracked_spans(self.max_tracked_spans)
             .with_max_span_age(self.max_span_age)
+    }
+
+    /// The metrics' options: the processor's defaults.
+    pub(crate) fn metric_options(&self) -> MetricOptions {
+        MetricOptions {
+            cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
+            token_usage: false,
+        }
     }
 }

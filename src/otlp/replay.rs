@@ -1,105 +1,35 @@
 //! One trace's replay: its spans' starts and ends, in an order that respects their
-//! parents and their clocks, through a real `SdkTracerProvider` whose only processor
-//! is the audit processor.
+//! parents and their clocks, fed straight to the audit [`Engine`], with the time of
+//! each event as "now".
 //!
-//! A worker keeps one provider for all the traces it audits. Each replayed span gets
-//! an id of the worker's own, never used before, so that nothing the processor
-//! remembers of one trace (ended spans, spans it closed) can touch another; the
-//! response-id memory is scoped to the trace, and a [`ForeignResponses`] index answers
-//! for the other traces. So a trace's findings never depend on the other traces of
-//! the input, nor on which worker audited it.
+//! A worker keeps one engine for all the traces it audits. Each replayed span gets an
+//! id of the worker's own, never used before, so that nothing the engine remembers of
+//! one trace (ended spans, spans it closed) can touch another; the response-id memory
+//! is scoped to the trace, and a [`ForeignResponses`] index answers for the other
+//! traces. So a trace's findings never depend on the other traces of the input, nor on
+//! which worker audited it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    TraceState, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    IdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanLimits, SpanProcessor,
-};
-use parking_lot::Mutex;
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::attributes::{read_only, Fed, List, Splice};
 use super::json::{SpanBody, SpanBodyRead};
 use super::options::Settings;
 use super::store::{SpanRecord, Store};
 use crate::attributes::last_value;
-use crate::engine::ForeignResponses;
+use crate::engine::{Engine, ForeignResponses, Parent, Sink, SpanEnd, SpanStart, Verdict};
 use crate::findings::FindingCode;
 use crate::keys;
-use crate::processor::GenAiAuditProcessor;
+use crate::metrics::AuditMetrics;
 use crate::report::ReportSpan;
 
-/// The ids the SDK hands out: the ones of the span being replayed.
-#[derive(Debug)]
-struct NextIds(Mutex<(TraceId, SpanId)>);
-
-impl Default for NextIds {
-    fn default() -> Self {
-        NextIds(Mutex::new((TraceId::INVALID, SpanId::INVALID)))
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct SharedIds(Arc<NextIds>);
-
-impl IdGenerator for SharedIds {
-    fn new_trace_id(&self) -> TraceId {
-        self.0 .0.lock().0
-    }
-    fn new_span_id(&self) -> SpanId {
-        self.0 .0.lock().1
-    }
-}
-
 /// A span as the audit exported it: its name and attributes.
-type ExportedSpan = (std::borrow::Cow<'static, str>, Vec<KeyValue>);
-
-/// What the audit exported of the trace being replayed: span `i` has the id
-/// `base + 1 + i`.
-#[derive(Debug, Default)]
-struct Exported {
-    base: u64,
-    spans: Vec<Option<ExportedSpan>>,
-}
-
-/// The processor the audit wraps: it keeps, for each span, what the audit exported
-/// first (the audit never exports a span twice).
-#[derive(Debug, Clone, Default)]
-struct Collector(Arc<Mutex<Exported>>);
-
-impl SpanProcessor for Collector {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        let id = u64::from_be_bytes(span.span_context.span_id().to_bytes());
-        let mut exported = self.0.lock();
-        let Some(i) = id.checked_sub(exported.base + 1) else {
-            return;
-        };
-        if let Some(slot @ None) = usize::try_from(i)
-            .ok()
-            .and_then(|i| exported.spans.get_mut(i))
-        {
-            *slot = Some((span.name, span.attributes));
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
+type ExportedSpan = (String, Vec<KeyValue>);
 
 /// Tells whether a span was audited and sent on earlier (by trace and span id), so
 /// that a late child naming it as parent is not taken for an orphan.
@@ -117,13 +47,10 @@ pub(crate) struct TraceOutcome {
     pub(crate) lists: Vec<(u32, List)>,
 }
 
-/// A worker: one tracer provider, audit processor and clock, reused trace after trace.
+/// A worker: one engine (and its metrics), reused trace after trace.
 pub(crate) struct Worker {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
-    ids: SharedIds,
-    clock: Arc<AtomicU64>,
-    exported: Collector,
+    engine: Engine,
+    metrics: Option<AuditMetrics>,
     next_id: u64,
     skew: u64,
     enrich: bool,
@@ -132,36 +59,21 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(settings: &Settings, foreign: Arc<dyn ForeignResponses>) -> Worker {
-        let clock = Arc::new(AtomicU64::new(0));
-        let exported = Collector::default();
-        let ids = SharedIds::default();
-        let replay_clock = Arc::clone(&clock);
-        let audit = settings
-            .configure(GenAiAuditProcessor::builder(exported.clone()))
+        let engine = settings
+            .engine_builder()
             .with_foreign_responses(foreign)
-            .with_clock(move || {
-                UNIX_EPOCH + Duration::from_nanos(replay_clock.load(Ordering::Relaxed))
-            })
-            .build();
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::AlwaysOn)
-            .with_id_generator(ids.clone())
-            .with_span_limits(SpanLimits {
-                max_events_per_span: 0,
-                max_attributes_per_span: u32::MAX,
-                max_links_per_span: 0,
-                max_attributes_per_event: 0,
-                max_attributes_per_link: 0,
-            })
-            .with_span_processor(audit)
-            .build();
-        let tracer = provider.tracer("genai-audit");
+            .build_recording(settings.meter_provider.is_some());
+        let metrics = match (&settings.meter_provider, engine.tracked_handle()) {
+            (Some(provider), Some(tracked)) => Some(AuditMetrics::new(
+                provider,
+                tracked,
+                settings.metric_options(),
+            )),
+            _ => None,
+        };
         Worker {
-            provider,
-            tracer,
-            ids,
-            clock,
-            exported,
+            engine,
+            metrics,
             next_id: 0,
             skew: u64::try_from(settings.skew.as_nanos()).unwrap_or(u64::MAX),
             enrich: settings.enrich,
@@ -184,24 +96,18 @@ impl Worker {
         // Ids: the spans `base + 1 ..= base + n`, the parents they name but the input
         // lacks `base + n + 1 ..= base + 2n`.
         self.next_id = base.saturating_add(2 * n as u64 + 1);
-        {
-            let mut exported = self.exported.0.lock();
-            exported.base = base;
-            exported.spans.clear();
-            exported.spans.resize_with(n, || None);
-        }
         let trace = TraceId::from_bytes(store.spans[spans[0] as usize].trace);
         let mut replay = Replay {
             store,
             spans,
             plan: &plan,
-            tracer: &self.tracer,
-            ids: &self.ids,
-            clock: &self.clock,
+            engine: &self.engine,
+            sink: self.metrics.as_ref().map(|m| m as &dyn Sink),
             trace,
             base,
             live: HashMap::new(),
             started: vec![false; n],
+            exported: (0..n).map(|_| None).collect(),
             fed: if self.enrich {
                 (0..n).map(|_| None).collect()
             } else {
@@ -209,9 +115,7 @@ impl Worker {
             },
         };
         replay.run();
-        let fed = std::mem::take(&mut replay.fed);
-        drop(replay);
-        let exported = std::mem::take(&mut self.exported.0.lock().spans);
+        let Replay { exported, fed, .. } = replay;
         self.outcome(store, spans, &plan, exported, fed)
     }
 
@@ -247,7 +151,7 @@ impl Worker {
                         .to_owned();
                     let items = body.and_then(|b| b.attributes).unwrap_or_default();
                     let (fed, attributes) = Fed::read(items);
-                    (name.into(), attributes, self.enrich.then_some(fed))
+                    (name, attributes, self.enrich.then_some(fed))
                 }
             };
             let recognised = last_value(&attributes, keys::ROLE).is_some();
@@ -281,12 +185,6 @@ impl Worker {
             );
         }
         outcome
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.provider.shutdown();
     }
 }
 
@@ -490,19 +388,29 @@ fn break_cycles(entries: &mut [Entry]) {
     }
 }
 
+/// A span open in the replay: what its end event needs.
+struct Live {
+    name: String,
+    kind: SpanKind,
+    status: Status,
+    attributes: Vec<KeyValue>,
+}
+
 /// The replay of one trace.
 struct Replay<'a> {
     store: &'a Store,
     spans: &'a [u32],
     plan: &'a Plan,
-    tracer: &'a SdkTracer,
-    ids: &'a SharedIds,
-    clock: &'a AtomicU64,
+    engine: &'a Engine,
+    sink: Option<&'a dyn Sink>,
     trace: TraceId,
     base: u64,
-    /// The spans open now, with the status to end them with.
-    live: HashMap<u32, (Span, Status)>,
+    /// The spans open now.
+    live: HashMap<u32, Live>,
     started: Vec<bool>,
+    /// What the audit exported of each span, first: the span ended, or closed by the
+    /// audit (whose real end is then not exported).
+    exported: Vec<Option<ExportedSpan>>,
     /// For `enrich`: how each span's attributes were read, to write them back.
     fed: Vec<Option<Fed<'a>>>,
 }
@@ -558,13 +466,93 @@ impl Replay<'_> {
                 }
                 child = plan.entries[c as usize].next_sibling;
             }
-            if let Some((mut span, status)) = self.live.remove(&e) {
-                self.clock.store(end, Ordering::Relaxed);
-                if status != Status::Unset {
-                    span.set_status(status);
-                }
-                span.end_with_timestamp(time(end));
+            if let Some(live) = self.live.remove(&e) {
+                self.end(e, live, end);
             }
+        }
+    }
+
+    /// The parent span `i` names, by its replay id.
+    fn parent(&self, i: u32) -> Parent {
+        let record = &self.store.spans[self.spans[i as usize] as usize];
+        let n = self.spans.len() as u64;
+        match self.plan.entries[i as usize].parent {
+            Some(p) => Parent::Local(self.id(u64::from(p))),
+            None if record.has_parent() && record.parent_remote() => {
+                Parent::Remote(self.id(n + u64::from(i)))
+            }
+            None if record.has_parent() => Parent::Local(self.id(n + u64::from(i))),
+            None => Parent::Root,
+        }
+    }
+
+    /// The replay id of place `place` (spans first, then the parents the input lacks).
+    fn id(&self, place: u64) -> SpanId {
+        SpanId::from(self.base + 1 + place)
+    }
+
+    /// The place of a replay id among the trace's spans.
+    fn place(&self, id: SpanId) -> Option<usize> {
+        let i = u64::from_be_bytes(id.to_bytes()).checked_sub(self.base + 1)?;
+        usize::try_from(i).ok().filter(|&i| i < self.spans.len())
+    }
+
+    /// Ends span `i` at `end`, and keeps what the audit exported.
+    fn end(&mut self, i: u32, live: Live, end: u64) {
+        let start = self.plan.entries[i as usize].start;
+        let verdict = self.engine.end_into(
+            &SpanEnd {
+                trace_id: self.trace,
+                span_id: self.id(u64::from(i)),
+                parent: self.parent(i),
+                name: &live.name,
+                kind: live.kind.clone(),
+                start_time: time(start),
+                end_time: time(end),
+                status: &live.status,
+                attributes: &live.attributes,
+                now: time(end),
+            },
+            self.sink,
+        );
+        let Live {
+            name,
+            mut attributes,
+            ..
+        } = live;
+        let Verdict {
+            writes,
+            forward,
+            closed,
+            ..
+        } = verdict;
+        self.export_closed(closed);
+        if forward {
+            writes.apply(&mut attributes);
+            self.export(i as usize, name, attributes);
+        }
+    }
+
+    /// Keeps the first export of span `i`.
+    fn export(&mut self, i: usize, name: String, attributes: Vec<KeyValue>) {
+        if let Some(slot @ None) = self.exported.get_mut(i) {
+            *slot = Some((name, attributes));
+        }
+    }
+
+    /// Exports the spans the audit closed: each as it started (all its attributes, in
+    /// a replay), with the audit's writes.
+    fn export_closed(&mut self, closed: Vec<crate::engine::ClosedSpan>) {
+        for c in closed {
+            let Some(i) = self.place(c.span_id) else {
+                continue;
+            };
+            let Some(live) = self.live.get(&(i as u32)) else {
+                continue;
+            };
+            let mut attributes = live.attributes.clone();
+            c.writes.apply(&mut attributes);
+            self.export(i, c.name, attributes);
         }
     }
 
@@ -631,33 +619,28 @@ impl Replay<'_> {
         let kind = self::kind(kind.map_or(1, |k| k.0));
         drop(body);
         drop(read);
-        self.clock.store(entry.start, Ordering::Relaxed);
-        let n = self.spans.len() as u64;
-        *self.ids.0 .0.lock() = (self.trace, SpanId::from(self.base + 1 + u64::from(i)));
-        let parent = match entry.parent {
-            Some(p) => Some((self.base + 1 + u64::from(p), false)),
-            None if record.has_parent() => {
-                Some((self.base + n + 1 + u64::from(i), record.parent_remote()))
-            }
-            None => None,
-        };
-        let parent_cx = match parent {
-            None => Context::new(),
-            Some((id, remote)) => Context::new().with_remote_span_context(SpanContext::new(
-                self.trace,
-                SpanId::from(id),
-                TraceFlags::SAMPLED,
-                remote,
-                TraceState::NONE,
-            )),
-        };
-        let builder = self
-            .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_start_time(time(entry.start))
-            .with_attributes(attributes);
-        let span = self.tracer.build_with_context(builder, &parent_cx);
-        self.live.insert(i, (span, status));
+        let verdict = self.engine.start_into(
+            &SpanStart {
+                trace_id: self.trace,
+                span_id: self.id(u64::from(i)),
+                parent: self.parent(i),
+                name: &name,
+                kind: kind.clone(),
+                start_time: time(entry.start),
+                attributes: &attributes,
+                now: time(entry.start),
+            },
+            self.sink,
+        );
+        self.live.insert(
+            i,
+            Live {
+                name,
+                kind,
+                status,
+                attributes,
+            },
+        );
+        self.export_closed(verdict.closed);
     }
 }

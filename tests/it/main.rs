@@ -34,6 +34,8 @@ mod contamination;
 mod contamination_recorded;
 mod conventions;
 mod end_only;
+#[cfg(feature = "cli")]
+mod engine_equivalence;
 mod finding_roles;
 mod leaks;
 mod metrics;

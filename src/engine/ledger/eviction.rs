@@ -2,6 +2,7 @@
 //! number per call (no thread of its own), and every open span at shutdown. The
 //! evicting thread holds no lock while it reports, and no thread waits for it.
 
+use crate::config::LeakPolicy;
 use std::sync::atomic::Ordering;
 
 use super::entry::*;
@@ -120,7 +121,7 @@ impl<S: StartCopy> Ledger<S> {
         // Under `close` the audit exports a recognised span closed: its real end must not
         // be exported. A span that is not gen-ai is never closed: its real end, if it
         // comes, passes through untouched.
-        let fate = if self.close_on_evict && ended.role.is_recognised() {
+        let fate = if self.leak_policy == LeakPolicy::Close && ended.role.is_recognised() {
             Fate::Closed
         } else {
             Fate::Evicted

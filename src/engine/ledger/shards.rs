@@ -4,6 +4,7 @@
 //!
 //! A ledger call takes its trace's shard lock once and never holds two shards' locks.
 
+use crate::config::LeakPolicy;
 use crate::engine::bounded_memory::BoundedMemory;
 use crate::hashing::BuildIdHasher;
 use crossbeam_utils::CachePadded;
@@ -75,13 +76,13 @@ pub(crate) struct Ledger<S> {
     pub(super) evicting: Mutex<()>,
     pub(super) recent: BoundedMemory<Recent>,
     pub(super) closed: ClosedIds,
-    /// Evicted spans are exported closed (leak policy `close`).
-    pub(super) close_on_evict: bool,
+    /// Under `close`, evicted spans are exported closed.
+    pub(super) leak_policy: LeakPolicy,
     /// Set once a span has been closed or evicted by the audit.
     pub(super) any_gone: std::sync::atomic::AtomicBool,
 }
 impl<S: StartCopy> Ledger<S> {
-    pub(crate) fn new(capacity: usize, max_age: Duration, close_on_evict: bool) -> Self {
+    pub(crate) fn new(capacity: usize, max_age: Duration, leak_policy: LeakPolicy) -> Self {
         let capacity = capacity.max(1);
         Ledger {
             shards: (0..SHARDS)
@@ -102,7 +103,7 @@ impl<S: StartCopy> Ledger<S> {
             evicting: Mutex::new(()),
             recent: BoundedMemory::new(capacity),
             closed: ClosedIds::new(closed_capacity(capacity)),
-            close_on_evict,
+            leak_policy,
             any_gone: std::sync::atomic::AtomicBool::new(false),
         }
     }

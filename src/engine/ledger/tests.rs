@@ -4,6 +4,7 @@ use super::entry::*;
 use super::eviction::*;
 use super::memory::*;
 use super::shards::*;
+use crate::config::LeakPolicy;
 use crate::engine::bounded_memory::Record;
 use crate::findings::FindingCode;
 use crate::recognition::Role;
@@ -101,7 +102,11 @@ fn open_children_in_place_then_in_a_list() {
 #[test]
 fn start_order_queue_stays_bounded_when_spans_end_out_of_order() {
     let capacity = 10;
-    let l = Ledger::new(capacity, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(
+        capacity,
+        std::time::Duration::from_secs(3600),
+        LeakPolicy::Flag,
+    );
     let mut kept = Some(|| Kept::Nothing);
     let mut begin = |id: u64, parent: Option<u64>| {
         let role = if parent.is_some() {
@@ -149,7 +154,7 @@ fn tracked(ending: Ending<String>) -> Ended<String> {
 
 #[test]
 fn contributions_reach_every_ancestor_and_tombstones_go() {
-    let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(100, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     assert!(start(&l, 1, None, Role::Invocation));
     assert!(start(&l, 2, Some(1), Role::Step));
     assert!(start(&l, 3, Some(2), Role::Other));
@@ -196,7 +201,7 @@ fn contributions_reach_every_ancestor_and_tombstones_go() {
 
 #[test]
 fn own_usage_stops_at_the_invocation() {
-    let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(100, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     start(&l, 1, None, Role::Invocation);
     start(&l, 2, Some(1), Role::Tool);
     start(&l, 3, Some(2), Role::Invocation);
@@ -224,7 +229,7 @@ fn own_usage_stops_at_the_invocation() {
 
 #[test]
 fn capacity_evicts_the_oldest_open_span() {
-    let l = Ledger::new(2, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(2, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     assert!(start(&l, 1, None, Role::Invocation));
     assert!(start(&l, 2, Some(1), Role::Step));
     // Full: the new span is refused until room is made.
@@ -259,7 +264,7 @@ fn start_in(l: &Ledger, trace: usize, id: u64, at: u64) -> Start {
 #[test]
 fn eviction_takes_the_oldest_across_traces() {
     let hour = 3_600_000_000_000;
-    let l = Ledger::new(3, std::time::Duration::from_nanos(hour), false);
+    let l = Ledger::new(3, std::time::Duration::from_nanos(hour), LeakPolicy::Flag);
     // Started out of trace order: trace 9 first, then 2, then 5.
     for (trace, id, at) in [(9, 1, 10), (2, 2, 20), (5, 3, 30)] {
         assert!(matches!(start_in(&l, trace, id, at), Start::Tracked { .. }));
@@ -281,7 +286,7 @@ fn eviction_takes_the_oldest_across_traces() {
 #[test]
 fn a_start_older_than_the_queue_is_found_due() {
     let hour = 3_600_000_000_000;
-    let l = Ledger::new(100, std::time::Duration::from_nanos(hour), false);
+    let l = Ledger::new(100, std::time::Duration::from_nanos(hour), LeakPolicy::Flag);
     assert!(matches!(
         start_in(&l, 1, 1, 5 * hour),
         Start::Tracked { due: false }
@@ -304,7 +309,7 @@ fn a_start_older_than_the_queue_is_found_due() {
 
 #[test]
 fn age_evicts_spans_started_before_the_limit() {
-    let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(100, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     for id in 1..=20 {
         start(&l, id, None, Role::Invocation);
     }
@@ -326,7 +331,7 @@ fn age_evicts_spans_started_before_the_limit() {
 
 #[test]
 fn late_starts_and_overlapping_steps_are_noted() {
-    let l = Ledger::new(100, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(100, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     start(&l, 1, None, Role::Invocation);
     start(&l, 2, Some(1), Role::Step);
     start(&l, 3, Some(1), Role::Step); // overlaps step 2
@@ -344,7 +349,7 @@ fn late_starts_and_overlapping_steps_are_noted() {
 
 #[test]
 fn closing_marks_the_real_end() {
-    let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(10, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     start(&l, 1, None, Role::Invocation);
     start(&l, 2, Some(1), Role::Step);
     let inv = tracked(l.end(T, 1, None, &mut Call::None));
@@ -364,7 +369,7 @@ fn closing_marks_the_real_end() {
 
 #[test]
 fn ending_twice_is_untracked_the_second_time() {
-    let l = Ledger::new(10, std::time::Duration::from_secs(3600), false);
+    let l = Ledger::new(10, std::time::Duration::from_secs(3600), LeakPolicy::Flag);
     start(&l, 1, None, Role::Invocation);
     start(&l, 2, Some(1), Role::Step);
     assert!(matches!(
