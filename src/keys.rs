@@ -283,3 +283,49 @@ pub(crate) mod read {
         pub(crate) const LLM_COST_TOTAL: &str = super::super::LLM_COST_TOTAL;
     }
 }
+
+/// The keys the engine reads besides those under [`READ_PREFIXES`]: recognition's
+/// signals, models and providers, response ids, conversation and agent names, ReAct
+/// rounds, reported costs.
+const READ_KEYS: &[&str] = &[
+    read::gen_ai::OPERATION_NAME,
+    read::gen_ai::SPAN_KIND,
+    read::gen_ai::PROVIDER_NAME,
+    read::gen_ai::SYSTEM,
+    read::gen_ai::REQUEST_MODEL,
+    read::gen_ai::RESPONSE_MODEL,
+    read::gen_ai::RESPONSE_ID,
+    read::gen_ai::CONVERSATION_ID,
+    read::gen_ai::AGENT_NAME,
+    read::gen_ai::REACT_ROUND,
+    read::openinference::SPAN_KIND,
+    read::openinference::METADATA,
+    read::openinference::MODEL_NAME,
+    read::openinference::PROVIDER,
+    read::traceloop::SPAN_KIND,
+    read::traceloop::LLM_REQUEST_TYPE,
+    read::langfuse::OBSERVATION_TYPE,
+    read::vercel::OPERATION_ID,
+    read::vercel::RESPONSE_MODEL,
+    read::vercel::MODEL_ID,
+    read::vercel::MODEL_PROVIDER,
+    read::mastra::SPAN_TYPE,
+    read::cost::LLM_COST_TOTAL,
+];
+
+/// Prefixes of keys the engine reads: token counts and reported costs in every
+/// convention (a key under them that is not a known count is still looked at), and
+/// the engine's own keys.
+const READ_PREFIXES: [&str; 4] = [
+    "gen_ai.usage.",
+    "llm.token_count.",
+    "ai.usage.",
+    "genai_audit.",
+];
+
+/// Whether the built-in engine (recognition, usage, pricing, contamination, budgets,
+/// metrics) may read attribute `key`: an edge can leave every other attribute out of
+/// what it hands the engine (prompts and completions, mostly) and get the same verdict.
+pub(crate) fn read_by_engine(key: &str) -> bool {
+    READ_PREFIXES.iter().any(|p| key.starts_with(p)) || READ_KEYS.contains(&key)
+}

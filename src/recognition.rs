@@ -194,6 +194,19 @@ pub(crate) struct Recogniser {
     classifier: Option<Arc<dyn Classifier>>,
 }
 
+impl Recogniser {
+    /// Whether classifying may read attribute `key`: a rule's key, or any key for a
+    /// custom classifier (the built-in recognition's are in
+    /// [`read_by_engine`](crate::keys::read_by_engine)).
+    pub(crate) fn reads(&self, key: &str) -> bool {
+        self.classifier.is_some()
+            || self.rules.iter().any(|rule| match &rule.matcher {
+                Matcher::Attribute { key: k, .. } => k == key,
+                Matcher::NamePrefix(_) => false,
+            })
+    }
+}
+
 impl fmt::Debug for Recogniser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recogniser")

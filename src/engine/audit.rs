@@ -188,6 +188,11 @@ impl<S: StartCopy> Audit<S> {
         self.ledger.len_handle()
     }
 
+    /// Whether the engine may read attribute `key`.
+    pub(crate) fn reads(&self, key: &str) -> bool {
+        crate::keys::read_by_engine(key) || self.recogniser.reads(key)
+    }
+
     /// How many spans are tracked now.
     pub(crate) fn tracked(&self) -> usize {
         self.ledger.len()

@@ -285,6 +285,22 @@ impl Engine {
         self.audit.as_ref().map(Audit::tracked_handle)
     }
 
+    /// Whether the engine may read attribute `key` (a custom classifier may read any).
+    /// An edge that hands the engine only the attributes it reads gets the same
+    /// verdicts, writes included, and saves carrying the rest (prompts, completions)
+    /// across: only these cross from Python or Node into the engine.
+    ///
+    /// ```
+    /// let engine = genai_audit::engine::Engine::builder().build();
+    /// assert!(engine.reads("gen_ai.usage.input_tokens"));
+    /// assert!(engine.reads("ai.operationId"));
+    /// assert!(!engine.reads("gen_ai.input.messages"));
+    /// assert!(!engine.reads("ai.prompt"));
+    /// ```
+    pub fn reads(&self, key: &str) -> bool {
+        self.audit.as_ref().is_some_and(|a| a.reads(key))
+    }
+
     /// How many spans the engine keeps state for now.
     pub fn tracked_spans(&self) -> usize {
         self.audit.as_ref().map_or(0, Audit::tracked)

@@ -204,13 +204,36 @@ fn through_sdk(steps: &[Step], leak: LeakPolicy, contamination: ContaminationPol
     }
 }
 
+/// What an edge hands the engine of a span's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hand {
+    /// Every attribute.
+    All,
+    /// Only those the engine reads ([`Engine::reads`]).
+    Read,
+}
+
 /// The steps through the event API, with ids of its own.
-fn through_engine(steps: &[Step], leak: LeakPolicy, contamination: ContaminationPolicy) -> Outcome {
+fn through_engine(
+    steps: &[Step],
+    (leak, contamination): (LeakPolicy, ContaminationPolicy),
+    hand: Hand,
+) -> Outcome {
     let engine = Engine::builder()
         .with_disabled(false)
         .leak_policy(leak)
         .contamination_policy(contamination)
         .build();
+    let handed = |attributes: &[KeyValue]| -> Vec<KeyValue> {
+        match hand {
+            Hand::All => attributes.to_vec(),
+            Hand::Read => attributes
+                .iter()
+                .filter(|kv| engine.reads(kv.key.as_str()))
+                .cloned()
+                .collect(),
+        }
+    };
     struct Open {
         trace_id: TraceId,
         span_id: SpanId,
@@ -268,7 +291,7 @@ fn through_engine(steps: &[Step], leak: LeakPolicy, contamination: Contamination
                     name,
                     kind: kind.clone(),
                     start_time: time(*t),
-                    attributes,
+                    attributes: &handed(attributes),
                     now: time(*t),
                 });
                 by_id.insert(span_id, label.clone());
@@ -316,7 +339,7 @@ fn through_engine(steps: &[Step], leak: LeakPolicy, contamination: Contamination
                     start_time: time(open.start),
                     end_time: time(*t),
                     status,
-                    attributes: &open.attributes,
+                    attributes: &handed(&open.attributes),
                     now: time(*t),
                 });
                 let mut attributes = open.attributes.clone();
@@ -554,7 +577,13 @@ struct Exercised {
 fn assert_equivalent(name: &str, steps: &[Step], seen: &mut Exercised) {
     for (leak, contamination) in POLICIES {
         let sdk = through_sdk(steps, leak, contamination);
-        let engine = through_engine(steps, leak, contamination);
+        let engine = through_engine(steps, (leak, contamination), Hand::All);
+        // Only the attributes the engine reads, handed over: the same verdicts.
+        let read = through_engine(steps, (leak, contamination), Hand::Read);
+        assert_eq!(
+            read, engine,
+            "{name} ({leak:?}, {contamination:?}): only the keys the engine reads"
+        );
         assert!(!sdk.spans.is_empty(), "{name}: nothing exported");
         for (label, span) in &sdk.spans {
             assert_eq!(
