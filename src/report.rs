@@ -125,6 +125,14 @@ const USER_ID: &str = "user.id";
 /// `enduser.id` (older OpenTelemetry conventions): the user when no `user.id`.
 const ENDUSER_ID: &str = "enduser.id";
 
+impl ReportSpan {
+    /// Whether a report reads attribute `key` besides those the engine reads: the
+    /// session and user ids.
+    pub(crate) fn reads(key: &str) -> bool {
+        matches!(key, SESSION_ID | USER_ID | ENDUSER_ID)
+    }
+}
+
 /// A string or integer attribute as text (ids are written either way).
 fn id_text(value: Option<&Value>) -> Option<Box<str>> {
     match value? {

@@ -13,8 +13,8 @@ use opentelemetry::{KeyValue, Value};
 use serde_json::value::RawValue;
 
 use super::json::{
-    api_attribute, attribute_text, attribute_with_value_text, members, offset_in, value_text,
-    Attribute,
+    api_attribute, api_value, api_value_text, attribute_text, attribute_with_value_text, members,
+    offset_in, value_text, AttributeHead,
 };
 use crate::hashing::BuildIdHasher;
 use crate::keys::{self, read::gen_ai};
@@ -41,17 +41,27 @@ pub(crate) struct Fed<'a> {
     dropped: bool,
 }
 
-/// The attributes of a span that will not be written back, as the audit reads them;
-/// `None` when one of them is read as its JSON text (then [`Fed::read`] is needed).
-pub(crate) fn read_only(attributes: Vec<Attribute<'_>>) -> Option<Vec<KeyValue>> {
-    if attributes.iter().any(Attribute::needs_text) {
-        return None;
-    }
-    let parsed = attributes
+/// The attributes of a span that will not be written back, as the audit reads them,
+/// keeping only the keys `keep` admits: the other values are never read (a prompt is
+/// skipped, not unescaped or copied).
+pub(crate) fn read_kept(heads: Vec<AttributeHead<'_>>, keep: &dyn Fn(&str) -> bool) -> Vec<KeyValue> {
+    let mut texts: Vec<Option<&str>> = Vec::new();
+    let parsed: Vec<Option<(String, Value)>> = heads
         .into_iter()
-        .map(|a| Some(a.into_api(|| None)))
+        .filter_map(|head| {
+            let key = head.key?;
+            if !keep(&key) {
+                return None;
+            }
+            let value = match head.value {
+                Some(raw) => api_value_text(raw)?,
+                None => api_value(None, None),
+            };
+            texts.push(head.value.map(RawValue::get));
+            Some(Some((key.into_owned(), value)))
+        })
         .collect();
-    Some(undo_audit(parsed, |_| None, false).2)
+    undo_audit(parsed, |i| texts.get(i).copied().flatten(), false).2
 }
 
 impl<'a> Fed<'a> {

@@ -109,8 +109,9 @@ pub(super) struct Body<'a, A> {
 /// A span's body, each attribute kept as its text.
 pub(super) type SpanBody<'a> = Body<'a, &'a RawValue>;
 
-/// A span's body, its attributes read at once (when they need not be written back).
-pub(super) type SpanBodyRead<'a> = Body<'a, Attribute<'a>>;
+/// A span's body, its attributes' keys read and their values left as text (when they
+/// need not be written back: only the values the audit reads are read).
+pub(super) type SpanBodyRead<'a> = Body<'a, AttributeHead<'a>>;
 
 #[derive(Deserialize)]
 pub(super) struct StatusBody<'a> {
@@ -415,11 +416,6 @@ pub(super) fn api_value_text(raw: &RawValue) -> Option<Value> {
 }
 
 impl Attribute<'_> {
-    /// Whether its value is read as its JSON text.
-    pub(super) fn needs_text(&self) -> bool {
-        self.value.as_ref().is_some_and(AnyValue::needs_text)
-    }
-
     /// The key-value the processor reads; `text` gives the value's JSON text, for the
     /// values read as their text (maps, bytes, mixed arrays).
     pub(super) fn into_api(self, text: impl FnOnce() -> Option<String>) -> (String, Value) {

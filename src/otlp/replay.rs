@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
-use super::attributes::{read_only, Fed, List, Splice};
+use super::attributes::{read_kept, Fed, List, Splice};
 use super::json::{SpanBody, SpanBodyRead};
 use super::options::Settings;
 use super::store::{SpanRecord, Store};
@@ -586,9 +586,11 @@ impl Replay<'_> {
         } else {
             None
         };
+        let engine = self.engine;
+        let keep = |key: &str| engine.reads(key) || ReportSpan::reads(key);
         let mut attributes = read
             .as_mut()
-            .and_then(|b| read_only(b.attributes.take().unwrap_or_default()));
+            .map(|b| read_kept(b.attributes.take().unwrap_or_default(), &keep));
         let mut body: Option<SpanBody<'_>> = None;
         if attributes.is_none() {
             body = serde_json::from_str(text).ok();
