@@ -320,6 +320,12 @@ enum Failure {
     ClosedOutput,
 }
 
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Write(e)
+    }
+}
+
 fn load(input: &Input) -> Result<Inputs, InputError> {
     let mut inputs = Inputs::new(input.max_line_bytes);
     for file in &input.files {
@@ -464,36 +470,14 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
             return fail(failure, &name);
         }
     } else {
-        let dir = match output.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".to_owned());
-        let temporary = dir.join(format!(
-            ".{file_name}.genai-audit-{}.tmp",
-            std::process::id()
-        ));
-        let file = match fs::File::create(&temporary) {
-            Ok(file) => file,
-            Err(e) => return fail(Failure::Write(e), &name),
-        };
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
         let on_trace = &mut |trace| report.add_trace(trace);
-        let result = run_audit(input, on_trace, Some(&mut out)).and_then(|()| {
-            // Written whole (a failed write or flush is an error, before the rename).
-            // Not forced to disk: after a power loss, the file system's own guarantees
-            // for a rename over a file apply.
-            let file = out
-                .into_inner()
-                .map_err(|e| Failure::Write(e.into_error()))?;
-            drop(file);
-            fs::rename(&temporary, output).map_err(Failure::Write)
+        let result = costs::replace_file(output, |file| {
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            run_audit(input, on_trace, Some(&mut out))?;
+            // Written whole: a failed write or flush is an error, before the rename.
+            out.flush().map_err(Failure::Write)
         });
         if let Err(failure) = result {
-            let _ = fs::remove_file(&temporary);
             return fail(failure, &name);
         }
     }

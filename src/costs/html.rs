@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::breakdown::{Breakdown, GroupBy, Table};
 use super::context::TraceView;
@@ -571,29 +571,42 @@ fn write_row(page: &mut String, span: &ReportSpan, depth: usize, t0: u64, span_n
     }
 }
 
-/// Writes `bytes` to `path` as `enrich -o` writes its output: into a temporary file
-/// beside it, renamed over it only once everything is written, so that on any error
-/// the previous file is untouched (and the temporary file removed).
+/// Writes `bytes` to `path` as `enrich -o` writes its output (see [`replace_file`]).
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file(path, |file| file.write_all(bytes))
+}
+
+/// Replaces the file at `path` with what `write` writes: into a temporary file beside
+/// it (`.NAME.genai-audit-XXXXXX.tmp`, made by `tempfile`, with the permissions
+/// `File::create` would give), renamed over it only once `write` returned `Ok`, so
+/// that on any error the previous file is untouched and the temporary file removed.
+/// Not forced to disk: after a power loss, the file system's own guarantees for a
+/// rename over a file apply.
+pub fn replace_file<E: From<io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> Result<(), E>,
+) -> Result<(), E> {
     let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    let file_name = path.file_name().map_or_else(
-        || "report.html".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let temporary = dir.join(format!(
-        ".{file_name}.genai-audit-{}.tmp",
-        std::process::id()
-    ));
-    let result = fs::File::create(&temporary)
-        .and_then(|mut file| file.write_all(bytes))
-        .and_then(|()| fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "output".to_owned(), |n| n.to_string_lossy().into_owned());
+    let mut builder = tempfile::Builder::new();
+    let prefix = format!(".{file_name}.genai-audit-");
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As `File::create`: 0o666 less the umask (tempfile's own default is 0o600).
+        builder.permissions(fs::Permissions::from_mode(0o666));
     }
-    result
+    // Dropped on any error (a failed write, a failed rename): the file is removed.
+    let mut temporary = builder.tempfile_in(dir)?;
+    write(temporary.as_file_mut())?;
+    temporary.persist(path).map_err(|e| E::from(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -708,18 +721,33 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_only_when_written() {
-        let dir = std::env::temp_dir().join(format!("genai-audit-html-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
+        let dir = tempfile::tempdir().expect("dir");
+        let dir = dir.path();
         let path = dir.join("r.html");
         write_file_atomically(&path, b"one").expect("write");
         write_file_atomically(&path, b"two").expect("write");
         assert_eq!(fs::read(&path).expect("read"), b"two");
         assert!(write_file_atomically(&dir.join("missing/r.html"), b"x").is_err());
+        // A failed write leaves the file as it was and no temporary file.
+        let failed = replace_file(&path, |file| {
+            file.write_all(b"half")?;
+            Err(io::Error::other("failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&path).expect("read"), b"two");
         assert_eq!(
-            fs::read_dir(&dir).expect("dir").count(),
+            fs::read_dir(dir).expect("dir").count(),
             1,
             "no temporary file left"
         );
-        let _ = fs::remove_dir_all(&dir);
+        // The file has the permissions `File::create` gives, not the temporary's 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.join("plain");
+            fs::File::create(&plain).expect("create");
+            let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode();
+            assert_eq!(mode(&path), mode(&plain));
+        }
     }
 }

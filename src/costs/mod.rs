@@ -19,5 +19,5 @@ pub use breakdown::{Breakdown, GroupBy, Row, Table};
 pub use diff::{
     change_pct, exceeds, Change, Diff, DiffGates, DiffInput, MatchedBy, Totals, OUTSIDE,
 };
-pub use html::{escape_html, write_file_atomically, HtmlReport};
+pub use html::{escape_html, replace_file, write_file_atomically, HtmlReport};
 pub use prices::{load_prices, parse_time, PriceReport};
