@@ -25,7 +25,7 @@ use genai_audit::otlp::{
     DEFAULT_MAX_LINE_BYTES,
 };
 use genai_audit::report::{Report, ReportOptions, Summary};
-use genai_audit::serve::{ForwardProtocol, ServeOptions, Server};
+use genai_audit::serve::{parse_duration, parse_size, ForwardProtocol, ServeOptions, Server};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
 /// Audits exported gen-ai agent traces: OTLP JSON (one ExportTraceServiceRequest per
@@ -151,10 +151,10 @@ struct ServeArgs {
     max_trace_age: Duration,
     /// The most memory held spans may take (e.g. `512MiB`); past it, new data is
     /// refused with 503 / UNAVAILABLE, so that clients retry.
-    #[arg(long, default_value = "512MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "512MiB", value_parser = parse_size, value_name = "BYTES")]
     max_memory: usize,
     /// The largest request accepted, after decompression (larger: 413).
-    #[arg(long, default_value = "20MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "20MiB", value_parser = parse_size, value_name = "BYTES")]
     max_request_bytes: usize,
     /// Where audited spans are sent (e.g. `http://collector:4318`).
     #[arg(long, value_name = "URL")]
@@ -202,27 +202,6 @@ struct ServeArgs {
     audit: AuditArgs,
 }
 
-fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        _ => return Err(format!("{text:?}: unit must be B, KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
@@ -267,28 +246,6 @@ struct AuditArgs {
     /// GENAI_AUDIT_MAX_SPAN_AGE_SECS, else 3600).
     #[arg(long, value_name = "SECS")]
     max_span_age_secs: Option<u64>,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 2ms"))?;
-    let scale = match unit.trim() {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" | "" if number == 0.0 => 1.0,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{text:?}: unit must be ns, us, ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
 impl Input {
