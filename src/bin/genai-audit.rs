@@ -675,7 +675,7 @@ fn prices(
 ) -> ExitCode {
     let prices = match costs::load_prices(file) {
         Ok(prices) => prices,
-        Err(reason) => return fail(Failure::Input(reason), ""),
+        Err(reason) => return fail(Failure::Input(reason.to_string()), ""),
     };
     let time = match at.map(costs::parse_time).transpose() {
         Ok(time) => time.unwrap_or_else(std::time::SystemTime::now),

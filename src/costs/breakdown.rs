@@ -65,16 +65,19 @@ impl fmt::Display for GroupBy {
     }
 }
 
-impl FromStr for GroupBy {
-    type Err = String;
+/// A grouping [`GroupBy`] does not know (the text as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: must be one of agent, model, provider, trace, root, session, user")]
+pub struct UnknownGrouping(pub String);
 
-    fn from_str(s: &str) -> Result<GroupBy, String> {
+impl FromStr for GroupBy {
+    type Err = UnknownGrouping;
+
+    fn from_str(s: &str) -> Result<GroupBy, UnknownGrouping> {
         GroupBy::ALL
             .into_iter()
             .find(|g| g.as_str() == s.trim())
-            .ok_or_else(|| {
-                format!("{s:?}: must be one of agent, model, provider, trace, root, session, user")
-            })
+            .ok_or_else(|| UnknownGrouping(s.to_owned()))
     }
 }
 

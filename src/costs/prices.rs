@@ -2,7 +2,7 @@
 //! [--at DATE]`.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use jiff::civil::Date;
@@ -14,10 +14,31 @@ use serde_json::{json, Value as Json};
 use crate::pricing::{GenAiPrices, RateCard};
 use crate::report::escape_controls;
 
+/// A price file that cannot be used: its path and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the price file {}: {reason}", path.display())]
+pub struct PriceFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+/// A `--at` value that is not a time [`parse_time`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not a date or an RFC 3339 time (the text as given).
+    #[error("{0:?}: not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)")]
+    NotATime(String),
+    /// A time before 1970-01-01 (the text, trimmed).
+    #[error("{0:?}: before 1970")]
+    Before1970(String),
+}
+
 /// The price data the audit would use: `file`, else the file named by
 /// `GENAI_AUDIT_PRICES_FILE` (when set and not blank), else the bundled prices. An
 /// unreadable or invalid file is an error, with its path and the reason.
-pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, String> {
+pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, PriceFileError> {
     let from_env = std::env::var("GENAI_AUDIT_PRICES_FILE")
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -26,8 +47,10 @@ pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, String> {
         .or_else(|| from_env.map(Into::into));
     match path {
         None => Ok(GenAiPrices::bundled()),
-        Some(path) => GenAiPrices::from_file(&path)
-            .map_err(|e| format!("the price file {}: {e}", path.display())),
+        Some(path) => GenAiPrices::from_file(&path).map_err(|e| PriceFileError {
+            reason: e.to_string(),
+            path,
+        }),
     }
 }
 
@@ -50,9 +73,8 @@ pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, String> {
 /// );
 /// assert!(parse_time("2025-02-30").is_err());
 /// ```
-pub fn parse_time(text: &str) -> Result<SystemTime, String> {
-    let bad =
-        || format!("{text:?}: not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)");
+pub fn parse_time(text: &str) -> Result<SystemTime, TimeError> {
+    let bad = || TimeError::NotATime(text.to_owned());
     let trimmed = at_most_nine_fraction_digits(text.trim());
     let trimmed = trimmed.as_str();
     // A date alone is midnight UTC; with a time, the offset is required (jiff refuses
@@ -67,7 +89,7 @@ pub fn parse_time(text: &str) -> Result<SystemTime, String> {
             .timestamp()
     };
     if time < Timestamp::UNIX_EPOCH {
-        return Err(format!("{trimmed:?}: before 1970"));
+        return Err(TimeError::Before1970(trimmed.to_owned()));
     }
     Ok(SystemTime::from(time))
 }
@@ -328,7 +350,7 @@ mod tests {
         }
         assert_eq!(
             parse_time("0000-01-01"),
-            Err("\"0000-01-01\": before 1970".to_owned())
+            Err(TimeError::Before1970("0000-01-01".to_owned()))
         );
     }
 

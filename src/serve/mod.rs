@@ -24,5 +24,5 @@ mod server;
 mod state;
 mod telemetry;
 
-pub use options::{parse_duration, parse_size, ForwardProtocol, ServeOptions};
+pub use options::{parse_duration, parse_size, ForwardProtocol, ServeOptions, ValueError};
 pub use server::Server;

@@ -193,6 +193,30 @@ impl ServeOptions {
     }
 }
 
+/// A command-line value [`parse_duration`] or [`parse_size`] does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a duration; `reason` is humantime's.
+    #[error("{text:?} is not a duration like 2ms or 1h30m: {reason}")]
+    NotADuration {
+        /// The value, trimmed.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not a size; `reason` is bytesize's.
+    #[error("{text:?} is not a size like 512MiB: {reason}")]
+    NotASize {
+        /// The value, trimmed.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// A size past what this machine can count.
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
 /// The number at the start of `text` (digits and points) and what follows it.
 fn number_and_unit(text: &str) -> (&str, &str) {
     let split = text
@@ -218,7 +242,7 @@ fn number_and_unit(text: &str) -> (&str, &str) {
 /// assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
 /// assert!(parse_duration("5").is_err());
 /// ```
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     let text = text.trim();
     let (number, rest) = number_and_unit(text);
     let unit = rest.trim_start();
@@ -244,8 +268,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             normal = Some(format!("{whole}{rest}"));
         }
     }
-    humantime::parse_duration(normal.as_deref().unwrap_or(text))
-        .map_err(|e| format!("{text:?} is not a duration like 2ms or 1h30m: {e}"))
+    humantime::parse_duration(normal.as_deref().unwrap_or(text)).map_err(|e| {
+        ValueError::NotADuration {
+            text: text.to_owned(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// Reads a size in bytes as the command takes it (`--max-memory`,
@@ -264,7 +292,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// assert_eq!(parse_size("1MB"), Ok(1_000_000));
 /// assert!(parse_size("12 parsecs").is_err());
 /// ```
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub fn parse_size(text: &str) -> Result<usize, ValueError> {
     let text = text.trim();
     let (number, rest) = number_and_unit(text);
     let unit = rest.trim_start();
@@ -274,12 +302,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .as_deref()
         .unwrap_or(text)
         .parse()
-        .map_err(|e| format!("{text:?} is not a size like 512MiB: {e}"))?;
+        .map_err(|reason| ValueError::NotASize {
+            text: text.to_owned(),
+            reason,
+        })?;
     // bytesize saturates a product past u64::MAX.
     usize::try_from(size.as_u64())
         .ok()
         .filter(|_| size.as_u64() != u64::MAX)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| ValueError::TooLarge(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -326,7 +357,7 @@ mod tests {
         for bad in [
             "", "5", "1.5", "s", ".", "5x", "-1s", "1e3ms", "1.2.3s", "soon",
         ] {
-            let error = parse_duration(bad).expect_err(bad);
+            let error = parse_duration(bad).expect_err(bad).to_string();
             assert!(error.contains("is not a duration like 2ms"), "{error}");
         }
     }
@@ -364,12 +395,12 @@ mod tests {
             assert_eq!(parse_size(text), Ok(read), "{text}");
         }
         for bad in ["", "MiB", "12 parsecs", "-1", "1.5", "x"] {
-            let error = parse_size(bad).expect_err(bad);
+            let error = parse_size(bad).expect_err(bad).to_string();
             assert!(error.contains("is not a size like 512MiB"), "{error}");
         }
         assert_eq!(
             parse_size("99999999999GiB"),
-            Err("\"99999999999GiB\" is too large".to_owned())
+            Err(ValueError::TooLarge("99999999999GiB".to_owned()))
         );
     }
 }
