@@ -25,7 +25,7 @@ use genai_audit::otlp::{
     DEFAULT_MAX_LINE_BYTES,
 };
 use genai_audit::report::{Report, ReportOptions, Summary};
-use genai_audit::serve::{ForwardProtocol, ServeOptions, Server};
+use genai_audit::serve::{parse_duration, parse_size, ForwardProtocol, ServeOptions, Server};
 use genai_audit::{ContaminationPolicy, FindingCode, LeakPolicy};
 
 /// Audits exported gen-ai agent traces: OTLP JSON (one ExportTraceServiceRequest per
@@ -151,10 +151,10 @@ struct ServeArgs {
     max_trace_age: Duration,
     /// The most memory held spans may take (e.g. `512MiB`); past it, new data is
     /// refused with 503 / UNAVAILABLE, so that clients retry.
-    #[arg(long, default_value = "512MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "512MiB", value_parser = parse_size, value_name = "BYTES")]
     max_memory: usize,
     /// The largest request accepted, after decompression (larger: 413).
-    #[arg(long, default_value = "20MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "20MiB", value_parser = parse_size, value_name = "BYTES")]
     max_request_bytes: usize,
     /// Where audited spans are sent (e.g. `http://collector:4318`).
     #[arg(long, value_name = "URL")]
@@ -200,27 +200,6 @@ struct ServeArgs {
     forward_ca: Option<PathBuf>,
     #[command(flatten)]
     audit: AuditArgs,
-}
-
-fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        _ => return Err(format!("{text:?}: unit must be B, KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -269,28 +248,6 @@ struct AuditArgs {
     max_span_age_secs: Option<u64>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 2ms"))?;
-    let scale = match unit.trim() {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" | "" if number == 0.0 => 1.0,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{text:?}: unit must be ns, us, ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|e| format!("{text:?}: {e}"))
-}
-
 impl Input {
     fn options(&self) -> AuditOptions {
         self.audit.options()
@@ -318,6 +275,12 @@ enum Failure {
     Write(io::Error),
     /// Standard output was closed (`| head`): end quietly.
     ClosedOutput,
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Write(e)
+    }
 }
 
 fn load(input: &Input) -> Result<Inputs, InputError> {
@@ -464,36 +427,14 @@ fn enrich(input: &Input, output: &Path) -> ExitCode {
             return fail(failure, &name);
         }
     } else {
-        let dir = match output.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".to_owned());
-        let temporary = dir.join(format!(
-            ".{file_name}.genai-audit-{}.tmp",
-            std::process::id()
-        ));
-        let file = match fs::File::create(&temporary) {
-            Ok(file) => file,
-            Err(e) => return fail(Failure::Write(e), &name),
-        };
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
         let on_trace = &mut |trace| report.add_trace(trace);
-        let result = run_audit(input, on_trace, Some(&mut out)).and_then(|()| {
-            // Written whole (a failed write or flush is an error, before the rename).
-            // Not forced to disk: after a power loss, the file system's own guarantees
-            // for a rename over a file apply.
-            let file = out
-                .into_inner()
-                .map_err(|e| Failure::Write(e.into_error()))?;
-            drop(file);
-            fs::rename(&temporary, output).map_err(Failure::Write)
+        let result = costs::replace_file(output, |file| {
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            run_audit(input, on_trace, Some(&mut out))?;
+            // Written whole: a failed write or flush is an error, before the rename.
+            out.flush().map_err(Failure::Write)
         });
         if let Err(failure) = result {
-            let _ = fs::remove_file(&temporary);
             return fail(failure, &name);
         }
     }
@@ -734,7 +675,7 @@ fn prices(
 ) -> ExitCode {
     let prices = match costs::load_prices(file) {
         Ok(prices) => prices,
-        Err(reason) => return fail(Failure::Input(reason), ""),
+        Err(reason) => return fail(Failure::Input(reason.to_string()), ""),
     };
     let time = match at.map(costs::parse_time).transpose() {
         Ok(time) => time.unwrap_or_else(std::time::SystemTime::now),

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 use serde_json::{json, Value as Json};
+use unicode_width::UnicodeWidthStr;
 
 use super::context::{TraceView, NONE};
 use crate::report::{cost_units, shorten, units_usd, usd, ReportSpan, Summary};
@@ -64,16 +65,19 @@ impl fmt::Display for GroupBy {
     }
 }
 
-impl FromStr for GroupBy {
-    type Err = String;
+/// A grouping [`GroupBy`] does not know (the text as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: must be one of agent, model, provider, trace, root, session, user")]
+pub struct UnknownGrouping(pub String);
 
-    fn from_str(s: &str) -> Result<GroupBy, String> {
+impl FromStr for GroupBy {
+    type Err = UnknownGrouping;
+
+    fn from_str(s: &str) -> Result<GroupBy, UnknownGrouping> {
         GroupBy::ALL
             .into_iter()
             .find(|g| g.as_str() == s.trim())
-            .ok_or_else(|| {
-                format!("{s:?}: must be one of agent, model, provider, trace, root, session, user")
-            })
+            .ok_or_else(|| UnknownGrouping(s.to_owned()))
     }
 }
 
@@ -219,16 +223,18 @@ impl Table {
             .chain(self.rows.iter().map(cells))
             .chain(std::iter::once(cells(&self.total)))
             .collect();
+        // Columns in terminal cells: a CJK character or an emoji takes two.
         let mut widths = [0usize; 9];
         for line in &lines {
             for (w, cell) in widths.iter_mut().zip(line) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(cell.width());
             }
         }
+        let padding = |cell: &str, w: usize| " ".repeat(w.saturating_sub(cell.width()));
         for line in &lines {
-            let mut text = format!("{:<w$}", line[0], w = widths[0]);
+            let mut text = format!("{}{}", line[0], padding(&line[0], widths[0]));
             for (cell, w) in line.iter().zip(widths).skip(1) {
-                text.push_str(&format!("  {cell:>w$}"));
+                text.push_str(&format!("  {}{cell}", padding(cell, w)));
             }
             writeln!(out, "{}", text.trim_end())?;
         }
@@ -431,6 +437,55 @@ mod tests {
             id,
             &attributes,
         )
+    }
+
+    #[test]
+    fn columns_align_in_display_width_with_cjk_and_emoji_names() {
+        let mut breakdown = Breakdown::new(&[GroupBy::Model, GroupBy::Agent]);
+        let named = |model: &str, agent: &str| {
+            [
+                KeyValue::new("gen_ai.request.model", model.to_owned()),
+                KeyValue::new("gen_ai.agent.name", agent.to_owned()),
+            ]
+        };
+        breakdown.add_trace(&[
+            call(1, 1, 0, Some(0.25), &named("通义千问-max", "研究助手")),
+            call(1, 2, 0, Some(1.5), &named("🦜-parrot-🚀", "🤖 bot")),
+            call(1, 3, 0, None, &named("gpt-4o-mini", "planner")),
+        ]);
+        for table in breakdown.tables() {
+            let mut out = Vec::new();
+            table.write(&mut out).expect("write");
+            let text = String::from_utf8(out).expect("utf-8");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 5, "{text}");
+            // Every line ends in the same terminal column (the cost is right-aligned)…
+            let widths: Vec<usize> = lines.iter().map(|l| l.width()).collect();
+            assert!(widths.iter().all(|w| *w == widths[0]), "{text}\n{widths:?}");
+            // …and so does each of the eight number columns of every row: the columns
+            // where its last eight cells end.
+            let ends = |line: &str| -> Vec<usize> {
+                let mut ends = Vec::new();
+                let mut column = 0;
+                let mut chars = line.chars().peekable();
+                while let Some(c) = chars.next() {
+                    column += c.to_string().width();
+                    if c != ' ' && chars.peek().is_none_or(|n| *n == ' ') {
+                        ends.push(column);
+                    }
+                }
+                ends.split_off(ends.len() - 8)
+            };
+            let first = ends(lines[1]);
+            for line in &lines[1..] {
+                assert_eq!(ends(line), first, "{text}");
+            }
+            assert!(
+                text.contains("通义千问-max") || text.contains("研究助手"),
+                "{text}"
+            );
+            assert!(text.contains('🦜') || text.contains("🤖 bot"), "{text}");
+        }
     }
 
     #[test]

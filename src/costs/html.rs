@@ -1,10 +1,11 @@
 //! The audit as one self-contained HTML page: `genai-audit report --html OUT.html`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use maud::{html, Markup, PreEscaped, Render, DOCTYPE};
 
 use super::breakdown::{Breakdown, GroupBy, Table};
 use super::context::TraceView;
@@ -99,6 +100,24 @@ const SCRIPT: &str = r#"
   }
 })();
 "#;
+
+/// The head's script: records script errors and `console.error` calls for the
+/// self-check.
+const HEAD_SCRIPT: &str = "window.__reportErrors=[];window.addEventListener('error',function(e){\
+window.__reportErrors.push(String(e.message||e));});(function(){var original=console.error;\
+console.error=function(){window.__reportErrors.push('console.error: '+\
+Array.prototype.join.call(arguments,' '));return original.apply(console,arguments);};})();";
+
+/// Text taken from spans, for the template: escaped by [`escape_html`] (which also
+/// escapes `'` and shows control characters as escapes) instead of maud's own
+/// escaping.
+struct Text<'a>(&'a str);
+
+impl Render for Text<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        buffer.push_str(&escape_html(self.0));
+    }
+}
 
 /// Text for HTML: `&`, `<`, `>`, `"` and `'` as entities and control characters shown
 /// as escapes (`\u001b`), so that nothing a span carries can become markup, in text
@@ -242,147 +261,136 @@ impl HtmlReport {
             let ((fa, ca), (fb, cb)) = (weight(a), weight(b));
             fb.cmp(&fa).then(cb.total_cmp(&ca))
         });
-        let mut page = String::with_capacity(64 * 1024);
         let shown_findings: usize = traces.iter().flatten().map(|s| s.findings.len()).sum();
-        write_head(&mut page, traces.len(), shown_findings);
-        write_summary(&mut page, &summary, &tables, traces.len());
-        for spans in &traces {
-            write_trace(&mut page, spans);
-        }
-        page.push_str("<pre id=\"selfcheck\"></pre>\n<script>");
-        page.push_str(SCRIPT);
-        page.push_str("</script>\n</body>\n</html>\n");
-        out.write_all(page.as_bytes())?;
+        let page = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "genai-audit report" }
+                    style { (PreEscaped(STYLE)) }
+                    script { (PreEscaped(HEAD_SCRIPT)) }
+                }
+                body data-expect-traces=(traces.len()) data-expect-findings=(shown_findings) {
+                    h1 { "genai-audit report" }
+                    (summary_part(&summary, &tables, traces.len()))
+                    @for spans in &traces {
+                        (trace_part(spans))
+                    }
+                    pre id="selfcheck" {}
+                    script { (PreEscaped(SCRIPT)) }
+                }
+            }
+        };
+        out.write_all(page.into_string().as_bytes())?;
         Ok(summary)
     }
 }
 
-fn write_head(page: &mut String, traces: usize, findings: usize) {
-    let _ = write!(
-        page,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>genai-audit report</title>\n<style>{STYLE}</style>\n\
-         <script>window.__reportErrors=[];window.addEventListener('error',function(e){{\
-         window.__reportErrors.push(String(e.message||e));}});(function(){{var original=console.error;\
-         console.error=function(){{window.__reportErrors.push('console.error: '+\
-         Array.prototype.join.call(arguments,' '));return original.apply(console,arguments);}};}})();\
-         </script>\n</head>\n\
-         <body data-expect-traces=\"{traces}\" data-expect-findings=\"{findings}\">\n\
-         <h1>genai-audit report</h1>\n"
-    );
+fn card(value: &str, label: &str) -> Markup {
+    html! { div class="card" { b { (Text(value)) } span { (Text(label)) } } }
 }
 
-fn card(page: &mut String, value: &str, label: &str) {
-    let _ = write!(
-        page,
-        "<div class=\"card\"><b>{}</b><span>{}</span></div>",
-        escape_html(value),
-        escape_html(label)
-    );
-}
-
-fn write_summary(page: &mut String, summary: &Summary, tables: &[Table], shown: usize) {
-    page.push_str("<div class=\"cards\">");
-    card(page, &summary.spans.to_string(), "spans");
-    card(page, &summary.traces.to_string(), "traces");
-    card(page, &summary.invocations.to_string(), "invocations");
-    card(page, &summary.generations.to_string(), "generations");
-    card(page, &usd(Some(summary.cost_usd)), "total cost");
-    if summary.unpriced > 0 {
-        card(page, &summary.unpriced.to_string(), "unpriced calls");
-    }
-    card(page, &summary.findings_total.to_string(), "findings");
-    page.push_str("</div>\n<div class=\"tables\">");
-    for table in tables {
-        write_table(page, table);
-    }
-    write_findings_table(page, summary);
-    page.push_str("</div>\n<div class=\"legend\">");
-    for (role, colour) in ROLE_COLOURS {
-        let label = if role == "other" {
-            "not recognised"
-        } else {
-            role
-        };
-        let _ = write!(
-            page,
-            "<span><i style=\"background:{colour}\"></i>{label}</span>"
-        );
-    }
-    page.push_str(
-        "<span><i style=\"outline:2px solid #dc2626\"></i>span with findings</span></div>\n",
-    );
+fn summary_part(summary: &Summary, tables: &[Table], shown: usize) -> Markup {
     let total = usize::try_from(summary.traces).unwrap_or(usize::MAX);
-    page.push_str("<div class=\"controls\">");
-    if shown < total {
-        let _ = write!(
-            page,
-            "<span class=\"note\">{shown} of {total} traces shown: those with findings, then the most expensive \
-             ({} left out; <code>--all</code> shows every one). </span>",
-            total - shown
-        );
-    } else {
-        let _ = write!(page, "<span class=\"note\">{total} traces. </span>");
+    html! {
+        div class="cards" {
+            (card(&summary.spans.to_string(), "spans"))
+            (card(&summary.traces.to_string(), "traces"))
+            (card(&summary.invocations.to_string(), "invocations"))
+            (card(&summary.generations.to_string(), "generations"))
+            (card(&usd(Some(summary.cost_usd)), "total cost"))
+            @if summary.unpriced > 0 {
+                (card(&summary.unpriced.to_string(), "unpriced calls"))
+            }
+            (card(&summary.findings_total.to_string(), "findings"))
+        }
+        div class="tables" {
+            @for table in tables {
+                (table_part(table))
+            }
+            (findings_table(summary))
+        }
+        div class="legend" {
+            @for (role, colour) in ROLE_COLOURS {
+                span {
+                    i style={ "background:" (colour) } {}
+                    @if role == "other" { "not recognised" } @else { (role) }
+                }
+            }
+            span { i style="outline:2px solid #dc2626" {} "span with findings" }
+        }
+        div class="controls" {
+            @if shown < total {
+                span class="note" {
+                    (shown) " of " (total) " traces shown: those with findings, then the most expensive ("
+                    (total - shown) " left out; " code { "--all" } " shows every one). "
+                }
+            } @else {
+                span class="note" { (total) " traces. " }
+            }
+            label { input type="checkbox" id="only-findings"; " only traces with findings" }
+            " "
+            span class="note" { "(click a trace's header to fold it)" }
+        }
     }
-    page.push_str(
-        "<label><input type=\"checkbox\" id=\"only-findings\"> only traces with findings</label> \
-         <span class=\"note\">(click a trace's header to fold it)</span></div>\n",
-    );
 }
 
-fn write_table(page: &mut String, table: &Table) {
-    let _ = write!(
-        page,
-        "<div><h3>Cost by {}</h3><table><tr><th>{}</th><th>calls</th><th>unpriced</th><th>input</th>\
-         <th>output</th><th>cache read</th><th>cost</th></tr>",
-        table.by, table.by
-    );
-    let row = |page: &mut String, r: &super::breakdown::Row, class: &str| {
-        let _ = write!(
-            page,
-            "<tr{class}><td title=\"{name}\">{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.calls,
-            r.unpriced_calls,
-            r.input_tokens,
-            r.output_tokens,
-            r.cache_read_tokens,
-            r.cost_usd().map_or_else(|| "-".to_owned(), |c| usd(Some(c))),
-            name = escape_html(&r.name),
-        );
+fn table_part(table: &Table) -> Markup {
+    let row = |r: &super::breakdown::Row, class: Option<&str>| {
+        html! {
+            tr class=[class] {
+                td title=(Text(&r.name)) { (Text(&r.name)) }
+                td { (r.calls) }
+                td { (r.unpriced_calls) }
+                td { (r.input_tokens) }
+                td { (r.output_tokens) }
+                td { (r.cache_read_tokens) }
+                td { (r.cost_usd().map_or_else(|| "-".to_owned(), |c| usd(Some(c)))) }
+            }
+        }
     };
-    for r in table.rows.iter().take(MAX_GROUPS) {
-        row(page, r, "");
+    html! {
+        div {
+            h3 { "Cost by " (table.by) }
+            table {
+                tr {
+                    th { (table.by) } th { "calls" } th { "unpriced" } th { "input" }
+                    th { "output" } th { "cache read" } th { "cost" }
+                }
+                @for r in table.rows.iter().take(MAX_GROUPS) {
+                    (row(r, None))
+                }
+                @if table.rows.len() > MAX_GROUPS {
+                    tr { td class="note" colspan="7" { "… " (table.rows.len() - MAX_GROUPS) " more" } }
+                }
+                (row(&table.total, Some("total")))
+            }
+        }
     }
-    if table.rows.len() > MAX_GROUPS {
-        let _ = write!(
-            page,
-            "<tr><td class=\"note\" colspan=\"7\">… {} more</td></tr>",
-            table.rows.len() - MAX_GROUPS
-        );
-    }
-    row(page, &table.total, " class=\"total\"");
-    page.push_str("</table></div>");
 }
 
-fn write_findings_table(page: &mut String, summary: &Summary) {
-    page.push_str(
-        "<div><h3>Findings by code</h3><table><tr><th>code</th><th>count</th><th class=\"meaning\">meaning</th></tr>",
-    );
-    let mut any = false;
-    for (code, &n) in summary.findings.iter().filter(|(_, n)| **n > 0) {
-        any = true;
-        let _ = write!(
-            page,
-            "<tr data-code=\"{code}\"><td class=\"bad\">{code}</td><td>{n}</td><td class=\"meaning\">{}</td></tr>",
-            escape_html(meaning(code)),
-            code = escape_html(code),
-        );
+fn findings_table(summary: &Summary) -> Markup {
+    let found: Vec<(&String, &u64)> = summary.findings.iter().filter(|(_, n)| **n > 0).collect();
+    html! {
+        div {
+            h3 { "Findings by code" }
+            table {
+                tr { th { "code" } th { "count" } th class="meaning" { "meaning" } }
+                @for (code, n) in &found {
+                    tr data-code=(Text(code)) {
+                        td class="bad" { (Text(code)) }
+                        td { (n) }
+                        td class="meaning" { (Text(meaning(code))) }
+                    }
+                }
+                @if found.is_empty() {
+                    tr { td colspan="3" class="note" { "none" } }
+                }
+            }
+        }
     }
-    if !any {
-        page.push_str("<tr><td colspan=\"3\" class=\"note\">none</td></tr>");
-    }
-    page.push_str("</table></div>");
 }
 
 /// The spans of a trace in tree order (roots and siblings by start), with depths.
@@ -414,9 +422,9 @@ fn tree_order(view: &TraceView<'_>) -> Vec<(usize, usize)> {
     order
 }
 
-fn write_trace(page: &mut String, spans: &[ReportSpan]) {
+fn trace_part(spans: &[ReportSpan]) -> Markup {
     let Some(first) = spans.first() else {
-        return;
+        return html! {};
     };
     let view = TraceView::new(spans);
     let mut order = tree_order(&view);
@@ -451,149 +459,150 @@ fn write_trace(page: &mut String, spans: &[ReportSpan]) {
     let unpriced = calls.iter().filter(|s| s.unpriced).count();
     let findings: usize = spans.iter().map(|s| s.findings.len()).sum();
     let id = first.trace_id.to_string();
-    let _ = write!(
-        page,
-        "<section class=\"trace\" data-trace=\"{id}\" data-findings=\"{findings}\">\n<header>\
-         <h2>trace <span class=\"id\">{id}</span></h2><span class=\"meta\">{} spans · {} · {}</span>{}</header>\n",
-        spans.len(),
-        duration(t1 - t0),
-        if priced { usd(Some(cost)) } else if calls.is_empty() { "no calls".to_owned() } else { "unpriced".to_owned() },
-        if findings > 0 {
-            format!("<span class=\"bad\">{findings} finding{}</span>", if findings == 1 { "" } else { "s" })
-        } else {
-            String::new()
-        },
-    );
-    page.push_str("<div class=\"wf\">");
-    let _ = write!(
-        page,
-        "<div class=\"row axis\"><div>span</div><div class=\"lane\"><span>0</span><span>{}</span><span>{}</span><span>{}</span><span>{}</span></div>\
-         <div class=\"num\">tokens in→out</div><div class=\"num\">cost</div></div>",
-        duration(span_ns / 4),
-        duration(span_ns / 2),
-        duration(span_ns / 4 * 3),
-        duration(span_ns)
-    );
-    for &(i, depth) in &order {
-        write_row(page, &spans[i], depth, t0, span_ns);
+    let trace_cost = if priced {
+        usd(Some(cost))
+    } else if calls.is_empty() {
+        "no calls".to_owned()
+    } else {
+        "unpriced".to_owned()
+    };
+    html! {
+        section class="trace" data-trace=(id) data-findings=(findings) {
+            header {
+                h2 { "trace " span class="id" { (id) } }
+                span class="meta" { (spans.len()) " spans · " (duration(t1 - t0)) " · " (trace_cost) }
+                @if findings > 0 {
+                    span class="bad" { (findings) " finding" @if findings != 1 { "s" } }
+                }
+            }
+            div class="wf" {
+                div class="row axis" {
+                    div { "span" }
+                    div class="lane" {
+                        span { "0" }
+                        span { (duration(span_ns / 4)) }
+                        span { (duration(span_ns / 2)) }
+                        span { (duration(span_ns / 4 * 3)) }
+                        span { (duration(span_ns)) }
+                    }
+                    div class="num" { "tokens in→out" }
+                    div class="num" { "cost" }
+                }
+                @for &(i, depth) in &order {
+                    (row_part(&spans[i], depth, t0, span_ns))
+                }
+            }
+            @if order.len() < all {
+                div class="totals" {
+                    (order.len()) " of " (all) " spans shown (those with findings and their ancestors first)"
+                }
+            }
+            div class="totals" {
+                (calls.len()) " calls · " (sum(|s| s.input_tokens)) " input · "
+                (sum(|s| s.output_tokens)) " output · " (sum(|s| s.cache_read_tokens))
+                " cache read · " (sum(|s| s.reasoning_tokens)) " reasoning tokens · cost "
+                @if priced { (usd(Some(cost))) } @else { "-" }
+                @if unpriced > 0 { " (" (unpriced) " unpriced)" }
+            }
+        }
     }
-    page.push_str("</div>\n");
-    if order.len() < all {
-        let _ = write!(
-            page,
-            "<div class=\"totals\">{} of {all} spans shown (those with findings and their ancestors first)</div>",
-            order.len()
-        );
-    }
-    let _ = write!(
-        page,
-        "<div class=\"totals\">{} calls · {} input · {} output · {} cache read · {} reasoning tokens · cost {}{}</div>\n</section>\n",
-        calls.len(),
-        sum(|s| s.input_tokens),
-        sum(|s| s.output_tokens),
-        sum(|s| s.cache_read_tokens),
-        sum(|s| s.reasoning_tokens),
-        if priced { usd(Some(cost)) } else { "-".to_owned() },
-        if unpriced > 0 { format!(" ({unpriced} unpriced)") } else { String::new() },
-    );
 }
 
-fn write_row(page: &mut String, span: &ReportSpan, depth: usize, t0: u64, span_ns: u64) {
+fn row_part(span: &ReportSpan, depth: usize, t0: u64, span_ns: u64) -> Markup {
     let role = span.role.as_deref();
+    let role_text = role.filter(|r| !r.is_empty());
     let left = (span.start_ns.saturating_sub(t0)) as f64 / span_ns as f64 * 100.0;
     let width = (span.end_ns - span.start_ns) as f64 / span_ns as f64 * 100.0;
-    let name = escape_html(&span.name);
-    let role_text = role.map_or_else(String::new, escape_html);
-    let mut bar_title = format!(
-        "{name}&#10;{}{} at +{}",
-        if role_text.is_empty() {
-            "not recognised".to_owned()
-        } else {
-            role_text.clone()
-        },
-        format_args!(", {}", duration(span.end_ns - span.start_ns)),
-        duration(span.start_ns.saturating_sub(t0)),
-    );
-    if let Some(model) = span.model.as_deref() {
-        let _ = write!(bar_title, "&#10;model {}", escape_html(model));
-    }
-    if let Some(agent) = span.agent_name.as_deref() {
-        let _ = write!(bar_title, "&#10;agent {}", escape_html(agent));
-    }
     let tokens = match (span.input_tokens, span.output_tokens) {
-        (None, None) => String::new(),
+        (None, None) => None,
         (i, o) => {
             let n = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
-            let mut t = format!("{}→{}", n(i), n(o));
-            if let Some(c) = span.cache_read_tokens.filter(|c| *c > 0) {
-                let _ = write!(t, " <small title=\"cache read\">({c} cached)</small>");
-            }
-            t
+            Some(format!("{}→{}", n(i), n(o)))
         }
     };
+    let cached = span
+        .cache_read_tokens
+        .filter(|c| *c > 0 && tokens.is_some());
     let cost = if span.unpriced {
         "unpriced".to_owned()
-    } else if role.is_some() && (span.cost_usd.is_some() || !tokens.is_empty()) {
+    } else if role.is_some() && (span.cost_usd.is_some() || tokens.is_some()) {
         usd(span.cost_usd)
     } else {
         String::new()
     };
-    let flagged = if span.findings.is_empty() {
-        ""
-    } else {
-        " flagged"
-    };
-    let _ = write!(
-        page,
-        "<div class=\"row\" data-span=\"{}\" data-role=\"{}\"><div class=\"name\" style=\"padding-left:{}px\" title=\"{name}\">{name}<small>{role_text}</small></div>\
-         <div class=\"lane\"><div class=\"bar{flagged}\" style=\"left:{left:.3}%;width:{width:.3}%;background:{}\" title=\"{bar_title}\"></div></div>\
-         <div class=\"num\">{tokens}</div><div class=\"num\">{cost}</div></div>",
-        span.span_id,
-        if role_text.is_empty() { "other" } else { &role_text },
-        depth.min(30) * 14,
-        role_colour(role),
-    );
-    if !span.findings.is_empty() {
-        let _ = write!(
-            page,
-            "<div class=\"flags\" style=\"padding-left:{}px\">",
-            12 + depth.min(30) * 14
-        );
-        for code in &span.findings {
-            let code_html = escape_html(code);
-            let meaning = escape_html(meaning(code));
-            let _ = write!(
-                page,
-                "<span class=\"finding\" data-finding=\"{code_html}\" title=\"{meaning}\">⚠ <b>{code_html}</b>: {meaning}</span>"
-            );
+    let indent = depth.min(30) * 14;
+    // Lines of the bar's tooltip: `&#10;` between them.
+    let line_break = PreEscaped("&#10;");
+    html! {
+        div class="row" data-span=(span.span_id) data-role=(Text(role_text.unwrap_or("other"))) {
+            div class="name" style={ "padding-left:" (indent) "px" } title=(Text(&span.name)) {
+                (Text(&span.name)) small { (Text(role_text.unwrap_or(""))) }
+            }
+            div class="lane" {
+                div class={ "bar" @if !span.findings.is_empty() { " flagged" } }
+                    style={ "left:" (format!("{left:.3}")) "%;width:" (format!("{width:.3}")) "%;background:" (role_colour(role)) }
+                    title={
+                        (Text(&span.name)) (line_break)
+                        (Text(role_text.unwrap_or("not recognised"))) ", " (duration(span.end_ns - span.start_ns))
+                        " at +" (duration(span.start_ns.saturating_sub(t0)))
+                        @if let Some(model) = span.model.as_deref() { (line_break) "model " (Text(model)) }
+                        @if let Some(agent) = span.agent_name.as_deref() { (line_break) "agent " (Text(agent)) }
+                    } {}
+            }
+            div class="num" {
+                @if let Some(tokens) = &tokens { (tokens) }
+                @if let Some(c) = cached { " " small title="cache read" { "(" (c) " cached)" } }
+            }
+            div class="num" { (cost) }
         }
-        page.push_str("</div>");
+        @if !span.findings.is_empty() {
+            div class="flags" style={ "padding-left:" (12 + indent) "px" } {
+                @for code in &span.findings {
+                    span class="finding" data-finding=(Text(code)) title=(Text(meaning(code))) {
+                        "⚠ " b { (Text(code)) } ": " (Text(meaning(code)))
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Writes `bytes` to `path` as `enrich -o` writes its output: into a temporary file
-/// beside it, renamed over it only once everything is written, so that on any error
-/// the previous file is untouched (and the temporary file removed).
+/// Writes `bytes` to `path` as `enrich -o` writes its output (see [`replace_file`]).
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file(path, |file| file.write_all(bytes))
+}
+
+/// Replaces the file at `path` with what `write` writes: into a temporary file beside
+/// it (`.NAME.genai-audit-XXXXXX.tmp`, made by `tempfile`, with the permissions
+/// `File::create` would give), renamed over it only once `write` returned `Ok`, so
+/// that on any error the previous file is untouched and the temporary file removed.
+/// Not forced to disk: after a power loss, the file system's own guarantees for a
+/// rename over a file apply.
+pub fn replace_file<E: From<io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> Result<(), E>,
+) -> Result<(), E> {
     let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    let file_name = path.file_name().map_or_else(
-        || "report.html".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let temporary = dir.join(format!(
-        ".{file_name}.genai-audit-{}.tmp",
-        std::process::id()
-    ));
-    let result = fs::File::create(&temporary)
-        .and_then(|mut file| file.write_all(bytes))
-        .and_then(|()| fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "output".to_owned(), |n| n.to_string_lossy().into_owned());
+    let mut builder = tempfile::Builder::new();
+    let prefix = format!(".{file_name}.genai-audit-");
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As `File::create`: 0o666 less the umask (tempfile's own default is 0o600).
+        builder.permissions(fs::Permissions::from_mode(0o666));
     }
-    result
+    // Dropped on any error (a failed write, a failed rename): the file is removed.
+    let mut temporary = builder.tempfile_in(dir)?;
+    write(temporary.as_file_mut())?;
+    temporary.persist(path).map_err(|e| E::from(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -708,18 +717,33 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_only_when_written() {
-        let dir = std::env::temp_dir().join(format!("genai-audit-html-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
+        let dir = tempfile::tempdir().expect("dir");
+        let dir = dir.path();
         let path = dir.join("r.html");
         write_file_atomically(&path, b"one").expect("write");
         write_file_atomically(&path, b"two").expect("write");
         assert_eq!(fs::read(&path).expect("read"), b"two");
         assert!(write_file_atomically(&dir.join("missing/r.html"), b"x").is_err());
+        // A failed write leaves the file as it was and no temporary file.
+        let failed = replace_file(&path, |file| {
+            file.write_all(b"half")?;
+            Err(io::Error::other("failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&path).expect("read"), b"two");
         assert_eq!(
-            fs::read_dir(&dir).expect("dir").count(),
+            fs::read_dir(dir).expect("dir").count(),
             1,
             "no temporary file left"
         );
-        let _ = fs::remove_dir_all(&dir);
+        // The file has the permissions `File::create` gives, not the temporary's 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.join("plain");
+            fs::File::create(&plain).expect("create");
+            let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode();
+            assert_eq!(mode(&path), mode(&plain));
+        }
     }
 }

@@ -15,9 +15,9 @@ mod diff;
 mod html;
 mod prices;
 
-pub use breakdown::{Breakdown, GroupBy, Row, Table};
+pub use breakdown::{Breakdown, GroupBy, Row, Table, UnknownGrouping};
 pub use diff::{
     change_pct, exceeds, Change, Diff, DiffGates, DiffInput, MatchedBy, Totals, OUTSIDE,
 };
-pub use html::{escape_html, write_file_atomically, HtmlReport};
-pub use prices::{load_prices, parse_time, PriceReport};
+pub use html::{escape_html, replace_file, write_file_atomically, HtmlReport};
+pub use prices::{load_prices, parse_time, PriceFileError, PriceReport, TimeError};

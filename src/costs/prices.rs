@@ -2,18 +2,43 @@
 //! [--at DATE]`.
 
 use std::io::{self, Write};
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 use serde_json::{json, Value as Json};
 
 use crate::pricing::{GenAiPrices, RateCard};
 use crate::report::escape_controls;
 
+/// A price file that cannot be used: its path and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the price file {}: {reason}", path.display())]
+pub struct PriceFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+/// A `--at` value that is not a time [`parse_time`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not a date or an RFC 3339 time (the text as given).
+    #[error("{0:?}: not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)")]
+    NotATime(String),
+    /// A time before 1970-01-01 (the text, trimmed).
+    #[error("{0:?}: before 1970")]
+    Before1970(String),
+}
+
 /// The price data the audit would use: `file`, else the file named by
 /// `GENAI_AUDIT_PRICES_FILE` (when set and not blank), else the bundled prices. An
 /// unreadable or invalid file is an error, with its path and the reason.
-pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, String> {
+pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, PriceFileError> {
     let from_env = std::env::var("GENAI_AUDIT_PRICES_FILE")
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -22,32 +47,21 @@ pub fn load_prices(file: Option<&Path>) -> Result<GenAiPrices, String> {
         .or_else(|| from_env.map(Into::into));
     match path {
         None => Ok(GenAiPrices::bundled()),
-        Some(path) => GenAiPrices::from_file(&path)
-            .map_err(|e| format!("the price file {}: {e}", path.display())),
+        Some(path) => GenAiPrices::from_file(&path).map_err(|e| PriceFileError {
+            reason: e.to_string(),
+            path,
+        }),
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn number(text: &str, digits: usize) -> Option<u32> {
-    (text.len() == digits && text.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| text.parse().ok())
-        .flatten()
 }
 
 /// Reads a time as `genai-audit prices --at` takes it: a date (`2025-10-01`, midnight
 /// UTC: prices change on dates at midnight UTC) or an RFC 3339 time
-/// (`2025-10-01T14:30:00Z`, `2025-10-01T16:30:00.5+02:00`).
+/// (`2025-10-01T14:30:00Z`, `2025-10-01T16:30:00.5+02:00`), read by
+/// [jiff](https://docs.rs/jiff)'s ISO 8601 parser: so also `2025-10-01 14:30Z` (no
+/// seconds), `+0200` and `+02` offsets, a `,` before the fraction, a bracketed time
+/// zone annotation after the offset (`…+02:00[Europe/Paris]`, not checked) and the
+/// basic forms (`20251001`, `20251001T143000Z`). A time needs its offset (`Z` for
+/// UTC); a second of 60 (a leap second) is read as 59; a time before 1970 is refused.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -59,123 +73,48 @@ fn number(text: &str, digits: usize) -> Option<u32> {
 /// );
 /// assert!(parse_time("2025-02-30").is_err());
 /// ```
-pub fn parse_time(text: &str) -> Result<SystemTime, String> {
-    let bad =
-        || format!("{text:?}: not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)");
-    let text = text.trim();
-    let (date, time) = match text.find(['T', 't', ' ']) {
-        Some(at) => (&text[..at], Some(&text[at + 1..])),
-        None => (text, None),
+pub fn parse_time(text: &str) -> Result<SystemTime, TimeError> {
+    let bad = || TimeError::NotATime(text.to_owned());
+    let trimmed = at_most_nine_fraction_digits(text.trim());
+    let trimmed = trimmed.as_str();
+    // A date alone is midnight UTC; with a time, the offset is required (jiff refuses
+    // a time without one as a `Timestamp`).
+    let time = if trimmed.contains(['T', 't', ' ']) {
+        trimmed.parse::<Timestamp>().map_err(|_| bad())?
+    } else {
+        trimmed
+            .parse::<Date>()
+            .and_then(|date| date.to_zoned(TimeZone::UTC))
+            .map_err(|_| bad())?
+            .timestamp()
     };
-    let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let (year, month, day) = (
-        number(y, 4).ok_or_else(bad)?,
-        number(m, 2).ok_or_else(bad)?,
-        number(d, 2).ok_or_else(bad)?,
-    );
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
-        return Err(bad());
+    if time < Timestamp::UNIX_EPOCH {
+        return Err(TimeError::Before1970(trimmed.to_owned()));
     }
-    let mut seconds = days_from_civil(i64::from(year), month, day) * 86_400;
-    let mut nanos = 0u32;
-    if let Some(time) = time {
-        let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
-            Some(at) => time.split_at(at),
-            None => return Err(bad()),
-        };
-        let (clock, fraction) = match clock.split_once('.') {
-            Some((clock, fraction)) => (clock, Some(fraction)),
-            None => (clock, None),
-        };
-        let mut hms = clock.split(':');
-        let (Some(h), Some(mi), Some(s), None) = (hms.next(), hms.next(), hms.next(), hms.next())
-        else {
-            return Err(bad());
-        };
-        let (h, mi, s) = (
-            number(h, 2).ok_or_else(bad)?,
-            number(mi, 2).ok_or_else(bad)?,
-            number(s, 2).ok_or_else(bad)?,
-        );
-        if h > 23 || mi > 59 || s > 60 {
-            return Err(bad());
-        }
-        if let Some(fraction) = fraction {
-            if fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            let digits: String = fraction
-                .chars()
-                .chain("000000000".chars())
-                .take(9)
-                .collect();
-            nanos = digits.parse().map_err(|_| bad())?;
-        }
-        seconds += i64::from(h * 3600 + mi * 60 + s.min(59));
-        if offset.len() > 1 {
-            let sign = if offset.starts_with('-') { 1 } else { -1 };
-            let (oh, om) = offset[1..].split_once(':').ok_or_else(bad)?;
-            let (oh, om) = (
-                number(oh, 2).ok_or_else(bad)?,
-                number(om, 2).ok_or_else(bad)?,
-            );
-            if oh > 23 || om > 59 {
-                return Err(bad());
-            }
-            seconds += sign * i64::from(oh * 3600 + om * 60);
-        } else if !offset.eq_ignore_ascii_case("z") {
-            return Err(bad());
-        }
-    }
-    let seconds = u64::try_from(seconds).map_err(|_| format!("{text:?}: before 1970"))?;
-    Ok(UNIX_EPOCH + Duration::new(seconds, nanos))
+    Ok(SystemTime::from(time))
 }
 
-/// `2025-10-01T00:00:00Z` (to the second).
+/// `text` with a second's fraction cut to nine digits (nanoseconds): RFC 3339 allows
+/// any number and jiff reads at most nine.
+fn at_most_nine_fraction_digits(text: &str) -> String {
+    let Some(dot) = text.find(['.', ',']) else {
+        return text.to_owned();
+    };
+    let digits = text[dot + 1..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    if digits <= 9 {
+        return text.to_owned();
+    }
+    format!("{}{}", &text[..dot + 10], &text[dot + 1 + digits..])
+}
+
+/// `2025-10-01T00:00:00Z` (to the second, UTC; a time jiff cannot hold, more than
+/// 9999 years away, as 1970-01-01).
 fn format_time(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Civil from days (inverse of `days_from_civil`).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let time = Timestamp::try_from(time).unwrap_or(Timestamp::UNIX_EPOCH);
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `$0.15`, `$1.25`, `$0.075` per million tokens: the shortest text of the rate.
@@ -325,6 +264,8 @@ fn per(text: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]
@@ -349,6 +290,68 @@ mod tests {
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn forms_jiff_reads_too() {
+        // Accepted since the parser is jiff's: ISO 8601 forms beyond RFC 3339.
+        for (text, read) in [
+            ("2025-10-01T14:30Z", "2025-10-01T14:30:00Z"),
+            ("2025-10-01T14Z", "2025-10-01T14:00:00Z"),
+            ("2025-10-01T14:30:05+0200", "2025-10-01T12:30:05Z"),
+            ("2025-10-01T14:30:05+02", "2025-10-01T12:30:05Z"),
+            ("2025-10-01T14:30:05+02:00:30", "2025-10-01T12:29:35Z"),
+            ("2025-10-01T14:30:05+24:00", "2025-09-30T14:30:05Z"),
+            ("2025-10-01T14:30:05+25:59", "2025-09-30T12:31:05Z"),
+            ("2025-10-01T14:30:05,5Z", "2025-10-01T14:30:05Z"),
+            (
+                "2025-10-01T14:30:05+02:00[Europe/Paris]",
+                "2025-10-01T12:30:05Z",
+            ),
+            ("20251001", "2025-10-01T00:00:00Z"),
+            ("20251001T143005Z", "2025-10-01T14:30:05Z"),
+            ("+002025-10-01", "2025-10-01T00:00:00Z"),
+        ] {
+            assert_eq!(
+                parse_time(text).map(format_time).as_deref(),
+                Ok(read),
+                "{text}"
+            );
+        }
+        // Accepted before and still: lower case, a space, -00:00, a leap second, a
+        // fraction of more than nine digits (cut to nine), blanks around.
+        for (text, read) in [
+            ("2025-10-01t14:30:05z", "2025-10-01T14:30:05Z"),
+            (" 2025-10-01 14:30:05Z ", "2025-10-01T14:30:05Z"),
+            ("2025-10-01T14:30:05-00:00", "2025-10-01T14:30:05Z"),
+            ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59Z"),
+            ("2025-10-01T14:30:05.1234567891234Z", "2025-10-01T14:30:05Z"),
+        ] {
+            assert_eq!(
+                parse_time(text).map(format_time).as_deref(),
+                Ok(read),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("1970-01-01T00:00:00.1234567899Z"),
+            Ok(UNIX_EPOCH + Duration::from_nanos(123_456_789))
+        );
+        for bad in [
+            "2025-10-01T14:30:05.Z",
+            "2025-10-01T24:00:00Z",
+            "2025-10-01T",
+            "2025-W40-3",
+            "2025-274",
+            "2025-10",
+            "2025-10-01T14:30:05+26:00",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_time("0000-01-01"),
+            Err(TimeError::Before1970("0000-01-01".to_owned()))
+        );
     }
 
     #[test]

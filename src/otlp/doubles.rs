@@ -64,6 +64,20 @@ pub(crate) fn each_double(request: &mut ExportTraceServiceRequest, f: &mut dyn F
     }
 }
 
+/// Why a request could not be written as OTLP JSON.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteJsonError {
+    /// A real double equals a stand-in next to one it would stand for.
+    #[error("a double equals the stand-in for NaN or Infinity and cannot be written")]
+    StandInTaken,
+    /// serde_json could not write it.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// What was written is not UTF-8.
+    #[error(transparent)]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
 /// `request` as OTLP JSON text, every double as it is: one with no JSON number form
 /// as its proto3 string. An error when a real double equals a stand-in next to one
 /// it would stand for (it could not be told apart).
@@ -71,16 +85,14 @@ pub(crate) fn each_double(request: &mut ExportTraceServiceRequest, f: &mut dyn F
 pub(crate) fn request_json(
     request: &mut ExportTraceServiceRequest,
     size: usize,
-) -> Result<String, String> {
+) -> Result<String, WriteJsonError> {
     let (mut special, mut taken) = (false, false);
     each_double(request, &mut |d| {
         special |= !d.is_finite();
         taken |= is_stand_in(*d);
     });
     if special && taken {
-        return Err(
-            "a double equals the stand-in for NaN or Infinity and cannot be written".to_owned(),
-        );
+        return Err(WriteJsonError::StandInTaken);
     }
     if special {
         each_double(request, &mut |d| {
@@ -91,8 +103,8 @@ pub(crate) fn request_json(
     }
     let mut written = Vec::with_capacity(size);
     let written = serde_json::to_writer(&mut written, &*request)
-        .map_err(|e| e.to_string())
-        .and_then(|()| String::from_utf8(written).map_err(|e| e.to_string()));
+        .map_err(WriteJsonError::from)
+        .and_then(|()| String::from_utf8(written).map_err(WriteJsonError::from));
     if !special {
         return written;
     }
@@ -106,7 +118,7 @@ pub(crate) fn request_json(
     });
     let mut text = written?;
     for (stand_in, _, real) in STAND_INS {
-        let number = serde_json::to_string(&stand_in).map_err(|e| e.to_string())?;
+        let number = serde_json::to_string(&stand_in)?;
         text = text.replace(
             &format!("\"doubleValue\":{number}"),
             &format!("\"doubleValue\":{real}"),

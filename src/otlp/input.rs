@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use super::doubles::request_json;
+use super::doubles::{request_json, WriteJsonError};
 use super::json::minify;
 
 /// The default longest line read, 256 MiB.
@@ -145,16 +145,31 @@ pub(crate) fn read_source(
     }
 }
 
-/// A protobuf request as one request of OTLP JSON text.
+/// Why a protobuf request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtobufError {
+    /// It is not a request.
+    #[error("not an OTLP protobuf ExportTraceServiceRequest: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// It cannot be written as OTLP JSON.
+    #[error("cannot convert to OTLP JSON: {0}")]
+    Convert(#[from] WriteJsonError),
+}
+
+/// A protobuf request as one request of OTLP JSON text, the error as text (for
+/// `otlp::audit`, which takes it so).
 pub(crate) fn protobuf_request(bytes: &[u8]) -> Result<String, String> {
-    let mut request = ExportTraceServiceRequest::decode(bytes)
-        .map_err(|e| format!("not an OTLP protobuf ExportTraceServiceRequest: {e}"))?;
+    read_protobuf(bytes).map_err(|e| e.to_string())
+}
+
+/// A protobuf request as one request of OTLP JSON text.
+fn read_protobuf(bytes: &[u8]) -> Result<String, ProtobufError> {
+    let mut request = ExportTraceServiceRequest::decode(bytes)?;
     // OTLP JSON takes about twice the bytes of protobuf (hex ids, member names).
-    request_json(
+    Ok(request_json(
         &mut request,
         bytes.len().saturating_mul(2).saturating_add(64),
-    )
-    .map_err(|e| format!("cannot convert to OTLP JSON: {e}"))
+    )?)
 }
 
 /// Reads `limit` + 1 bytes at most, so that a longer input is noticed unread.
@@ -185,7 +200,7 @@ fn read_protobuf_body(
     if bytes.len() > max_line_bytes {
         return Err(error(too_long("the protobuf request", max_line_bytes)));
     }
-    let text = protobuf_request(&bytes).map_err(error)?;
+    let text = read_protobuf(&bytes).map_err(|e| error(e.to_string()))?;
     drop(bytes);
     sink(RequestText { text, line: 1 })
 }
@@ -234,7 +249,7 @@ fn read_protobuf_stream(
                 bytes.len()
             )));
         }
-        let text = protobuf_request(&bytes).map_err(error)?;
+        let text = read_protobuf(&bytes).map_err(|e| error(e.to_string()))?;
         sink(RequestText {
             text,
             line: message,

@@ -6,21 +6,33 @@ use serde_json::Value as Json;
 
 use crate::otlp::{each_double, enum_number, is_stand_in, stand_in, STAND_INS};
 
+/// Why an OTLP JSON body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FormError {
+    /// Not JSON, or not a request.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A real double equals a stand-in next to one it would stand for.
+    #[error(
+        "a double equal to one this receiver stands in for NaN or Infinity: send it as protobuf"
+    )]
+    StandInTaken,
+    /// A `doubleValue` string that is not a number.
+    #[error("{0:?} is not a double")]
+    NotADouble(String),
+}
+
 /// Reads a JSON body in any proto3 JSON form: `snake_case` member names, enum names,
 /// numbers as strings or strings as numbers, doubles as `"NaN"`, `"Infinity"` or
 /// `"-Infinity"`, upper-case hex ids, `null` members.
-pub(crate) fn lenient_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
-    let mut json: Json = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn lenient_request(body: &[u8]) -> Result<ExportTraceServiceRequest, FormError> {
+    let mut json: Json = serde_json::from_slice(body)?;
     let mut seen = Seen::default();
     normalise(&mut json, None, &mut seen)?;
     if seen.special && seen.stand_in {
-        return Err(
-            "a double equal to one this receiver stands in for NaN or Infinity: send it as protobuf"
-                .to_owned(),
-        );
+        return Err(FormError::StandInTaken);
     }
-    let mut request: ExportTraceServiceRequest =
-        serde_json::from_value(json).map_err(|e| e.to_string())?;
+    let mut request: ExportTraceServiceRequest = serde_json::from_value(json)?;
     if seen.special {
         each_double(&mut request, &mut |d| {
             if let Some((_, real, _)) = STAND_INS
@@ -47,7 +59,7 @@ struct Seen {
 /// body with `snake_case` member names would read as one with no spans: a body with
 /// `_spans"` or `"trace_id"` in it goes the lenient way at once (a string value that
 /// ends in `_spans` sends its body that way too: slower, and read the same).
-pub(crate) fn json_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+pub(crate) fn json_request(body: &[u8]) -> Result<ExportTraceServiceRequest, FormError> {
     let snake = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
     if snake(b"_spans\"") || snake(b"\"trace_id\"") {
         return lenient_request(body);
@@ -72,7 +84,7 @@ fn camel(name: &str) -> String {
     out
 }
 
-fn normalise(json: &mut Json, key: Option<&str>, seen: &mut Seen) -> Result<(), String> {
+fn normalise(json: &mut Json, key: Option<&str>, seen: &mut Seen) -> Result<(), FormError> {
     match json {
         Json::Object(map) => {
             let members = std::mem::take(map);
@@ -110,7 +122,7 @@ fn normalise(json: &mut Json, key: Option<&str>, seen: &mut Seen) -> Result<(), 
                     seen.special = true;
                     *json = Json::from(stand_in(d));
                 }
-                Err(_) => return Err(format!("{s:?} is not a double")),
+                Err(_) => return Err(FormError::NotADouble(s.clone())),
             },
             Some("traceId" | "spanId" | "parentSpanId") => *s = s.to_ascii_lowercase(),
             _ => {}

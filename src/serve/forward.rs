@@ -72,40 +72,92 @@ pub(crate) struct Forwarder {
     timeout: Duration,
 }
 
+/// Why a destination cannot be used (found at start).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    /// `--forward-ca` cannot be read or holds no usable certificate.
+    #[error("--forward-ca {path}: {reason}")]
+    Ca {
+        /// The file, as shown.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Neither the system nor `--forward-ca` gives a certificate authority.
+    #[error("no certificate authority to check an https:// destination with: the system has none; give --forward-ca FILE")]
+    NoAuthority,
+    /// `--forward` is not a usable URL.
+    #[error("--forward {url}: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `--forward-header` is not a usable header.
+    #[error("--forward-header {name}: {reason}")]
+    Header {
+        /// The header's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SetupError {
+    fn ca(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        SetupError::Ca {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn url(url: &str, reason: impl std::fmt::Display) -> Self {
+        SetupError::Url {
+            url: url.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn header(name: &str, reason: impl std::fmt::Display) -> Self {
+        SetupError::Header {
+            name: name.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// The certificate authorities an `https://` destination is checked against: the
 /// system's, and those of `--forward-ca`.
-fn roots(options: &ServeOptions) -> Result<RootCertStore, String> {
+fn roots(options: &ServeOptions) -> Result<RootCertStore, SetupError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(native.certs);
     let mut any = added > 0;
     if let Some(path) = &options.forward_ca {
         let certificates = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?
+            .map_err(|e| SetupError::ca(path, e))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+            .map_err(|e| SetupError::ca(path, e))?;
         if certificates.is_empty() {
-            return Err(format!(
-                "--forward-ca {}: no PEM certificate in it",
-                path.display()
-            ));
+            return Err(SetupError::ca(path, "no PEM certificate in it"));
         }
         for certificate in certificates {
             roots
                 .add(certificate)
-                .map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+                .map_err(|e| SetupError::ca(path, e))?;
         }
         any = true;
     }
     if !any {
-        return Err("no certificate authority to check an https:// destination with: the system has none; give --forward-ca FILE".to_owned());
+        return Err(SetupError::NoAuthority);
     }
     Ok(roots)
 }
 
 /// The TLS settings of a gRPC client for an `https://` destination (`None` for
 /// `http://`): the system's roots and `--forward-ca`.
-pub(crate) fn grpc_tls(options: &ServeOptions) -> Result<Option<ClientTlsConfig>, String> {
+pub(crate) fn grpc_tls(options: &ServeOptions) -> Result<Option<ClientTlsConfig>, SetupError> {
     if !options
         .forward
         .as_deref()
@@ -118,8 +170,7 @@ pub(crate) fn grpc_tls(options: &ServeOptions) -> Result<Option<ClientTlsConfig>
     roots(options)?;
     let mut config = ClientTlsConfig::new().with_native_roots();
     if let Some(path) = &options.forward_ca {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("--forward-ca {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| SetupError::ca(path, e))?;
         config = config.ca_certificate(Certificate::from_pem(pem));
     }
     Ok(Some(config))
@@ -136,7 +187,7 @@ fn jittered(interval: Duration) -> Duration {
 impl Forwarder {
     /// A forwarder to `options.forward` (`None` when there is none); an unusable URL
     /// or header is an error.
-    pub(crate) fn new(options: &ServeOptions) -> Result<Option<Forwarder>, String> {
+    pub(crate) fn new(options: &ServeOptions) -> Result<Option<Forwarder>, SetupError> {
         let Some(url) = &options.forward else {
             return Ok(None);
         };
@@ -144,20 +195,19 @@ impl Forwarder {
         let target = match options.forward_protocol {
             ForwardProtocol::Grpc => {
                 let mut endpoint = Channel::from_shared(url.clone())
-                    .map_err(|e| format!("--forward {url}: {e}"))?
+                    .map_err(|e| SetupError::url(url, e))?
                     .connect_timeout(options.forward_timeout);
                 if let Some(config) = grpc_tls(options)? {
                     endpoint = endpoint
                         .tls_config(config)
-                        .map_err(|e| format!("--forward {url}: {e}"))?;
+                        .map_err(|e| SetupError::url(url, e))?;
                 }
                 let channel = endpoint.connect_lazy();
                 let mut headers = Vec::new();
                 for (k, v) in &options.forward_headers {
                     let key = MetadataKey::from_str(&k.to_ascii_lowercase())
-                        .map_err(|e| format!("--forward-header {k}: {e}"))?;
-                    let value = MetadataValue::from_str(v)
-                        .map_err(|e| format!("--forward-header {k}: {e}"))?;
+                        .map_err(|e| SetupError::header(k, e))?;
+                    let value = MetadataValue::from_str(v).map_err(|e| SetupError::header(k, e))?;
                     headers.push((key, value));
                 }
                 Target::Grpc {
@@ -171,13 +221,11 @@ impl Forwarder {
                 } else {
                     format!("{}/v1/traces", url.trim_end_matches('/'))
                 };
-                let uri = Uri::from_str(&full).map_err(|e| format!("--forward {url}: {e}"))?;
+                let uri = Uri::from_str(&full).map_err(|e| SetupError::url(url, e))?;
                 let mut headers = Vec::new();
                 for (k, v) in &options.forward_headers {
-                    let key = HeaderName::from_str(k)
-                        .map_err(|e| format!("--forward-header {k}: {e}"))?;
-                    let value = HeaderValue::from_str(v)
-                        .map_err(|e| format!("--forward-header {k}: {e}"))?;
+                    let key = HeaderName::from_str(k).map_err(|e| SetupError::header(k, e))?;
+                    let value = HeaderValue::from_str(v).map_err(|e| SetupError::header(k, e))?;
                     headers.push((key, value));
                 }
                 let mut http = HttpConnector::new();
@@ -192,7 +240,7 @@ impl Forwarder {
                     rustls::crypto::ring::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("--forward {url}: {e}"))?
+                .map_err(|e| SetupError::url(url, e))?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
                 let connector = HttpsConnectorBuilder::new().with_tls_config(config);

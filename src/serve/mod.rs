@@ -6,7 +6,8 @@
 //! JSON lines to a file), with the audit's metrics pushed as OTLP and shown in
 //! Prometheus text at `GET /metrics`.
 //!
-//! - [`ServeOptions`]: what to listen on, how long to hold, where to send;
+//! - [`ServeOptions`]: what to listen on, how long to hold, where to send (with
+//!   [`parse_duration`] and [`parse_size`], the command line's forms of its values);
 //! - [`Server`]: a running server, started on a Tokio runtime and stopped with
 //!   [`Server::shutdown`], which audits and sends everything held first.
 
@@ -23,5 +24,5 @@ mod server;
 mod state;
 mod telemetry;
 
-pub use options::{ForwardProtocol, ServeOptions};
+pub use options::{parse_duration, parse_size, ForwardProtocol, ServeOptions, ValueError};
 pub use server::Server;

@@ -192,3 +192,215 @@ impl ServeOptions {
         Ok(())
     }
 }
+
+/// A command-line value [`parse_duration`] or [`parse_size`] does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a duration; `reason` is humantime's.
+    #[error("{text:?} is not a duration like 2ms or 1h30m: {reason}")]
+    NotADuration {
+        /// The value, trimmed.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not a size; `reason` is bytesize's.
+    #[error("{text:?} is not a size like 512MiB: {reason}")]
+    NotASize {
+        /// The value, trimmed.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// A size past what this machine can count.
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
+/// The number at the start of `text` (digits and points) and what follows it.
+fn number_and_unit(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text.split_at(split)
+}
+
+/// Reads a duration as the command takes it (`--wait`, `--read-timeout`, `--skew`,
+/// …), in [humantime](https://docs.rs/humantime)'s form: numbers with units (`ns`,
+/// `us` or `µs`, `ms`, `s`, `m` or `min`, `h`, `d`, `w` and their longer names), with
+/// fractions (`1.5s`) and sums (`1h30m`, `1h 30m`), and `0`.
+///
+/// Also taken, as the command took them before it read durations with humantime,
+/// which refuses them: a zero without a unit (`0.0`), a number with nothing before or
+/// after its point (`.5s`, `5.s`), and a fraction of a nanosecond (cut: `1.5ns` is
+/// 1 ns).
+///
+/// ```
+/// use std::time::Duration;
+/// use genai_audit::serve::parse_duration;
+/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+/// assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+/// assert!(parse_duration("5").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
+    let text = text.trim();
+    let (number, rest) = number_and_unit(text);
+    let unit = rest.trim_start();
+    let mut normal = None;
+    if number.parse::<f64>().is_ok() {
+        if unit.is_empty() && number.parse::<f64>() == Ok(0.0) {
+            return Ok(Duration::ZERO);
+        }
+        let mut whole = number.to_owned();
+        if unit == "ns" {
+            whole.truncate(whole.find('.').unwrap_or(whole.len()));
+        }
+        if whole.starts_with('.') {
+            whole.insert(0, '0');
+        }
+        if whole.ends_with('.') {
+            whole.pop();
+        }
+        if whole.is_empty() {
+            whole.push('0');
+        }
+        if whole != number {
+            normal = Some(format!("{whole}{rest}"));
+        }
+    }
+    humantime::parse_duration(normal.as_deref().unwrap_or(text)).map_err(|e| {
+        ValueError::NotADuration {
+            text: text.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Reads a size in bytes as the command takes it (`--max-memory`,
+/// `--max-request-bytes`), in [bytesize](https://docs.rs/bytesize)'s form: a number,
+/// with or without a fraction, and a unit, binary (`KiB`, `MiB`, `GiB`, `TiB`, also
+/// `Ki`, `Mi` …) or decimal (`KB` = 1 000, `MB`, `GB` …), in any case, or `B` or none.
+///
+/// A unit of one letter (`K`, `M`, `G`, `T`, `P`, `E`, in either case) is binary, as
+/// the command read `K`, `M` and `G` before it read sizes with bytesize (which takes
+/// them as decimal): `20M` is 20 MiB. A size past the machine's `usize` is refused.
+///
+/// ```
+/// use genai_audit::serve::parse_size;
+/// assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+/// assert_eq!(parse_size("20M"), Ok(20 << 20));
+/// assert_eq!(parse_size("1MB"), Ok(1_000_000));
+/// assert!(parse_size("12 parsecs").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, ValueError> {
+    let text = text.trim();
+    let (number, rest) = number_and_unit(text);
+    let unit = rest.trim_start();
+    let binary =
+        (unit.len() == 1 && "kmgtpeKMGTPE".contains(unit)).then(|| format!("{number}{unit}i"));
+    let size: bytesize::ByteSize = binary
+        .as_deref()
+        .unwrap_or(text)
+        .parse()
+        .map_err(|reason| ValueError::NotASize {
+            text: text.to_owned(),
+            reason,
+        })?;
+    // bytesize saturates a product past u64::MAX.
+    usize::try_from(size.as_u64())
+        .ok()
+        .filter(|_| size.as_u64() != u64::MAX)
+        .ok_or_else(|| ValueError::TooLarge(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_of_before_and_of_humantime() {
+        let ms = Duration::from_millis;
+        // Every form the command read before humantime.
+        for (text, read) in [
+            ("2ms", ms(2)),
+            ("500us", Duration::from_micros(500)),
+            ("500µs", Duration::from_micros(500)),
+            ("7ns", Duration::from_nanos(7)),
+            ("5s", ms(5_000)),
+            ("10m", ms(600_000)),
+            ("10min", ms(600_000)),
+            ("1h", ms(3_600_000)),
+            ("1.5s", ms(1_500)),
+            ("0.25ms", Duration::from_micros(250)),
+            (" 5 s ", ms(5_000)),
+            ("0", Duration::ZERO),
+            ("0.0", Duration::ZERO),
+            ("00", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            (".5s", ms(500)),
+            ("5.s", ms(5_000)),
+            ("1.5ns", Duration::from_nanos(1)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(read), "{text}");
+        }
+        // New with humantime: sums, days and weeks, longer unit names.
+        for (text, read) in [
+            ("1h30m", ms(5_400_000)),
+            ("1h 30m 5s", ms(5_405_000)),
+            ("2days", ms(172_800_000)),
+            ("1w", ms(604_800_000)),
+            ("3 seconds", ms(3_000)),
+            ("250msec", ms(250)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(read), "{text}");
+        }
+        for bad in [
+            "", "5", "1.5", "s", ".", "5x", "-1s", "1e3ms", "1.2.3s", "soon",
+        ] {
+            let error = parse_duration(bad).expect_err(bad).to_string();
+            assert!(error.contains("is not a duration like 2ms"), "{error}");
+        }
+    }
+
+    #[test]
+    fn sizes_of_before_and_of_bytesize() {
+        // Every form the command read before bytesize: K, M and G are binary.
+        for (text, read) in [
+            ("512MiB", 512usize << 20),
+            ("20MiB", 20 << 20),
+            ("1GiB", 1 << 30),
+            ("64KiB", 64 << 10),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("20M", 20 << 20),
+            ("2G", 2 << 30),
+            ("100B", 100),
+            ("100", 100),
+            (" 20 MiB ", 20 << 20),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text), Ok(read), "{text}");
+        }
+        // New with bytesize: fractions, decimal units, units in any case, and the
+        // other one-letter units (binary too).
+        for (text, read) in [
+            ("1.5KiB", 1_536usize),
+            ("1MB", 1_000_000),
+            ("2kb", 2_000),
+            ("20mib", 20 << 20),
+            ("20Mi", 20 << 20),
+            ("20m", 20 << 20),
+            ("1g", 1 << 30),
+        ] {
+            assert_eq!(parse_size(text), Ok(read), "{text}");
+        }
+        for bad in ["", "MiB", "12 parsecs", "-1", "1.5", "x"] {
+            let error = parse_size(bad).expect_err(bad).to_string();
+            assert!(error.contains("is not a size like 512MiB"), "{error}");
+        }
+        assert_eq!(
+            parse_size("99999999999GiB"),
+            Err(ValueError::TooLarge("99999999999GiB".to_owned()))
+        );
+    }
+}

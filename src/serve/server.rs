@@ -78,11 +78,12 @@ impl Server {
         options.check()?;
         let error = |m: String| SettingsError(m);
         let levels = Arc::new(Levels::default());
-        let telemetry = Telemetry::new(&options, Arc::clone(&levels)).map_err(error)?;
+        let telemetry =
+            Telemetry::new(&options, Arc::clone(&levels)).map_err(|e| error(e.to_string()))?;
         let auditor = Auditor::new(&options.audit, true, Some(telemetry.provider.clone()))
             .map_err(|e| error(e.to_string()))?
             .with_lists();
-        let forwarder = Forwarder::new(&options).map_err(error)?;
+        let forwarder = Forwarder::new(&options).map_err(|e| error(e.to_string()))?;
         let output = match &options.output {
             Some(path) => Some(BufWriter::new(
                 OpenOptions::new()

@@ -13,7 +13,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::Resource;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
-use super::forward::grpc_tls;
+use super::forward::{grpc_tls, SetupError};
 use super::options::{ForwardProtocol, ServeOptions};
 
 /// The metric of spans by outcome.
@@ -60,16 +60,33 @@ pub(crate) struct Telemetry {
     _bytes: ObservableGauge<u64>,
 }
 
+/// Why the metrics could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TelemetryError {
+    /// The Prometheus exporter.
+    #[error("cannot set up the Prometheus metrics: {0}")]
+    Prometheus(String),
+    /// The OTLP exporter that pushes them to `--forward`.
+    #[error("cannot set up the metrics exporter: {0}")]
+    Exporter(String),
+    /// The destination's TLS settings.
+    #[error(transparent)]
+    Destination(#[from] SetupError),
+}
+
 impl Telemetry {
     /// Metrics shown in Prometheus text, and pushed as OTLP to `--forward` (every
     /// `metrics_interval`) when there is one.
-    pub(crate) fn new(options: &ServeOptions, levels: Arc<Levels>) -> Result<Telemetry, String> {
+    pub(crate) fn new(
+        options: &ServeOptions,
+        levels: Arc<Levels>,
+    ) -> Result<Telemetry, TelemetryError> {
         let registry = prometheus::Registry::new();
         let prometheus = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .without_target_info()
             .build()
-            .map_err(|e| format!("cannot set up the Prometheus metrics: {e}"))?;
+            .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
         let mut builder = SdkMeterProvider::builder()
             .with_resource(
                 Resource::builder_empty()
@@ -117,8 +134,7 @@ impl Telemetry {
                 ),
             };
             if let Some(exporter) = exporter {
-                let exporter =
-                    exporter.map_err(|e| format!("cannot set up the metrics exporter: {e}"))?;
+                let exporter = exporter.map_err(|e| TelemetryError::Exporter(e.to_string()))?;
                 builder = builder.with_reader(
                     PeriodicReader::builder(exporter)
                         .with_interval(options.metrics_interval)
