@@ -455,7 +455,9 @@ fn million(dir: &Path) {
 /// ids starting with the copy's number; returns its size and span count.
 fn replicate(recording: &str, copies: usize, path: &Path) -> (u64, usize) {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/otlp").join(recording),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings/otlp")
+            .join(recording),
     )
     .expect("the recording");
     let spans = text.matches("\"spanId\"").count() * copies;
@@ -487,7 +489,10 @@ fn recorded(dir: &Path) {
     println!("| recording, replicated | run | time | spans/s | MB/s | peak memory |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for (recording, copies) in [
-        ("vercel-ai7-stream-error-fixed.collector-style.otlp.json", 4000),
+        (
+            "vercel-ai7-stream-error-fixed.collector-style.otlp.json",
+            4000,
+        ),
         ("langchain-invoke-concurrent.otlp.json", 2400),
     ] {
         let input = dir.join(recording);

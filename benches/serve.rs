@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! cargo bench --features cli --bench serve
+//! cargo bench --features cli --bench serve -- soak    # 8 clients for 20 s
+//! cargo bench --features cli --bench serve -- rotel   # side by side with Rotel
 //! ```
 //!
 //! The requests are what an agent's `BatchSpanProcessor` sends: 510 spans a request
@@ -68,6 +70,21 @@
 //! what it did (the ratio to bare is unchanged); the target of 100 000 spans/s
 //! forwarded under 8 clients is not met: the replay through an SDK provider and the
 //! protobuf → JSON hop take most of the time (DESIGN §13's engine work).
+//!
+//! Side by side with Rotel (`-- rotel`; PyPI `rotel` 0.0.1a15's `rotel-agent`, OTLP/HTTP
+//! in, OTLP/HTTP out to the same sink, its defaults: batching, gzip), each its own
+//! process, the 8-client shape, 102 400 spans; CPU is the process's user + system time
+//! from `/proc`. 2026-12-08, the same 2-core VM, three runs (after the engine's event
+//! API: no SDK replay, but still the protobuf → JSON hop):
+//!
+//! | process | forwarded spans/s | CPU a span |
+//! | --- | --- | --- |
+//! | genai-audit serve (`--wait 10ms`) | 44 810 / 44 704 / 46 194 | 35.6 / 36.4 / 35.6 µs |
+//! | rotel | 120 245 / 156 419 / 155 820 | 7.8 / 7.7 / 7.5 µs |
+//!
+//! serve / Rotel, CPU a span: **4.56–4.74×** (goal ≤ 2×: not met). Rotel only batches
+//! and forwards; serve decodes each request, holds it by trace, reads it through the
+//! command's OTLP JSON reader, audits it, and encodes it again.
 //!
 //! Targets (DESIGN §11): ≥ 100 000 spans/s received, audited and forwarded on 2 cores
 //! (goal 250 000); memory per held span ≤ 3× its encoded size.
@@ -240,7 +257,25 @@ fn requests(shape: Shape, first: usize, count: usize) -> Vec<Bytes> {
 /// A loopback OTLP/HTTP sink that decodes each request and counts its spans.
 async fn sink() -> (SocketAddr, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
-    async fn take(State(count): State<Arc<AtomicUsize>>, body: Bytes) -> &'static str {
+    async fn take(
+        State(count): State<Arc<AtomicUsize>>,
+        headers: axum::http::HeaderMap,
+        body: Bytes,
+    ) -> &'static str {
+        // Rotel compresses what it sends (gzip) whatever it is told.
+        let body = if headers
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes() == b"gzip")
+        {
+            let mut plain = Vec::new();
+            let mut decoder = flate2::read::GzDecoder::new(body.as_ref());
+            if std::io::Read::read_to_end(&mut decoder, &mut plain).is_err() {
+                return "";
+            }
+            Bytes::from(plain)
+        } else {
+            body
+        };
         if let Ok(request) = ExportTraceServiceRequest::decode(body) {
             let spans: usize = request
                 .resource_spans
@@ -443,9 +478,153 @@ fn soak(runtime: &tokio::runtime::Runtime, sink_addr: SocketAddr, count: &Atomic
     runtime.block_on(server.shutdown());
 }
 
+/// Rotel's binary: `$ROTEL`, else from PyPI's `rotel` package in a virtual environment
+/// under `target/` (`None`, and a note, when it cannot be had).
+fn rotel() -> Option<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if let Some(path) = std::env::var_os("ROTEL") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rotel-venv");
+    let find = || {
+        std::fs::read_dir(venv.join("lib"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.exists())
+    };
+    if let Some(found) = find() {
+        return Some(found);
+    }
+    let installed = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "rotel==0.0.1a15"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !installed {
+        println!("(rotel could not be installed from PyPI: the comparison is skipped)");
+        return None;
+    }
+    find()
+}
+
+/// CPU seconds (user + system) a child process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and
+    // 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+/// The same load through `genai-audit serve` and through Rotel, each its own process
+/// forwarding OTLP/HTTP protobuf to this process's sink: spans forwarded a second, and
+/// each process's CPU per span.
+fn rotel_side_by_side(
+    runtime: &tokio::runtime::Runtime,
+    sink_addr: SocketAddr,
+    count: &AtomicUsize,
+) {
+    let Some(rotel) = rotel() else {
+        return;
+    };
+    let shape = EIGHT_CLIENTS;
+    let bodies = requests(shape, 20_000_000, 200);
+    let total = bodies.len() * shape.spans_per_request();
+    let sink = format!("http://{sink_addr}");
+    let mut cpu_per_span = Vec::new();
+    for name in ["genai-audit serve", "rotel"] {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = if name == "rotel" {
+            let mut c = std::process::Command::new(&rotel);
+            c.args(["start", "--otlp-http-endpoint", &listen])
+                .args([
+                    "--otlp-grpc-endpoint",
+                    &format!("127.0.0.1:{}", free_port()),
+                ])
+                .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+                .args(["--otlp-exporter-endpoint", &sink]);
+            c
+        } else {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_genai-audit"));
+            c.args(["serve", "--listen", &listen, "--grpc-listen", "off"])
+                .args(["--wait", "10ms", "--forward", &sink]);
+            c
+        };
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the process starts");
+        let addr: SocketAddr = listen.parse().expect("address");
+        // Until it accepts connections.
+        let ready = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err()
+            && ready.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = count.load(Ordering::Relaxed);
+        let cpu_before = cpu_seconds(child.id());
+        let started = Instant::now();
+        runtime.block_on(async {
+            post_all(addr, &bodies, shape.connections).await;
+            tokio::time::timeout(Duration::from_secs(300), until(count, before + total))
+                .await
+                .ok();
+        });
+        let elapsed = started.elapsed();
+        let cpu = cpu_seconds(child.id()) - cpu_before;
+        let forwarded = count.load(Ordering::Relaxed) - before;
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "{name}: {forwarded} of {total} spans forwarded in {elapsed:.2?}: {:.0} spans/s; {cpu:.2} CPU-s, {:.2} µs of CPU a span",
+            forwarded as f64 / elapsed.as_secs_f64(),
+            cpu * 1e6 / forwarded.max(1) as f64,
+        );
+        cpu_per_span.push(cpu / forwarded.max(1) as f64);
+    }
+    if let [ours, theirs] = cpu_per_span[..] {
+        println!(
+            "genai-audit serve / rotel, CPU a span: {:.2}×",
+            ours / theirs
+        );
+    }
+}
+
 criterion_group!(benches, criterion_serve);
 
 fn main() {
+    if std::env::args().any(|a| a == "rotel") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (sink_addr, count) = runtime.block_on(sink());
+        rotel_side_by_side(&runtime, sink_addr, &count);
+        return;
+    }
     if std::env::args().any(|a| a == "soak") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -44,7 +44,10 @@ pub(crate) struct Fed<'a> {
 /// The attributes of a span that will not be written back, as the audit reads them,
 /// keeping only the keys `keep` admits: the other values are never read (a prompt is
 /// skipped, not unescaped or copied).
-pub(crate) fn read_kept(heads: Vec<AttributeHead<'_>>, keep: &dyn Fn(&str) -> bool) -> Vec<KeyValue> {
+pub(crate) fn read_kept(
+    heads: Vec<AttributeHead<'_>>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Vec<KeyValue> {
     let mut texts: Vec<Option<&str>> = Vec::new();
     let parsed: Vec<Option<(String, Value)>> = heads
         .into_iter()
