@@ -53,6 +53,15 @@ fn time(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
+/// A time in nanoseconds, as the SDK keeps it (an int; `None` when unset or not one):
+/// checked before extraction, since a failed extraction costs a Python exception.
+fn time_of(t: &Bound<'_, PyAny>) -> Option<u64> {
+    if t.is_none() || !t.is_instance_of::<PyInt>() {
+        return None;
+    }
+    t.extract::<u64>().ok()
+}
+
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -250,8 +259,13 @@ fn py_events<'py>(py: Python<'py>, events: Vec<AuditEvent>) -> PyResult<Bound<'p
 }
 
 /// The verdict as `None` (forward untouched, nothing else) or
-/// `(writes or None, forward, closed or None, events or None)`.
-fn py_verdict<'py>(py: Python<'py>, verdict: Verdict) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// `(writes or None, forward, closed or None, events or None)`; with `merge_into`
+/// (the span's attributes), the writes come as all its attributes with them applied.
+fn py_verdict<'py>(
+    py: Python<'py>,
+    verdict: Verdict,
+    merge_into: Option<&Items<'py>>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     if verdict.forward
         && verdict.writes.is_empty()
         && verdict.closed.is_empty()
@@ -260,7 +274,16 @@ fn py_verdict<'py>(py: Python<'py>, verdict: Verdict) -> PyResult<Option<Bound<'
         return Ok(None);
     }
     let forward = verdict.forward;
-    let writes = py_writes(py, verdict.writes)?;
+    let writes = match merge_into {
+        Some(items) if !verdict.writes.is_empty() => {
+            let merged = PyDict::from_sequence(items.as_any())?;
+            for kv in verdict.writes.iter() {
+                merged.set_item(kv.key.as_str(), py_value(py, &kv.value)?)?;
+            }
+            Some(merged)
+        }
+        _ => py_writes(py, verdict.writes)?,
+    };
     let closed = if verdict.closed.is_empty() {
         None
     } else {
@@ -285,6 +308,9 @@ struct PySpanView {
     attributes: Vec<KeyValue>,
 }
 
+/// The span's attributes as `(key, value)` pairs, as read.
+type Items<'py> = Bound<'py, PyList>;
+
 impl NativeEngine {
     /// Whether the engine reads `key`, remembered per key object.
     fn reads(&self, py: Python<'_>, key: &Bound<'_, PyString>) -> bool {
@@ -304,25 +330,33 @@ impl NativeEngine {
 
     /// The attributes of `span` the engine reads (`span._attributes`, a plain dict or
     /// the SDK's `BoundedAttributes` over one; else `span.attributes`, any mapping).
-    fn attributes(&self, py: Python<'_>, span: &Bound<'_, PyAny>) -> PyResult<Vec<KeyValue>> {
-        let mut dict: Option<Bound<'_, PyDict>> = None;
+    fn attributes<'py>(
+        &self,
+        py: Python<'py>,
+        span: &Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<KeyValue>, Bound<'py, PyList>)> {
+        let mut dict: Option<Bound<'py, PyDict>> = None;
+        // The SDK's spans keep a `BoundedAttributes` (over a plain dict, `_dict`) or a
+        // dict in `_attributes`; anything else is read through `attributes`.
         if let Ok(attrs) = span.getattr(intern!(py, "_attributes")) {
             if let Ok(d) = attrs.cast::<PyDict>() {
                 dict = Some(d.clone());
-            } else if let Ok(inner) = attrs.getattr(intern!(py, "_dict")) {
-                if let Ok(d) = inner.cast::<PyDict>() {
-                    dict = Some(d.clone());
+            } else if !attrs.is_none() {
+                if let Ok(inner) = attrs.getattr(intern!(py, "_dict")) {
+                    if let Ok(d) = inner.cast::<PyDict>() {
+                        dict = Some(d.clone());
+                    }
                 }
             }
         }
         // A snapshot of the items (one C call): converting a value never runs while the
         // span's own dict could change under it.
-        let items: Bound<'_, PyList> = match dict {
+        let items: Bound<'py, PyList> = match dict {
             Some(d) => d.items(),
             None => {
                 let attrs = span.getattr(intern!(py, "attributes"))?;
                 if attrs.is_none() {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), PyList::empty(py)));
                 }
                 PyDict::from_sequence(&attrs.call_method0(intern!(py, "items"))?)?.items()
             }
@@ -346,10 +380,15 @@ impl NativeEngine {
             };
             out.push(KeyValue::new(text.to_owned(), value));
         }
-        Ok(out)
+        Ok((out, items))
     }
 
-    fn view(&self, py: Python<'_>, span: &Bound<'_, PyAny>) -> PyResult<PySpanView> {
+    fn view<'py>(
+        &self,
+        py: Python<'py>,
+        span: &Bound<'py, PyAny>,
+        at_end: bool,
+    ) -> PyResult<(PySpanView, Items<'py>)> {
         let context = span.getattr(intern!(py, "context"))?;
         let trace_id: u128 = context.getattr(intern!(py, "trace_id"))?.extract()?;
         let span_id: u64 = context.getattr(intern!(py, "span_id"))?.extract()?;
@@ -374,23 +413,25 @@ impl NativeEngine {
             .ok()
             .and_then(|s| s.to_str().ok().map(str::to_owned))
             .unwrap_or_default();
-        let start_ns = span
-            .getattr(intern!(py, "start_time"))
-            .ok()
-            .and_then(|t| t.extract::<u64>().ok());
-        let end_ns = span
-            .getattr(intern!(py, "end_time"))
-            .ok()
-            .and_then(|t| t.extract::<u64>().ok());
-        Ok(PySpanView {
-            trace_id: TraceId::from(trace_id),
-            span_id: SpanId::from(span_id),
-            parent,
-            name,
-            start_ns,
-            end_ns,
-            attributes: self.attributes(py, span)?,
-        })
+        let start_ns = time_of(&span.getattr(intern!(py, "start_time"))?);
+        let end_ns = if at_end {
+            time_of(&span.getattr(intern!(py, "end_time"))?)
+        } else {
+            None
+        };
+        let (attributes, items) = self.attributes(py, span)?;
+        Ok((
+            PySpanView {
+                trace_id: TraceId::from(trace_id),
+                span_id: SpanId::from(span_id),
+                parent,
+                name,
+                start_ns,
+                end_ns,
+                attributes,
+            },
+            items,
+        ))
     }
 }
 
@@ -510,14 +551,16 @@ impl NativeEngine {
 
     /// A span started (an SDK `Span`); `now_ns`: the time now. Returns `None` or
     /// `(writes, forward, closed, events)` (see the module).
+    #[pyo3(signature = (span, now_ns=None))]
     fn start<'py>(
         &self,
         py: Python<'py>,
         span: &Bound<'py, PyAny>,
-        now_ns: u64,
+        now_ns: Option<u64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guarded(|| {
-            let view = self.view(py, span)?;
+            let now_ns = now_ns.unwrap_or_else(|| nanos(SystemTime::now()));
+            let (view, _) = self.view(py, span, false)?;
             let verdict = self.engine.start(&SpanStart {
                 trace_id: view.trace_id,
                 span_id: view.span_id,
@@ -528,20 +571,24 @@ impl NativeEngine {
                 attributes: &view.attributes,
                 now: time(now_ns),
             });
-            py_verdict(py, verdict)
+            py_verdict(py, verdict, None)
         })
     }
 
-    /// A span ended (a `ReadableSpan`); `now_ns`: the time now. Returns `None` (forward
-    /// it untouched) or `(writes, forward, closed, events)`.
+    /// A span ended (a `ReadableSpan`); `now_ns`: the time now (default: the system
+    /// clock). Returns `None` (forward it untouched) or
+    /// `(attributes, forward, closed, events)`, `attributes` being all of the span's
+    /// attributes with the writes applied (a new dict), or `None` without writes.
+    #[pyo3(signature = (span, now_ns=None))]
     fn end<'py>(
         &self,
         py: Python<'py>,
         span: &Bound<'py, PyAny>,
-        now_ns: u64,
+        now_ns: Option<u64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guarded(|| {
-            let view = self.view(py, span)?;
+            let now_ns = now_ns.unwrap_or_else(|| nanos(SystemTime::now()));
+            let (view, items) = self.view(py, span, true)?;
             let start = view.start_ns.unwrap_or(now_ns);
             let verdict = self.engine.end(&SpanEnd {
                 trace_id: view.trace_id,
@@ -555,14 +602,14 @@ impl NativeEngine {
                 attributes: &view.attributes,
                 now: time(now_ns),
             });
-            py_verdict(py, verdict)
+            py_verdict(py, verdict, Some(&items))
         })
     }
 
     /// Shuts the engine down: what is still open is evicted (`stale`), and closed under
     /// leak policy `close`. Returns `None` or `(None, True, closed, events)`.
     fn shutdown<'py>(&self, py: Python<'py>, now_ns: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
-        guarded(|| py_verdict(py, self.engine.shutdown(time(now_ns))))
+        guarded(|| py_verdict(py, self.engine.shutdown(time(now_ns)), None))
     }
 }
 

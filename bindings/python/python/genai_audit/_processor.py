@@ -93,6 +93,21 @@ class _AuditedSpan(ReadableSpan):
         return self._audit_dropped[2]
 
 
+def _with_attributes(span: ReadableSpan, attributes: Dict[str, Any]) -> ReadableSpan:
+    """``span`` (an ended ``ReadableSpan``) with other attributes: a shallow copy of the
+    SDK's own ``ReadableSpan`` when it is one (every field as it is, in one step),
+    else a new span built from its public fields."""
+    if type(span) is ReadableSpan:
+        copy = _AuditedSpan.__new__(_AuditedSpan)
+        fields = copy.__dict__
+        fields.update(span.__dict__)
+        original = fields.get("_attributes")
+        fields["_attributes"] = attributes
+        fields["_audit_dropped"] = (getattr(original, "dropped", 0), span.dropped_events, span.dropped_links)
+        return copy
+    return _AuditedSpan(span, attributes)
+
+
 def _attributes(span: ReadableSpan) -> Dict[str, Any]:
     """A copy of a span's attributes (retried once if another thread changes them)."""
     for _ in range(2):
@@ -248,7 +263,7 @@ class GenAiAuditSpanProcessor(SpanProcessor):
         engine = self._engine
         if engine is not None and not self._is_shut_down:
             try:
-                verdict = engine.start(span, time_ns())
+                verdict = engine.start(span)
                 if self._close:
                     self._remember(span)
                 if verdict is not None:
@@ -274,19 +289,17 @@ class GenAiAuditSpanProcessor(SpanProcessor):
             try:
                 if self._close:
                     self._open.pop(span.context.span_id, None)
-                verdict = engine.end(span, time_ns())
+                verdict = engine.end(span)
                 if verdict is not None:
-                    writes, forward, closed, events = verdict
+                    attributes, forward, closed, events = verdict
                     if closed:
                         self._export_closed(closed, span)
                     if events:
                         self._record(events)
                     if not forward:
                         return
-                    if writes:
-                        attributes = _attributes(span)
-                        attributes.update(writes)
-                        span = _AuditedSpan(span, attributes)
+                    if attributes is not None:
+                        span = _with_attributes(span, attributes)
             except Exception:
                 logger.exception("genai-audit: on_end failed; the span passes as it is")
         self._forward(span)
