@@ -52,6 +52,26 @@ nice -n 10 .venv/bin/maturin build --release --quiet --out "$root/target/python/
 wheel="$(ls "$root"/target/python/wheels/genai_audit-*.whl | head -n 1)"
 "${pip[@]}" install --force-reinstall --no-deps "$wheel"
 
+# The live framework harnesses: one environment per framework, its pinned requirements
+# and the wheel (GENAI_AUDIT_PY_FRAMEWORKS: "all" (default), "0" for none, or names).
+frameworks="${GENAI_AUDIT_PY_FRAMEWORKS:-all}"
+if [ "$frameworks" != 0 ]; then
+  mkdir -p .venv-frameworks
+  for dir in "$root"/tests/recordings/python/*/; do
+    fw="$(basename "$dir")"
+    [ -f "$dir/requirements.txt" ] || continue
+    if [ "$frameworks" != all ] && [[ " $frameworks " != *" $fw "* ]]; then continue; fi
+    v=".venv-frameworks/$fw"
+    venv "$v"
+    if ! nice -n 10 "$v/bin/python" -m pip --disable-pip-version-check -q install -r "$dir/requirements.txt" >"$v/pip.log" 2>&1; then
+      echo "warning: $fw: its requirements did not install (see bindings/python/$v/pip.log); its live tests skip"
+      rm -rf "$v"
+      continue
+    fi
+    "$v/bin/python" -m pip --disable-pip-version-check -q install --force-reinstall --no-deps "$wheel"
+  done
+fi
+
 echo "== python binding: opentelemetry-sdk $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-sdk"))')"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests
 

@@ -389,33 +389,63 @@ impl NativeEngine {
         span: &Bound<'py, PyAny>,
         at_end: bool,
     ) -> PyResult<(PySpanView, Items<'py>)> {
-        let context = span.getattr(intern!(py, "context"))?;
-        let trace_id: u128 = context.getattr(intern!(py, "trace_id"))?.extract()?;
-        let span_id: u64 = context.getattr(intern!(py, "span_id"))?.extract()?;
-        let parent = span.getattr(intern!(py, "parent"))?;
+        // The SDK's spans keep their fields in `_context`, `_parent`, `_name`, ... (read
+        // directly: the public properties are Python functions); a `SpanContext` is a
+        // tuple (trace_id, span_id, is_remote, ...). Anything else goes through the
+        // public API.
+        let fast = span.getattr(intern!(py, "_context")).ok().and_then(|c| {
+            let c = c.cast_into::<PyTuple>().ok()?;
+            (c.len() >= 3).then_some(c)
+        });
+        let (trace_id, span_id) = match &fast {
+            Some(c) => (c.get_item(0)?.extract::<u128>()?, c.get_item(1)?.extract::<u64>()?),
+            None => {
+                let context = span.getattr(intern!(py, "context"))?;
+                (
+                    context.getattr(intern!(py, "trace_id"))?.extract()?,
+                    context.getattr(intern!(py, "span_id"))?.extract()?,
+                )
+            }
+        };
+        let parent = if fast.is_some() {
+            span.getattr(intern!(py, "_parent"))?
+        } else {
+            span.getattr(intern!(py, "parent"))?
+        };
         let parent = if parent.is_none() {
             Parent::Root
         } else {
-            let id: u64 = parent.getattr(intern!(py, "span_id"))?.extract()?;
-            let remote = parent
-                .getattr(intern!(py, "is_remote"))
-                .and_then(|r| r.is_truthy())
-                .unwrap_or(false);
+            let (id, remote) = match parent.cast::<PyTuple>() {
+                Ok(p) if p.len() >= 3 => (p.get_item(1)?.extract::<u64>()?, p.get_item(2)?.is_truthy()?),
+                _ => (
+                    parent.getattr(intern!(py, "span_id"))?.extract::<u64>()?,
+                    parent
+                        .getattr(intern!(py, "is_remote"))
+                        .and_then(|r| r.is_truthy())
+                        .unwrap_or(false),
+                ),
+            };
             match (id, remote) {
                 (0, _) => Parent::Root,
                 (id, true) => Parent::Remote(SpanId::from(id)),
                 (id, false) => Parent::Local(SpanId::from(id)),
             }
         };
-        let name = span
-            .getattr(intern!(py, "name"))?
+        let field = |private: &Bound<'py, PyString>, public: &Bound<'py, PyString>| {
+            if fast.is_some() {
+                span.getattr(private)
+            } else {
+                span.getattr(public)
+            }
+        };
+        let name = field(intern!(py, "_name"), intern!(py, "name"))?
             .cast::<PyString>()
             .ok()
             .and_then(|s| s.to_str().ok().map(str::to_owned))
             .unwrap_or_default();
-        let start_ns = time_of(&span.getattr(intern!(py, "start_time"))?);
+        let start_ns = time_of(&field(intern!(py, "_start_time"), intern!(py, "start_time"))?);
         let end_ns = if at_end {
-            time_of(&span.getattr(intern!(py, "end_time"))?)
+            time_of(&field(intern!(py, "_end_time"), intern!(py, "end_time"))?)
         } else {
             None
         };

@@ -61,8 +61,11 @@ def signature(span: Dict[str, Any]) -> Tuple[Any, ...]:
     a = span["attributes"]
     cost = a.get("genai_audit.cost_usd")
     total_cost = a.get("genai_audit.total.cost_usd")
+    # The name's first word: a live span's final name (a trace script keeps the name at
+    # start: agent-framework's `chat unknown` is renamed `chat fake-model`), and step
+    # numbers that a live race hands out in another order (smolagents' `Step 2`).
     return (
-        span["name"],
+        span["name"].split(" ")[0],
         span["status"],
         tuple(sorted(a.get("genai_audit.findings", []))),
         tuple(sorted(a.get("genai_audit.leak.unclosed_names", []))),

@@ -200,6 +200,8 @@ class GenAiAuditSpanProcessor(SpanProcessor):
             kwargs["prices_file"] = None
             engine = NativeEngine(**kwargs)
         self._inner = inner
+        # The SDK's experimental hook before a span is frozen (1.35+), forwarded.
+        self._inner_on_ending: Optional[Callable[[Span], None]] = getattr(inner, "_on_ending", None)
         self._settings = settings
         self._engine: Optional[NativeEngine] = engine if engine.is_enabled() else None
         self._close = self._engine is not None and settings.leak_policy == "close"
@@ -276,7 +278,7 @@ class GenAiAuditSpanProcessor(SpanProcessor):
             logger.exception("genai-audit: the inner processor's on_start raised")
 
     def _on_ending(self, span: Span) -> None:
-        ending = getattr(self._inner, "_on_ending", None)
+        ending = self._inner_on_ending
         if ending is not None:
             try:
                 ending(span)
