@@ -166,7 +166,9 @@ fn py_value<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         Value::Array(Array::Bool(a)) => PyTuple::new(py, a)?.into_any(),
         Value::Array(Array::I64(a)) => PyTuple::new(py, a)?.into_any(),
         Value::Array(Array::F64(a)) => PyTuple::new(py, a)?.into_any(),
-        Value::Array(Array::String(a)) => PyTuple::new(py, a.iter().map(|s| s.as_str()))?.into_any(),
+        Value::Array(Array::String(a)) => {
+            PyTuple::new(py, a.iter().map(|s| s.as_str()))?.into_any()
+        }
         other => PyString::new(py, &other.to_string()).into_any(),
     })
 }
@@ -294,7 +296,9 @@ fn py_verdict<'py>(
     } else {
         Some(py_events(py, verdict.events)?)
     };
-    Ok(Some((writes, forward, closed, events).into_bound_py_any(py)?))
+    Ok(Some(
+        (writes, forward, closed, events).into_bound_py_any(py)?,
+    ))
 }
 
 /// What the engine needs of a Python span.
@@ -398,7 +402,10 @@ impl NativeEngine {
             (c.len() >= 3).then_some(c)
         });
         let (trace_id, span_id) = match &fast {
-            Some(c) => (c.get_item(0)?.extract::<u128>()?, c.get_item(1)?.extract::<u64>()?),
+            Some(c) => (
+                c.get_item(0)?.extract::<u128>()?,
+                c.get_item(1)?.extract::<u64>()?,
+            ),
             None => {
                 let context = span.getattr(intern!(py, "context"))?;
                 (
@@ -416,7 +423,10 @@ impl NativeEngine {
             Parent::Root
         } else {
             let (id, remote) = match parent.cast::<PyTuple>() {
-                Ok(p) if p.len() >= 3 => (p.get_item(1)?.extract::<u64>()?, p.get_item(2)?.is_truthy()?),
+                Ok(p) if p.len() >= 3 => (
+                    p.get_item(1)?.extract::<u64>()?,
+                    p.get_item(2)?.is_truthy()?,
+                ),
                 _ => (
                     parent.getattr(intern!(py, "span_id"))?.extract::<u64>()?,
                     parent
@@ -443,7 +453,10 @@ impl NativeEngine {
             .ok()
             .and_then(|s| s.to_str().ok().map(str::to_owned))
             .unwrap_or_default();
-        let start_ns = time_of(&field(intern!(py, "_start_time"), intern!(py, "start_time"))?);
+        let start_ns = time_of(&field(
+            intern!(py, "_start_time"),
+            intern!(py, "start_time"),
+        )?);
         let end_ns = if at_end {
             time_of(&field(intern!(py, "_end_time"), intern!(py, "end_time"))?)
         } else {
@@ -510,7 +523,9 @@ impl NativeEngine {
             }
             if let Some(s) = max_span_age_secs {
                 if s < 1 {
-                    return Err(PyValueError::new_err("max_span_age_secs must be at least 1"));
+                    return Err(PyValueError::new_err(
+                        "max_span_age_secs must be at least 1",
+                    ));
                 }
                 builder = builder.with_max_span_age(Duration::from_secs(s));
             }

@@ -69,7 +69,7 @@ class Pipeline:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [v for v in os.environ if v.startswith("GENAI_AUDIT_")]:
+    for var in [v for v in os.environ if v.startswith("GENAI_AUDIT_") and v != "GENAI_AUDIT_PY_FRAMEWORKS"]:
         monkeypatch.delenv(var)
 
 
