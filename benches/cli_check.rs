@@ -470,7 +470,7 @@ fn replicate(recording: &str, copies: usize, path: &Path) -> (u64, usize) {
             let mut rest = line;
             while let Some(at) = rest.find(TRACE_ID) {
                 let id = at + TRACE_ID.len();
-                out.write_all(rest[..id].as_bytes()).expect("write");
+                out.write_all(&rest.as_bytes()[..id]).expect("write");
                 out.write_all(prefix.as_bytes()).expect("write");
                 rest = rest.get(id + 8..).unwrap_or_default();
             }

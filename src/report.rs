@@ -128,6 +128,7 @@ const ENDUSER_ID: &str = "enduser.id";
 impl ReportSpan {
     /// Whether a report reads attribute `key` besides those the engine reads: the
     /// session and user ids.
+    #[cfg(feature = "cli")]
     pub(crate) fn reads(key: &str) -> bool {
         matches!(key, SESSION_ID | USER_ID | ENDUSER_ID)
     }

@@ -16,9 +16,9 @@ mod leaks;
 mod ledger;
 mod public;
 
-pub(crate) use audit::{
-    Audit, Caller, EndedSpan, ForeignResponses, StartPlan, StartedSpan, Synthetic,
-};
+#[cfg(feature = "cli")]
+pub(crate) use audit::ForeignResponses;
+pub(crate) use audit::{Audit, Caller, EndedSpan, StartPlan, StartedSpan, Synthetic};
 pub(crate) use clock::{nanos, Clock};
 pub(crate) use events::Sink;
 pub use events::{AuditEvent, CallEvent, InvocationEvent};

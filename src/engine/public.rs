@@ -279,6 +279,7 @@ impl Engine {
     }
 
     /// The count of spans tracked, for a gauge that reads it (`None` when disabled).
+    #[cfg(feature = "cli")]
     pub(crate) fn tracked_handle(
         &self,
     ) -> Option<Arc<crossbeam_utils::CachePadded<std::sync::atomic::AtomicUsize>>> {
@@ -559,6 +560,7 @@ impl EngineBuilder {
 
     /// The command's index of response ids of generations in other traces: the
     /// response memory becomes one per trace, and the index answers for the others.
+    #[cfg(feature = "cli")]
     pub(crate) fn with_foreign_responses(mut self, index: Arc<dyn ForeignResponses>) -> Self {
         self.foreign_responses = Some(index);
         self
