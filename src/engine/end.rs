@@ -126,7 +126,7 @@ impl<S: StartCopy> Audit<S> {
             let up = std::mem::take(&mut end.up);
             self.hand_up(&mut end, up);
         }
-        self.writes_phase(end)
+        self.writes_phase(&mut end)
     }
 
     /// The call: a wrapper or not, its usage and cost, and what it contributes.
@@ -371,16 +371,12 @@ impl<S: StartCopy> Audit<S> {
 
     /// The findings written and counted (only counted on a span that is not gen-ai,
     /// which passes through untouched), and the budget callback told.
-    fn writes_phase(&self, end: End<'_, S>) -> EndOutcome<S> {
-        let End {
-            role,
-            mut writes,
-            findings,
-            synthetic,
-            exceeded,
-            caller,
-            ..
-        } = end;
+    fn writes_phase(&self, end: &mut End<'_, S>) -> EndOutcome<S> {
+        let (role, caller) = (end.role, end.caller);
+        let mut writes = std::mem::take(&mut end.writes);
+        let findings = std::mem::take(&mut end.findings);
+        let synthetic = std::mem::take(&mut end.synthetic);
+        let exceeded = end.exceeded.take();
         if role.is_recognised() {
             findings.emit(&mut writes, caller.sink);
         } else {
