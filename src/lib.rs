@@ -86,23 +86,22 @@
 //!
 //! Dependencies point one way, from the edges inward:
 //!
-//! - the edges: the `genai-audit` command (feature `cli`) over `otlp` (reading exported
-//!   OTLP into a compact store, auditing each trace through the processor, writing the
-//!   text back with only the attribute lists changed), `costs` (breakdowns, diffs, rate
-//!   cards and the HTML page, from report spans) and [`report`]
-//!   (the printer of audited spans); the processor (struct, builder,
-//!   `impl SpanProcessor`; with `otlp`, the only module that names the SDK's span
-//!   types) and [`script`] (trace-script reader and replay);
-//! - the engine (`engine`): start/end orchestration, the live-span ledger, leaks,
-//!   contamination and the findings they make; plus `metrics`, a leaf;
-//! - the semantics: [`recognition`] (roles), [`usage`] (token counts), `cost` (what a
-//!   call cost, through a [`Pricer`] from [`pricing`]), [`keys`] and [`findings`].
+//! - the edges, each feeding the [`engine`] span events and applying its verdicts: the
+//!   processor (struct, builder, `impl SpanProcessor`: the only module that names the
+//!   SDK's span types); the `genai-audit` command (feature `cli`) over `otlp` (reading
+//!   exported OTLP into a compact store, replaying each trace's events into the
+//!   engine, writing the text back with only the attribute lists changed), `serve`,
+//!   `costs` (breakdowns, diffs, rate cards and the HTML page, from report spans) and
+//!   [`report`] (the printer of audited spans); [`script`] (trace scripts);
+//! - the [`engine`]: its event API, start and end (in phases), the live-span ledger,
+//!   leaks, contamination and the findings they make; plus `metrics`, a leaf;
+//! - the semantics: [`recognition`] (roles), [`usage`] (token counts), [`pricing`] (a
+//!   [`Pricer`], and what a call cost through it), [`keys`] and [`findings`].
 #![warn(missing_docs)]
 
 mod attributes;
 pub mod budget;
 mod config;
-mod cost;
 #[cfg(feature = "cli")]
 pub mod costs;
 pub mod engine;
@@ -124,8 +123,8 @@ pub mod usage;
 pub use attributes::last_value;
 pub use budget::{Budget, BudgetExceeded};
 pub use config::{ContaminationPolicy, LeakPolicy, ParsePolicyError, Policy};
-pub use cost::CostAttributes;
 pub use findings::FindingCode;
+pub use pricing::CostAttributes;
 pub use pricing::{GenAiPrices, ModelPrice, Pricer};
 pub use processor::{GenAiAuditProcessor, GenAiAuditProcessorBuilder};
 pub use recognition::{Classifier, Role, RoleRule};

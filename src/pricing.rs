@@ -52,6 +52,7 @@ use parking_lot::RwLock;
 use crate::hashing::{hash_str_pair, BuildIdHasher};
 use crate::usage::Usage;
 
+pub(crate) mod call;
 mod card;
 #[cfg(test)]
 mod exact_tests;
@@ -62,6 +63,7 @@ mod shape_tests;
 #[cfg(test)]
 mod tests;
 
+pub use call::CostAttributes;
 pub use card::{RateCard, RateTier};
 pub use shape::{model_shape, ModelShape};
 

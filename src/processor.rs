@@ -22,13 +22,13 @@ use opentelemetry_sdk::Resource;
 
 use crate::budget::{Budget, BudgetExceeded};
 use crate::config::{ContaminationPolicy, LeakPolicy};
-use crate::cost::CostAttributes;
 use crate::engine::{
     Audit, Caller, Clock, EndedSpan, EngineBuilder, Kept, Sink, StartCopy, StartPlan, StartedSpan,
     Synthetic,
 };
 use crate::findings::FindingCode;
 use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
+use crate::pricing::call::CostAttributes;
 use crate::pricing::{ModelPrice, Pricer};
 use crate::recognition::{Classifier, Role, RoleRule};
 

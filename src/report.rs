@@ -48,10 +48,10 @@ use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 
 use crate::attributes::{first_string, last_value};
-use crate::cost;
 use crate::engine::nanos;
 use crate::findings::FindingCode;
 use crate::keys;
+use crate::pricing::call as cost;
 use crate::recognition::{langchain_agent_name, Role};
 use crate::usage::Usage;
 

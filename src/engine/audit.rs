@@ -24,8 +24,8 @@ use super::ledger::{Identity, Kept, Ledger, NewSpan, Start, StartCopy, TraceKey}
 use crate::attributes::{first_string, AttributeWrites};
 use crate::budget::{BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Resolved};
-use crate::cost::CostAttributes;
 use crate::keys::read::gen_ai;
+use crate::pricing::call::CostAttributes;
 use crate::pricing::Pricer;
 use crate::recognition::{Recogniser, Role};
 

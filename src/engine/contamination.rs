@@ -17,13 +17,13 @@ use opentelemetry::trace::TraceId;
 use opentelemetry::{KeyValue, Value};
 
 use super::bounded_memory::BoundedMemory;
-use super::findings::{Finding, SpanFindings};
 use super::ledger::{Identity, LastResponse, OwnUsage};
+use super::span_findings::{Finding, SpanFindings};
 use crate::attributes::{count_value, last_value, AttributeWrites};
-use crate::cost;
 use crate::findings::FindingCode;
 use crate::hashing::hash_str;
 use crate::keys::read::gen_ai;
+use crate::pricing::call as cost;
 use crate::recognition::Role;
 use crate::usage::{reported_input_output, token_count, Totals};
 

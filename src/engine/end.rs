@@ -10,16 +10,16 @@ use opentelemetry::trace::SpanId;
 use super::audit::{agent_name, Audit, Caller, EndOutcome, EndedSpan, Room, Synthetic};
 use super::clock::nanos;
 use super::contamination::{self, ResponseOwners};
-use super::findings::{Finding, SpanFindings};
 use super::ledger::{
     Call, Contribution, Ended, Ending, Forward, OwnUsage, StartCopy, TraceKey, Wrapped,
 };
+use super::span_findings::{Finding, SpanFindings};
 use crate::attributes::{first_string, AttributeWrites};
 use crate::budget::BudgetExceeded;
-use crate::cost::{self, CallCost};
 use crate::findings::FindingCode;
 use crate::keys::{self, read::gen_ai};
 use crate::metrics::CallRecord;
+use crate::pricing::call::{self as cost, CallCost};
 use crate::recognition::Role;
 use crate::usage::{Totals, Usage};
 

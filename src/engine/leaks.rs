@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use opentelemetry::{StringValue, Value};
 
 use super::audit::{Audit, Caller, Synthetic};
-use super::findings::{Finding, SpanFindings};
 use super::ledger::{Ended, Kept, StartCopy, TraceKey};
+use super::span_findings::{Finding, SpanFindings};
 use crate::attributes::AttributeWrites;
 use crate::findings::FindingCode;
 use crate::keys::{self, STALE_STATUS, UNCLOSED_STATUS};

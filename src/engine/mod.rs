@@ -11,10 +11,10 @@ mod clock;
 mod contamination;
 mod end;
 mod events;
-mod findings;
 mod leaks;
 mod ledger;
 mod public;
+mod span_findings;
 
 #[cfg(feature = "cli")]
 pub(crate) use audit::ForeignResponses;

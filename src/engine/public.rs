@@ -16,7 +16,7 @@ use super::ledger::{Kept, StartCopy};
 use crate::attributes::AttributeWrites;
 use crate::budget::{Budget, BudgetCallback, BudgetExceeded, Budgets};
 use crate::config::{ContaminationPolicy, LeakPolicy, Settings};
-use crate::cost::CostAttributes;
+use crate::pricing::call::CostAttributes;
 use crate::pricing::{GenAiPrices, ModelPrice, Pricer};
 use crate::recognition::{Classifier, Recogniser, RoleRule};
 

@@ -16,20 +16,20 @@
 //!
 //! The example on [`Inputs`] shows the three together.
 
-mod attributes;
-mod audit;
 mod doubles;
 mod input;
 mod json;
 mod options;
 mod replay;
+mod run;
 mod scripted;
 mod store;
+mod write_back;
 
-pub(crate) use attributes::{List, Piece};
-pub use audit::{audit, enrich, EnrichError, Inputs};
-pub(crate) use audit::{Auditor, Output, ResponseIndex};
 pub(crate) use doubles::{each_double, is_stand_in, request_json, stand_in, STAND_INS};
 pub use input::{detect, InputError, InputKind, DEFAULT_MAX_LINE_BYTES};
 pub(crate) use json::enum_number;
 pub use options::{AuditOptions, SettingsError};
+pub use run::{audit, enrich, EnrichError, Inputs};
+pub(crate) use run::{Auditor, Output, ResponseIndex};
+pub(crate) use write_back::{List, Piece};

@@ -71,7 +71,7 @@ impl std::error::Error for SettingsError {}
 
 /// The settings every trace is audited with.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub(crate) struct RunSettings {
     pub(crate) skew: Duration,
     leak_policy: LeakPolicy,
     contamination_policy: ContaminationPolicy,
@@ -82,7 +82,7 @@ pub(crate) struct Settings {
     /// With `enrich`: hand back each changed attribute list as a [`List`] rather than
     /// a change to the span's text.
     ///
-    /// [`List`]: super::attributes::List
+    /// [`List`]: super::write_back::List
     pub(crate) lists: bool,
     /// Where the audit's metrics go (none: no metrics).
     pub(crate) meter_provider: Option<SdkMeterProvider>,
@@ -118,7 +118,7 @@ impl AuditOptions {
         &self,
         env: &dyn Fn(&str) -> Option<String>,
         enrich: bool,
-    ) -> Result<Settings, SettingsError> {
+    ) -> Result<RunSettings, SettingsError> {
         let leak_policy = match self.leak_policy {
             Some(p) => p,
             None => parse_env(env, ENV_LEAK_POLICY, "`flag` or `close`", |s| {
@@ -185,7 +185,7 @@ impl AuditOptions {
                     SettingsError(format!("the price file {}: {e}", path.display()))
                 })?),
             };
-        Ok(Settings {
+        Ok(RunSettings {
             skew: self.skew,
             leak_policy,
             contamination_policy,
@@ -199,7 +199,7 @@ impl AuditOptions {
     }
 }
 
-impl Settings {
+impl RunSettings {
     /// The engine these settings describe (every one set in code, so the environment
     /// changes nothing more; `GENAI_AUDIT_DISABLED` does not apply).
     pub(crate) fn engine_builder(&self) -> EngineBuilder {

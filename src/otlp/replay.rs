@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
-use super::attributes::{read_kept, Fed, List, Splice};
 use super::json::{SpanBody, SpanBodyRead};
-use super::options::Settings;
+use super::options::RunSettings;
 use super::store::{SpanRecord, Store};
+use super::write_back::{read_kept, Fed, List, Splice};
 use crate::attributes::last_value;
 use crate::engine::{Engine, ForeignResponses, Parent, Sink, SpanEnd, SpanStart, Verdict};
 use crate::findings::FindingCode;
@@ -58,7 +58,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(settings: &Settings, foreign: Arc<dyn ForeignResponses>) -> Worker {
+    pub(crate) fn new(settings: &RunSettings, foreign: Arc<dyn ForeignResponses>) -> Worker {
         let engine = settings
             .engine_builder()
             .with_foreign_responses(foreign)
@@ -97,7 +97,7 @@ impl Worker {
         // lacks `base + n + 1 ..= base + 2n`.
         self.next_id = base.saturating_add(2 * n as u64 + 1);
         let trace = TraceId::from_bytes(store.spans[spans[0] as usize].trace);
-        let mut replay = Replay {
+        let mut replay = TraceReplay {
             store,
             spans,
             plan: &plan,
@@ -115,7 +115,7 @@ impl Worker {
             },
         };
         replay.run();
-        let Replay { exported, fed, .. } = replay;
+        let TraceReplay { exported, fed, .. } = replay;
         self.outcome(store, spans, &plan, exported, fed)
     }
 
@@ -397,7 +397,7 @@ struct Live {
 }
 
 /// The replay of one trace.
-struct Replay<'a> {
+struct TraceReplay<'a> {
     store: &'a Store,
     spans: &'a [u32],
     plan: &'a Plan,
@@ -429,7 +429,7 @@ fn kind(kind: i64) -> SpanKind {
     }
 }
 
-impl Replay<'_> {
+impl TraceReplay<'_> {
     fn run(&mut self) {
         let plan = self.plan;
         let mut heads: BinaryHeap<Reverse<(u64, u32, u32)>> = plan

@@ -3,7 +3,7 @@
 //! pending entries, tombstones for spans that end with children open, and the spans
 //! the audit closes.
 
-use crate::engine::findings::FindingSet;
+use crate::engine::span_findings::FindingSet;
 use crate::recognition::Role;
 use crate::usage::Totals;
 use std::collections::hash_map;

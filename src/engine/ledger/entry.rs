@@ -2,7 +2,7 @@
 //! gathered from below, its open children), what it hands up as it ends, and what an
 //! ended span leaves for the engine.
 
-use crate::engine::findings::FindingSet;
+use crate::engine::span_findings::FindingSet;
 use crate::recognition::Role;
 use crate::usage::Totals;
 use opentelemetry::trace::TraceId;

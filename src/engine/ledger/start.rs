@@ -2,7 +2,7 @@
 //! spans that ended, for a late start), step positions and overlaps; and the lookups of
 //! an invocation's state.
 
-use crate::engine::findings::FindingSet;
+use crate::engine::span_findings::FindingSet;
 use crate::findings::FindingCode;
 use crate::recognition::Role;
 use std::sync::atomic::Ordering;

@@ -10,12 +10,12 @@ use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use parking_lot::RwLock;
 
-use super::attributes::{List, Splice};
 use super::input::{protobuf_request, read_source, InputError, RequestText, Source};
-use super::options::{AuditOptions, Settings, SettingsError};
+use super::options::{AuditOptions, RunSettings, SettingsError};
 use super::replay::{Sent, TraceOutcome, Worker};
 use super::scripted::export_text;
 use super::store::{parse, Parsed, Store};
+use super::write_back::{List, Splice};
 use crate::engine::ForeignResponses;
 use crate::hashing::{hash_str, BuildIdHasher};
 use crate::report::ReportSpan;
@@ -278,7 +278,7 @@ impl ForeignResponses for ResponseIndex {
 #[derive(Debug)]
 pub enum EnrichError {
     /// A setting cannot be used (nothing was written).
-    Settings(SettingsError),
+    RunSettings(SettingsError),
     /// Writing the output failed.
     Write(io::Error),
 }
@@ -286,7 +286,7 @@ pub enum EnrichError {
 impl std::fmt::Display for EnrichError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EnrichError::Settings(e) => write!(f, "{e}"),
+            EnrichError::RunSettings(e) => write!(f, "{e}"),
             EnrichError::Write(e) => write!(f, "cannot write the output: {e}"),
         }
     }
@@ -325,7 +325,7 @@ pub fn enrich(
     progress: &dyn Fn(u64),
     out: &mut dyn Write,
 ) -> Result<(), EnrichError> {
-    let mut auditor = Auditor::new(options, true, None).map_err(EnrichError::Settings)?;
+    let mut auditor = Auditor::new(options, true, None).map_err(EnrichError::RunSettings)?;
     let foreign = Arc::new(ResponseIndex::of(&inputs.store));
     auditor
         .run(inputs, foreign, None, on_trace, progress, Output::Text(out))
@@ -365,7 +365,7 @@ pub(crate) enum Output<'a> {
 /// (a tracer provider and audit processor each) kept from run to run, so that the
 /// metrics of a long-lived audit (`serve`) are registered once.
 pub(crate) struct Auditor {
-    settings: Settings,
+    settings: RunSettings,
     index: CurrentIndex,
     workers: Vec<Worker>,
 }
