@@ -34,6 +34,7 @@ mod contamination;
 mod contamination_recorded;
 mod conventions;
 mod end_only;
+mod engine_api;
 #[cfg(feature = "cli")]
 mod engine_equivalence;
 mod finding_roles;
