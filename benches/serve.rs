@@ -615,24 +615,18 @@ fn rotel_side_by_side(
 criterion_group!(benches, criterion_serve);
 
 fn main() {
-    if std::env::args().any(|a| a == "rotel") {
+    let mode = std::env::args().find(|a| a == "rotel" || a == "soak");
+    if let Some(mode) = mode {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
         let (sink_addr, count) = runtime.block_on(sink());
-        rotel_side_by_side(&runtime, sink_addr, &count);
-        return;
-    }
-    if std::env::args().any(|a| a == "soak") {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (sink_addr, count) = runtime.block_on(sink());
-        soak(&runtime, sink_addr, &count);
+        match mode.as_str() {
+            "rotel" => rotel_side_by_side(&runtime, sink_addr, &count),
+            _ => soak(&runtime, sink_addr, &count),
+        }
         return;
     }
     benches();

@@ -114,35 +114,24 @@ fn array_of(seq: &Bound<'_, PyAny>) -> Option<Value> {
         .ok()?
         .filter_map(|item| item.ok().and_then(|item| value_of(&item)))
         .collect();
+    /// The items of one kind, when the first is of that kind.
+    fn all<T>(items: &[Value], pick: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+        items.iter().filter_map(pick).collect()
+    }
     let array = match items.first() {
         None => Array::String(Vec::new()),
-        Some(Value::Bool(_)) => Array::Bool(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Bool(b) => Some(*b),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Some(Value::I64(_)) => Array::I64(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::I64(i) => Some(*i),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Some(Value::F64(_)) => Array::F64(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::F64(f) => Some(*f),
-                    _ => None,
-                })
-                .collect(),
-        ),
+        Some(Value::Bool(_)) => Array::Bool(all(&items, |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })),
+        Some(Value::I64(_)) => Array::I64(all(&items, |v| match v {
+            Value::I64(i) => Some(*i),
+            _ => None,
+        })),
+        Some(Value::F64(_)) => Array::F64(all(&items, |v| match v {
+            Value::F64(f) => Some(*f),
+            _ => None,
+        })),
         Some(_) => Array::String(
             items
                 .into_iter()
