@@ -23,8 +23,8 @@ use opentelemetry_sdk::Resource;
 use crate::budget::{Budget, BudgetExceeded};
 use crate::config::{ContaminationPolicy, LeakPolicy};
 use crate::engine::{
-    Audit, Caller, Clock, EndedSpan, EngineBuilder, Kept, Sink, StartCopy, StartPlan, StartedSpan,
-    Synthetic,
+    id_of, Audit, Caller, Clock, EndedSpan, EngineBuilder, Kept, Sink, StartCopy, StartPlan,
+    StartedSpan, Synthetic,
 };
 use crate::findings::FindingCode;
 use crate::metrics::{AuditMetrics, CallRecord, MetricOptions};
@@ -315,12 +315,8 @@ impl StartCopy for SpanData {
     }
 }
 
-fn id(span_id: SpanId) -> u64 {
-    u64::from_be_bytes(span_id.to_bytes())
-}
-
 fn parent(span_id: SpanId) -> Option<u64> {
-    (span_id != SpanId::INVALID).then(|| id(span_id))
+    (span_id != SpanId::INVALID).then(|| id_of(span_id))
 }
 
 impl<P: SpanProcessor> GenAiAuditProcessor<P> {
@@ -360,7 +356,7 @@ impl<P: SpanProcessor> GenAiAuditProcessor<P> {
     fn end_audited(&self, audit: &Audit<SpanData>, span: &mut SpanData, role: Role) -> bool {
         let outcome = audit.on_end(
             EndedSpan {
-                id: id(span.span_context.span_id()),
+                id: id_of(span.span_context.span_id()),
                 trace_id: span.span_context.trace_id(),
                 parent: parent(span.parent_span_id).filter(|_| !span.parent_span_is_remote),
                 start_time: span.start_time,
@@ -407,7 +403,7 @@ impl<P: SpanProcessor> SpanProcessor for GenAiAuditProcessor<P> {
             let mut data = span.exported_data();
             let plan = data.as_ref().and_then(|data| {
                 audit.plan_start(&StartedSpan {
-                    id: id(data.span_context.span_id()),
+                    id: id_of(data.span_context.span_id()),
                     trace_id: data.span_context.trace_id(),
                     parent: parent(data.parent_span_id),
                     start_time: data.start_time,

@@ -23,4 +23,5 @@ pub(crate) use clock::{nanos, Clock};
 pub(crate) use events::Sink;
 pub use events::{AuditEvent, CallEvent, InvocationEvent};
 pub(crate) use ledger::{Kept, StartCopy};
+pub(crate) use public::id_of;
 pub use public::{ClosedSpan, Engine, EngineBuilder, Parent, SpanEnd, SpanStart, Verdict, Writes};

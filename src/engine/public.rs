@@ -262,7 +262,8 @@ impl StartCopy for Started {
     }
 }
 
-fn id_of(span_id: SpanId) -> u64 {
+/// The engine's key of a span id (its eight bytes, big-endian), for every edge.
+pub(crate) fn id_of(span_id: SpanId) -> u64 {
     u64::from_be_bytes(span_id.to_bytes())
 }
 

@@ -22,7 +22,7 @@ use super::options::RunSettings;
 use super::store::{SpanRecord, Store};
 use super::write_back::{read_kept, Fed, List, Splice};
 use crate::attributes::last_value;
-use crate::engine::{Engine, ForeignResponses, Parent, Sink, SpanEnd, SpanStart, Verdict};
+use crate::engine::{id_of, Engine, ForeignResponses, Parent, Sink, SpanEnd, SpanStart, Verdict};
 use crate::findings::FindingCode;
 use crate::keys;
 use crate::metrics::AuditMetrics;
@@ -493,7 +493,7 @@ impl TraceReplay<'_> {
 
     /// The place of a replay id among the trace's spans.
     fn place(&self, id: SpanId) -> Option<usize> {
-        let i = u64::from_be_bytes(id.to_bytes()).checked_sub(self.base + 1)?;
+        let i = id_of(id).checked_sub(self.base + 1)?;
         usize::try_from(i).ok().filter(|&i| i < self.spans.len())
     }
 

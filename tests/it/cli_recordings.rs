@@ -268,3 +268,31 @@ fn exit_codes_and_fail_on() {
     let output = cli::run_with(&["check", "-"], &[], Some(&cli::read(&dirty)));
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// Auditing enriched, repaired output again reads what the first audit read: a value a
+/// repair replaced is read back from `genai_audit.reported.*`, by `check` as by
+/// `enrich`, so both find the same contamination again (DESIGN §5, §9).
+#[test]
+fn check_of_repaired_output_finds_what_check_of_the_input_found() {
+    let exported = export_script(&contamination("shared_counters.jsonl"));
+    let dirty = temp_file(
+        "dirty-again.json",
+        &json_lines(&requests(&exported.spans, 4, "app")),
+    );
+    let repair = ["--contamination-policy", "repair"];
+    let repaired = cli::enrich(&[&dirty], &repair);
+    assert!(cli::spans_of(&repaired).iter().any(|s| s
+        .attributes
+        .iter()
+        .any(|kv| kv.key.starts_with("genai_audit.reported."))));
+    let again = temp_file("repaired-again.json", &json_lines(&repaired));
+    let (first_code, first) = cli::check_json(&[&dirty], &repair);
+    let (second_code, second) = cli::check_json(&[&again], &repair);
+    assert_eq!(first_code, second_code);
+    assert_eq!(first["findings"], second["findings"], "{first} / {second}");
+    assert!(
+        first["findings_total"].as_u64().is_some_and(|n| n > 0),
+        "the input has findings: {first}"
+    );
+    assert_eq!(first["findings_total"], second["findings_total"]);
+}
